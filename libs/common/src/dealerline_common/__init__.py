@@ -1,0 +1,1 @@
+"""Shared code for the dealerline fleet: the only package every service imports."""

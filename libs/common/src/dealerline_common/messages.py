@@ -1,0 +1,332 @@
+"""Every message that crosses the bus, as a versioned pydantic model.
+
+Rules (ARCHITECTURE.md "The bus"):
+- each JSON message carries a ``type`` string ``dealerline.<name>.v<N>``; a reader that
+  meets an unknown type rejects it instead of guessing;
+- audio travels as the raw payload of a NATS message, never base64 in JSON; its metadata
+  rides in the ``Dl-Meta`` header as one of the ``*Meta`` models below.
+
+Times are wall-clock seconds since the epoch (``time.time()``), so that stages measured
+in different processes line up on one timeline.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+META_HEADER = "Dl-Meta"
+
+
+def new_id(prefix: str) -> str:
+    """A short unique id such as ``utt_3f2a…``; safe inside a NATS subject."""
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def now() -> float:
+    return time.time()
+
+
+class Wire(BaseModel):
+    """Base of every wire message: strict about unknown fields, JSON in and out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def dumps(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    def header(self) -> dict[str, str]:
+        """This model as the ``Dl-Meta`` header of a message whose payload is audio."""
+        return {META_HEADER: self.model_dump_json()}
+
+
+W = TypeVar("W", bound=Wire)
+
+
+def loads(model: type[W], data: bytes | str) -> W:
+    """Parse one message of a known model (raises pydantic.ValidationError)."""
+    return model.model_validate_json(data)
+
+
+def from_header(model: type[W], headers: dict[str, str] | None) -> W:
+    """Parse the ``Dl-Meta`` header of an audio message."""
+    if not headers or META_HEADER not in headers:
+        raise ValueError(f"message has no {META_HEADER} header")
+    return model.model_validate_json(headers[META_HEADER])
+
+
+# --------------------------------------------------------------------------- timings
+
+
+class TurnTimings(Wire):
+    """Stage timestamps of one turn, filled in hop by hop as the turn crosses the fleet."""
+
+    speech_started: float | None = None
+    speech_end: float | None = None  # gateway: last voiced frame of the caller
+    utterance_published: float | None = None  # gateway: endpointed, sent to STT
+    stt_started: float | None = None
+    transcript_published: float | None = None  # stt
+    llm_request: float | None = None  # agent: request sent to the LLM
+    first_token: float | None = None  # agent: first content token from the LLM
+    first_sentence: float | None = None  # agent: first sentence published on `say`
+    tts_started: float | None = None
+    first_audio: float | None = None  # tts: first sentence synthesized and published
+    first_media: float | None = None  # gateway: first media frame of the reply sent
+
+    def stages_ms(self) -> dict[str, float]:
+        """Durations in milliseconds of each stage present, plus the whole turn."""
+        pairs = {
+            "endpointing": (self.speech_end, self.utterance_published),
+            "stt": (self.utterance_published, self.transcript_published),
+            "llm_first_token": (self.transcript_published or self.llm_request, self.first_token),
+            "first_sentence": (self.first_token, self.first_sentence),
+            "tts_first_audio": (self.first_sentence, self.first_audio),
+            "to_first_media": (self.first_audio, self.first_media),
+            "total": (self.speech_end, self.first_media),
+        }
+        return {
+            name: round((b - a) * 1000.0, 1)
+            for name, (a, b) in pairs.items()
+            if a is not None and b is not None
+        }
+
+
+# --------------------------------------------------------------------------- speech path
+
+
+class UtteranceMeta(Wire):
+    """Header of ``call.<sid>.utterance``; the payload is 8 kHz mu-law audio."""
+
+    type: Literal["dealerline.utterance.v1"] = "dealerline.utterance.v1"
+    session_id: str
+    utterance_id: str
+    call_sid: str | None = None
+    index: int = Field(ge=0, description="utterance number within the call")
+    sample_rate: int = 8000
+    encoding: Literal["audio/x-mulaw"] = "audio/x-mulaw"
+    duration_ms: float
+    during_playback: bool = False
+    timings: TurnTimings
+
+
+class Transcript(Wire):
+    """``call.<sid>.transcript``: what STT heard in one utterance."""
+
+    type: Literal["dealerline.transcript.v1"] = "dealerline.transcript.v1"
+    session_id: str
+    utterance_id: str
+    text: str
+    language: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    no_speech_prob: float | None = None
+    audio_ms: float
+    stt_ms: float
+    model: str
+    timings: TurnTimings
+
+
+class Say(Wire):
+    """``call.<sid>.say``: one sentence of a reply for TTS.
+
+    The sentence that ends a turn is followed by a ``last=True`` message with empty text,
+    because the agent only knows a reply is over when the LLM stream ends.
+    """
+
+    type: Literal["dealerline.say.v1"] = "dealerline.say.v1"
+    session_id: str
+    turn_id: str
+    seq: int = Field(ge=0)
+    text: str
+    last: bool = False
+    timings: TurnTimings = Field(default_factory=TurnTimings)
+
+
+class AudioMeta(Wire):
+    """Header of ``call.<sid>.audio``; the payload is 8 kHz mu-law for one sentence."""
+
+    type: Literal["dealerline.audio.v1"] = "dealerline.audio.v1"
+    session_id: str
+    turn_id: str
+    seq: int = Field(ge=0)
+    last: bool
+    text: str
+    sample_rate: int = 8000
+    encoding: Literal["audio/x-mulaw"] = "audio/x-mulaw"
+    duration_ms: float
+    synth_ms: float
+    timings: TurnTimings = Field(default_factory=TurnTimings)
+
+
+# --------------------------------------------------------------------------- control lane
+
+
+class StreamStarted(Wire):
+    """A media stream for the session began (first one, or resumed after a human leg)."""
+
+    type: Literal["dealerline.control.stream_started.v1"] = "dealerline.control.stream_started.v1"
+    session_id: str
+    call_sid: str
+    stream_sid: str
+    resumed: bool = False
+    reason: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    at: float = Field(default_factory=now)
+
+
+class StreamStopped(Wire):
+    type: Literal["dealerline.control.stream_stopped.v1"] = "dealerline.control.stream_stopped.v1"
+    session_id: str
+    call_sid: str | None = None
+    reason: Literal["stop", "disconnect", "error"] = "stop"
+    at: float = Field(default_factory=now)
+
+
+class BargeIn(Wire):
+    """The caller spoke over playback: the turn is cancelled, only ``heard_text`` was heard."""
+
+    type: Literal["dealerline.control.barge_in.v1"] = "dealerline.control.barge_in.v1"
+    session_id: str
+    turn_id: str
+    heard_text: str
+    heard_seqs: list[int] = Field(default_factory=list)
+    at: float = Field(default_factory=now)
+
+
+class HangupRequest(Wire):
+    """Ask the gateway holding the call to end it once ``after_turn`` has been heard."""
+
+    type: Literal["dealerline.control.hangup.v1"] = "dealerline.control.hangup.v1"
+    session_id: str
+    after_turn: str | None = None
+    reason: str = ""
+    at: float = Field(default_factory=now)
+
+
+Control = Annotated[
+    StreamStarted | StreamStopped | BargeIn | HangupRequest, Field(discriminator="type")
+]
+_control = TypeAdapter(Control)
+
+
+def parse_control(data: bytes | str) -> StreamStarted | StreamStopped | BargeIn | HangupRequest:
+    return _control.validate_json(data)
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+class HumanCallStatus(str, enum.Enum):
+    NONE = "none"
+    CALLING = "calling"
+    RINGING = "ringing"
+    WAITING_CONFIRMATION = "waiting_confirmation"
+    CONFIRMED = "confirmed"
+    IN_CONFERENCE = "in_conference"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class EscalationRequest(Wire):
+    """``escalation.request``: start a human call for a session (JetStream work queue)."""
+
+    type: Literal["dealerline.escalation.request.v1"] = "dealerline.escalation.request.v1"
+    session_id: str
+    call_sid: str
+    reason: str
+    customer_name: str | None = None
+    requested_at: float = Field(default_factory=now)
+
+
+class EscalationStatus(Wire):
+    """``call.<sid>.escalation``: the human call moved to ``status``."""
+
+    type: Literal["dealerline.escalation.status.v1"] = "dealerline.escalation.status.v1"
+    session_id: str
+    status: HumanCallStatus
+    detail: str | None = None
+    staff_name: str | None = None
+    at: float = Field(default_factory=now)
+
+
+# --------------------------------------------------------------------------- dashboard events
+
+
+class _Event(Wire):
+    session_id: str
+    at: float = Field(default_factory=now)
+
+
+class CallStartedEvent(_Event):
+    type: Literal["dealerline.event.call_started.v1"] = "dealerline.event.call_started.v1"
+    call_sid: str
+    from_masked: str | None = None
+
+
+class StreamStartedEvent(_Event):
+    type: Literal["dealerline.event.stream_started.v1"] = "dealerline.event.stream_started.v1"
+    stream_sid: str
+    resumed: bool = False
+
+
+class TranscriptEvent(_Event):
+    type: Literal["dealerline.event.transcript.v1"] = "dealerline.event.transcript.v1"
+    role: Literal["user", "assistant"]
+    text: str
+    turn_id: str | None = None
+    interrupted: bool = False
+
+
+class StateUpdateEvent(_Event):
+    type: Literal["dealerline.event.state_update.v1"] = "dealerline.event.state_update.v1"
+    state: dict[str, Any]
+
+
+class HumanStatusEvent(_Event):
+    type: Literal["dealerline.event.human_status.v1"] = "dealerline.event.human_status.v1"
+    status: HumanCallStatus
+    detail: str | None = None
+
+
+class LatencyEvent(_Event):
+    type: Literal["dealerline.event.latency.v1"] = "dealerline.event.latency.v1"
+    turn_id: str
+    utterance_id: str | None = None
+    timings: TurnTimings
+    stages_ms: dict[str, float]
+
+
+class CallEndedEvent(_Event):
+    type: Literal["dealerline.event.call_ended.v1"] = "dealerline.event.call_ended.v1"
+    reason: str
+
+
+Event = Annotated[
+    CallStartedEvent
+    | StreamStartedEvent
+    | TranscriptEvent
+    | StateUpdateEvent
+    | HumanStatusEvent
+    | LatencyEvent
+    | CallEndedEvent,
+    Field(discriminator="type"),
+]
+_event = TypeAdapter(Event)
+
+
+def parse_event(
+    data: bytes | str,
+) -> (
+    CallStartedEvent
+    | StreamStartedEvent
+    | TranscriptEvent
+    | StateUpdateEvent
+    | HumanStatusEvent
+    | LatencyEvent
+    | CallEndedEvent
+):
+    return _event.validate_json(data)

@@ -1,0 +1,44 @@
+"""Prometheus metrics: one registry per service and the buckets turn latencies use."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Seconds; voice turns live between ~50 ms (endpointing) and a few seconds (LLM).
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """A registry plus factory methods, so a service's metrics never clash with another's."""
+
+    def __init__(self, namespace: str = "dealerline") -> None:
+        self.namespace = namespace
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.bus_reconnects = self.counter("bus_reconnects_total", "Reconnections to NATS")
+        self.bus_disconnects = self.counter("bus_disconnects_total", "Disconnections from NATS")
+        self.jobs_redelivered = self.counter(
+            "bus_redelivered_total", "Work messages received more than once", ["subject_kind"]
+        )
+
+    def counter(self, name: str, doc: str, labels: list[str] | None = None) -> Counter:
+        return Counter(name, doc, labels or [], namespace=self.namespace, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: list[str] | None = None) -> Gauge:
+        return Gauge(name, doc, labels or [], namespace=self.namespace, registry=self.registry)
+
+    def histogram(
+        self,
+        name: str,
+        doc: str,
+        labels: list[str] | None = None,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        return Histogram(
+            name, doc, labels or [], namespace=self.namespace, registry=self.registry, buckets=buckets
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

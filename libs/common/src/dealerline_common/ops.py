@@ -1,0 +1,119 @@
+"""Health and metrics endpoints (``/livez``, ``/readyz``, ``/metrics``) and the
+process lifecycle every service shares: start, serve, drain on SIGTERM, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .logs import get_logger
+from .metrics import CONTENT_TYPE, Metrics
+
+log = get_logger(__name__)
+
+
+class Health:
+    """Liveness is "the process loop runs"; readiness is set by the service once its
+    model is loaded and the bus is up, and cleared again while draining."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.draining = False
+        self.checks: dict[str, Callable[[], bool]] = {}
+
+    def add_check(self, name: str, check: Callable[[], bool]) -> None:
+        self.checks[name] = check
+
+    def status(self) -> tuple[bool, dict[str, bool]]:
+        results = {name: bool(check()) for name, check in self.checks.items()}
+        ok = self.ready and not self.draining and all(results.values())
+        return ok, results
+
+
+def ops_routes(health: Health, metrics: Metrics) -> list[BaseRoute]:
+    async def livez(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        ok, results = health.status()
+        body = {
+            "status": "ready" if ok else "not ready",
+            "draining": health.draining,
+            "checks": results,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return [
+        Route("/livez", livez),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ]
+
+
+class HttpServer:
+    """uvicorn inside the service's own event loop."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                ws_ping_interval=20,
+                ws_ping_timeout=20,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve(), name="http-server")
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+            await asyncio.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        raise RuntimeError("server is not listening")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]],
+    drain: Callable[[], Awaitable[None]],
+    health: Health,
+) -> None:
+    """Start the service, wait for SIGTERM/SIGINT, then drain: readiness goes false at
+    once (the load balancer stops sending work), jobs in flight finish, then exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await start()
+    await stop.wait()
+    log.info("draining")
+    health.draining = True
+    await drain()
+    log.info("stopped")

@@ -1,0 +1,89 @@
+"""Every NATS subject and JetStream name the fleet uses, built in one place.
+
+Per-session subjects are ``call.<sid>.<kind>``; a session id never contains a dot, a
+space or a wildcard, so it is checked before it is put into a subject.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+# JetStream streams (created idempotently by whoever starts first; see bus.ensure_streams).
+STREAM_UTTERANCES = "DL_UTTERANCES"
+STREAM_TRANSCRIPTS = "DL_TRANSCRIPTS"
+STREAM_SAY = "DL_SAY"
+STREAM_EVENTS = "DL_EVENTS"
+STREAM_ESCALATIONS = "DL_ESCALATIONS"
+
+# Durable consumer / queue-group names: one per worker kind.
+GROUP_STT = "stt"
+GROUP_TTS = "tts"
+GROUP_AGENT = "agent"
+GROUP_ESCALATION = "escalation"
+
+# The NATS key-value bucket holding one-time media-stream tokens.
+KV_STREAM_TOKENS = "dl_stream_tokens"
+
+ESCALATION_REQUEST = "escalation.request"
+
+
+def check_session_id(session_id: str) -> str:
+    """Return the id unchanged, or raise ValueError if it cannot be part of a subject."""
+    if not _SID.match(session_id):
+        raise ValueError(f"invalid session id for a subject: {session_id!r}")
+    return session_id
+
+
+def _call(session_id: str, kind: str) -> str:
+    return f"call.{check_session_id(session_id)}.{kind}"
+
+
+def utterance(session_id: str) -> str:
+    return _call(session_id, "utterance")
+
+
+def transcript(session_id: str) -> str:
+    return _call(session_id, "transcript")
+
+
+def say(session_id: str) -> str:
+    return _call(session_id, "say")
+
+
+def audio(session_id: str) -> str:
+    return _call(session_id, "audio")
+
+
+def control(session_id: str) -> str:
+    return _call(session_id, "control")
+
+
+def escalation(session_id: str) -> str:
+    return _call(session_id, "escalation")
+
+
+def events(session_id: str) -> str:
+    return _call(session_id, "events")
+
+
+def _all(kind: str) -> str:
+    return f"call.*.{kind}"
+
+
+ALL_UTTERANCES = _all("utterance")
+ALL_TRANSCRIPTS = _all("transcript")
+ALL_SAY = _all("say")
+ALL_AUDIO = _all("audio")
+ALL_CONTROL = _all("control")
+ALL_ESCALATION = _all("escalation")
+ALL_EVENTS = _all("events")
+
+
+def session_of(subject: str) -> str:
+    """The session id inside a ``call.<sid>.<kind>`` subject."""
+    parts = subject.split(".")
+    if len(parts) != 3 or parts[0] != "call":
+        raise ValueError(f"not a per-call subject: {subject!r}")
+    return check_session_id(parts[1])

@@ -1,0 +1,1 @@
+"""dealerline service."""
