@@ -59,7 +59,8 @@ def pcm16_to_ulaw(samples: Int16Array) -> bytes:
 
 def float_to_pcm16(samples: npt.NDArray[np.floating]) -> Int16Array:
     """[-1, 1] floats to int16, clipping anything outside."""
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    out: Int16Array = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return out
 
 
 def pcm16_to_float(samples: Int16Array) -> Float32Array:

@@ -65,7 +65,11 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(subjects.STREAM_ESCALATIONS, [subjects.ESCALATION_REQUEST], True, 3600),
 )
 
-_TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+)
 
 
 class Bus:
@@ -184,9 +188,7 @@ class Bus:
                     bucket=bucket,
                     ttl=ttl_s,
                     history=1,
-                    storage=api.StorageType.FILE
-                    if self.file_storage
-                    else api.StorageType.MEMORY,
+                    storage=api.StorageType.FILE if self.file_storage else api.StorageType.MEMORY,
                 )
             )
 

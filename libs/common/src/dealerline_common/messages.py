@@ -139,6 +139,7 @@ class Say(Wire):
     type: Literal["dealerline.say.v1"] = "dealerline.say.v1"
     session_id: str
     turn_id: str
+    utterance_id: str | None = None  # the caller utterance this turn answers, if any
     seq: int = Field(ge=0)
     text: str
     last: bool = False
@@ -151,6 +152,7 @@ class AudioMeta(Wire):
     type: Literal["dealerline.audio.v1"] = "dealerline.audio.v1"
     session_id: str
     turn_id: str
+    utterance_id: str | None = None
     seq: int = Field(ge=0)
     last: bool
     text: str
@@ -220,7 +222,7 @@ def parse_control(data: bytes | str) -> StreamStarted | StreamStopped | BargeIn 
 # --------------------------------------------------------------------------- escalation
 
 
-class HumanCallStatus(str, enum.Enum):
+class HumanCallStatus(enum.StrEnum):
     NONE = "none"
     CALLING = "calling"
     RINGING = "ringing"

@@ -37,7 +37,12 @@ class Metrics:
         buckets: tuple[float, ...] = LATENCY_BUCKETS,
     ) -> Histogram:
         return Histogram(
-            name, doc, labels or [], namespace=self.namespace, registry=self.registry, buckets=buckets
+            name,
+            doc,
+            labels or [],
+            namespace=self.namespace,
+            registry=self.registry,
+            buckets=buckets,
         )
 
     def render(self) -> bytes:

@@ -96,7 +96,7 @@ def kokoro_int8_path(cache_dir: Path | None = None) -> Path:
         with os.fdopen(fd, "wb") as f:
             for part in parts:
                 with part.open("rb") as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):  # noqa: B023
+                    for block in iter(lambda: src.read(1 << 20), b""):
                         h.update(block)
                         f.write(block)
         if h.hexdigest() != KOKORO_INT8_SHA256:
