@@ -115,3 +115,18 @@ def verify_kokoro_file(path: Path) -> None:
     """Full sha256 check of a joined model file (used by ``make setup``)."""
     if _sha256(path) != KOKORO_INT8_SHA256:
         raise ModelError(f"{path} does not match the expected sha256")
+
+
+def prepare() -> None:
+    """``python -m dealerline_common.models``: assemble and verify the embedded models."""
+    whisper = bundled_whisper_path()
+    voices = bundled_voices_path()
+    kokoro = kokoro_int8_path()
+    verify_kokoro_file(kokoro)
+    print(f"whisper tiny.en : {whisper}")
+    print(f"kokoro int8     : {kokoro} (sha256 ok)")
+    print(f"kokoro voices   : {voices}")
+
+
+if __name__ == "__main__":
+    prepare()
