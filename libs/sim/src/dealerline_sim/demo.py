@@ -1,0 +1,239 @@
+"""``make demo``: one simulated phone call through the whole fleet, printed turn by turn.
+
+The phone simulator plays Twilio (signed webhook, Media Streams), the caller's lines are
+spoken with Kokoro in a voice other than the agent's, and what the caller heard is
+transcribed back with Whisper. An observer on the bus records what STT heard, what the
+agent said and each turn's stage timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dealerline_common import subjects
+from dealerline_common.bus import Bus
+from dealerline_common.messages import LatencyEvent, Say, Transcript, loads, parse_event
+from nats.aio.msg import Msg
+
+from .fleet import Fleet
+from .phone import Call, PhoneSimulator, Transcriber, Turn, run_script
+
+DEMO_LINES = [
+    "Hi, I would like to book an oil change for my car.",
+    "Tuesday morning would be great, around nine.",
+]
+CALLER_NUMBER = "+14155550123"
+DEALER_NUMBER = "+18005550100"
+
+STAGES = [
+    ("endpointing", "end of speech → utterance published"),
+    ("stt", "utterance → transcript"),
+    ("llm_first_token", "transcript → first LLM token"),
+    ("first_sentence", "first token → first sentence out"),
+    ("tts_first_audio", "sentence → first sentence synthesized"),
+    ("to_first_media", "synthesized → first media frame sent"),
+    ("total", "end of speech → first media frame (turn)"),
+]
+
+
+class BusObserver:
+    """Watches one call on the bus: transcripts, sentences and latency events."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.transcripts: dict[str, list[Transcript]] = {}
+        self.says: dict[str, dict[str, list[Say]]] = {}
+        self.latency: dict[str, dict[str, LatencyEvent]] = {}
+
+    async def start(self) -> None:
+        await self.bus.subscribe(subjects.ALL_TRANSCRIPTS, self._on_transcript)
+        await self.bus.subscribe(subjects.ALL_SAY, self._on_say)
+        await self.bus.subscribe(subjects.ALL_EVENTS, self._on_event)
+
+    async def _on_transcript(self, msg: Msg) -> None:
+        t = loads(Transcript, msg.data)
+        self.transcripts.setdefault(t.session_id, []).append(t)
+
+    async def _on_say(self, msg: Msg) -> None:
+        s = loads(Say, msg.data)
+        turn = self.says.setdefault(s.session_id, {}).setdefault(s.turn_id, [])
+        if all(x.seq != s.seq for x in turn):
+            turn.append(s)
+
+    async def _on_event(self, msg: Msg) -> None:
+        event = parse_event(msg.data)
+        if isinstance(event, LatencyEvent):
+            self.latency.setdefault(event.session_id, {}).setdefault(event.turn_id, event)
+
+    def agent_text(self, session_id: str, turn_id: str) -> str:
+        says = sorted(self.says.get(session_id, {}).get(turn_id, []), key=lambda s: s.seq)
+        return " ".join(s.text for s in says if s.text).strip()
+
+    def turns_for_utterances(self, session_id: str, utterance_ids: set[str]) -> list[str]:
+        turns = self.says.get(session_id, {})
+        return [
+            turn_id
+            for turn_id, says in turns.items()
+            if any(s.utterance_id in utterance_ids for s in says)
+        ]
+
+    def greeting_turns(self, session_id: str) -> list[str]:
+        turns = self.says.get(session_id, {})
+        return [t for t, says in turns.items() if all(s.utterance_id is None for s in says)]
+
+
+@dataclass
+class TurnReport:
+    index: int
+    caller_said: str | None
+    stt_heard: str
+    agent_answered: str
+    caller_heard: str
+    latency: LatencyEvent | None
+    sim_turn: Turn
+    utterance_ids: list[str] = field(default_factory=list)
+    turn_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CallReport:
+    session_id: str
+    turns: list[TurnReport]
+    call: Call
+
+
+async def place_scripted_call(
+    fleet: Fleet,
+    lines: list[str],
+    *,
+    pace: float = 1.0,
+    transcriber: Transcriber | None = None,
+    quiet_s: float = 1.5,
+    timeout_s: float = 90.0,
+) -> CallReport:
+    """Place one call through ``fleet`` and say ``lines``; return what happened per turn."""
+    transcriber = transcriber or Transcriber()
+    bus = Bus(str(fleet.nats_url), "demo-observer")
+    await bus.connect()
+    observer = BusObserver(bus)
+    await observer.start()
+    try:
+        async with PhoneSimulator(
+            fleet.gateway_url, fleet.public_url, fleet.auth_token, pace=pace
+        ) as sim:
+            call = await sim.place_call(CALLER_NUMBER, DEALER_NUMBER)
+            async with call:
+                sim_turns = await run_script(
+                    call, lines, transcriber, quiet_s=quiet_s, timeout_s=timeout_s
+                )
+            session_id = call.custom_parameters["session_id"]
+            await asyncio.sleep(0.3)  # let the last bus messages land
+        return CallReport(session_id, _assemble(observer, session_id, sim_turns), call)
+    finally:
+        await bus.close()
+
+
+def _assemble(observer: BusObserver, session_id: str, sim_turns: list[Turn]) -> list[TurnReport]:
+    reports: list[TurnReport] = []
+    transcripts = observer.transcripts.get(session_id, [])
+    latency = observer.latency.get(session_id, {})
+    starts = [t.caller_started_at for t in sim_turns] + [float("inf")]
+    for i, turn in enumerate(sim_turns):
+        if turn.caller_text is None:
+            turn_ids = observer.greeting_turns(session_id)
+            utterance_ids: list[str] = []
+            heard_by_stt = ""
+        else:
+            lo, hi = starts[i] or 0.0, starts[i + 1] or float("inf")
+            mine = [
+                t
+                for t in transcripts
+                if t.timings.speech_end is not None and lo <= t.timings.speech_end < hi
+            ]
+            utterance_ids = [t.utterance_id for t in mine]
+            heard_by_stt = " ".join(t.text for t in mine if t.text).strip()
+            turn_ids = observer.turns_for_utterances(session_id, set(utterance_ids))
+        answered = " ".join(observer.agent_text(session_id, t) for t in turn_ids).strip()
+        lat = next((latency[t] for t in turn_ids if t in latency), None)
+        reports.append(
+            TurnReport(
+                index=i,
+                caller_said=turn.caller_text,
+                stt_heard=heard_by_stt,
+                agent_answered=answered,
+                caller_heard=(turn.heard_text or "").strip(),
+                latency=lat,
+                sim_turn=turn,
+                utterance_ids=utterance_ids,
+                turn_ids=turn_ids,
+            )
+        )
+    return reports
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp))
+
+
+def format_report(report: CallReport) -> str:
+    out: list[str] = [f"session {report.session_id}"]
+    for t in report.turns:
+        title = "greeting" if t.caller_said is None else f"caller turn {t.index}"
+        out.append(f"\n── Turn {t.index} ({title}) " + "─" * 40)
+        if t.caller_said is not None:
+            out.append(f"  caller said    : {t.caller_said}")
+            wer = word_error_rate(t.caller_said, t.stt_heard)
+            out.append(f"  STT heard      : {t.stt_heard}   (WER {wer:.2f})")
+        out.append(f"  agent answered : {t.agent_answered}")
+        wer = word_error_rate(t.agent_answered, t.caller_heard)
+        out.append(f"  caller heard   : {t.caller_heard}   (WER {wer:.2f})")
+        if t.latency is None:
+            out.append("  timings        : (no latency event)")
+            continue
+        stages = t.latency.stages_ms
+        out.append("  timings (ms)   :")
+        for key, label in STAGES:
+            if key in stages:
+                out.append(f"    {label:<42} {stages[key]:>8.0f}")
+    return "\n".join(out)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    async with Fleet(log_dir=Path(args.log_dir) if args.log_dir else None) as fleet:
+        print(f"LLM: {fleet.llm.describe()}", flush=True)
+        print("Loading Whisper for the caller's ears ...", flush=True)
+        transcriber = Transcriber()
+        print(f"Placing a call from {CALLER_NUMBER[:3]}••• to the dealership ...", flush=True)
+        report = await place_scripted_call(fleet, DEMO_LINES, pace=1.0, transcriber=transcriber)
+        print(format_report(report), flush=True)
+        if not all(t.agent_answered for t in report.turns):
+            print("\nsome turn got no answer from the agent", file=sys.stderr)
+            return 1
+        if report.call.protocol_errors:
+            print(f"\nprotocol errors: {report.call.protocol_errors}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Place one simulated call through the fleet.")
+    parser.add_argument("--log-dir", default="artifacts/demo-logs")
+    sys.exit(asyncio.run(_main(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Start the whole dealerline fleet on this machine: a local nats-server, the scripted LLM
+endpoint (unless a real one is configured), and one process per service, each started for
+real with ``python -m <package>`` and its own environment.
+
+Used by ``make run`` (``python -m dealerline_sim.fleet``), ``make demo``, ``make bench`` and
+the end-to-end tests. Every process it starts is stopped again (SIGTERM, then SIGKILL after
+a grace period), also when the caller is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.resources
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from dealerline_common.net import free_port
+
+from .nats_server import NatsServer
+
+DEFAULT_PUBLIC_URL = "https://dealer.example.com"
+
+
+def default_scenario() -> Path:
+    return Path(str(importlib.resources.files("dealerline_sim") / "scenarios" / "demo.yaml"))
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    env_prefix: str
+    what: str  # shown while waiting for it to become ready
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("gateway", "dealerline_gateway", "GATEWAY_", "webhooks and media stream"),
+    ServiceSpec("stt", "dealerline_stt", "STT_", "loading faster-whisper"),
+    ServiceSpec("tts", "dealerline_tts", "TTS_", "loading Kokoro-82M"),
+    ServiceSpec("agent", "dealerline_agent", "AGENT_", "LangGraph agent"),
+    ServiceSpec("escalation", "dealerline_escalation", "ESCALATION_", "human leg"),
+    ServiceSpec("dashboard-api", "dealerline_dashboard", "DASHBOARD_", "dashboard API"),
+)
+
+
+@dataclass
+class LlmChoice:
+    """Which LLM the agent talks to: a real OpenAI-compatible endpoint, or the scripted one."""
+
+    base_url: str | None
+    api_key: str | None
+    model: str
+    scripted: bool
+
+    @classmethod
+    def from_env(cls) -> LlmChoice:
+        base = os.environ.get("AGENT_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        key = os.environ.get("AGENT_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        model = os.environ.get("AGENT_LLM_MODEL", "gpt-4.1-mini")
+        if base or key:
+            return cls(base_url=base, api_key=key, model=model, scripted=False)
+        return cls(base_url=None, api_key=None, model="scripted", scripted=True)
+
+    def describe(self) -> str:
+        if self.scripted:
+            return "scripted OpenAI-compatible endpoint (no API key or LLM base URL set)"
+        return f"model {self.model} at {self.base_url or 'https://api.openai.com/v1'}"
+
+
+@dataclass
+class Proc:
+    spec_name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Fleet:
+    """The fleet's processes. ``async with Fleet(...) as fleet:`` starts and stops it."""
+
+    nats_url: str | None = None
+    public_url: str = DEFAULT_PUBLIC_URL
+    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    scenario: Path | None = None
+    llm: LlmChoice = field(default_factory=LlmChoice.from_env)
+    log_dir: Path | None = None
+    services: tuple[ServiceSpec, ...] = SERVICES
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 180.0
+    quiet: bool = False
+    procs: dict[str, Proc] = field(default_factory=dict)
+    nats: NatsServer | None = None
+    llm_base_url: str | None = None
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[fleet] {text}", file=sys.stderr, flush=True)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.procs['gateway'].port}"
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.procs[name].port}"
+
+    async def __aenter__(self) -> Fleet:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.log_dir is None:
+            self.log_dir = Path(tempfile.mkdtemp(prefix="dl-fleet-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.nats_url is None:
+            self.nats = NatsServer().start()
+            self.nats_url = self.nats.url
+            self._say(f"nats-server with JetStream on {self.nats_url}")
+        if self.llm.scripted:
+            port = free_port()
+            scenario = self.scenario or default_scenario()
+            self._spawn(
+                "llm",
+                [sys.executable, "-m", "dealerline_sim.llm", "--scenario", str(scenario)]
+                + ["--port", str(port)],
+                port,
+                {},
+            )
+            self.llm_base_url = f"http://127.0.0.1:{port}/v1"
+            await self._wait_http("llm", f"{self.llm_base_url}/models", "scripted LLM")
+        else:
+            self.llm_base_url = self.llm.base_url
+        self._say(f"LLM: {self.llm.describe()}")
+        for spec in self.services:
+            port = free_port()
+            self._spawn(
+                spec.name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port)
+            )
+        await asyncio.gather(
+            *(
+                self._wait_http(s.name, f"{self.url(s.name)}/readyz", s.what)
+                for s in self.services
+            )
+        )
+        self._say("fleet ready: " + ", ".join(f"{n} :{p.port}" for n, p in self.procs.items()))
+
+    def _env_for(self, spec: ServiceSpec, port: int) -> dict[str, str]:
+        p = spec.env_prefix
+        env = {
+            f"{p}NATS_URL": str(self.nats_url),
+            f"{p}HTTP_PORT": str(port),
+            f"{p}HTTP_HOST": "127.0.0.1",
+        }
+        if spec.name == "gateway":
+            env["GATEWAY_PUBLIC_URL"] = self.public_url
+            env["GATEWAY_TWILIO_AUTH_TOKEN"] = self.auth_token
+        if spec.name == "agent":
+            if self.llm_base_url:
+                env["AGENT_LLM_BASE_URL"] = self.llm_base_url
+            env["AGENT_LLM_MODEL"] = self.llm.model
+            env["AGENT_LLM_API_KEY"] = self.llm.api_key or "scripted-endpoint-needs-no-key"
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> None:
+        assert self.log_dir is not None
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        process = subprocess.Popen(
+            argv,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop them
+        )
+        log.close()
+        self.procs[name] = Proc(name, port, process, log_path)
+
+    async def _wait_http(self, name: str, url: str, what: str) -> None:
+        proc = self.procs[name]
+        started = time.monotonic()
+        next_note = started + 5.0
+        self._say(f"starting {name} ({what}) ...")
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if proc.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.process.returncode} while starting; "
+                        f"log {proc.log_path}:\n{proc.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        self._say(f"{name} ready after {time.monotonic() - started:.1f}s")
+                        return
+                now = time.monotonic()
+                if now - started > self.ready_timeout_s:
+                    raise RuntimeError(
+                        f"{name} not ready after {self.ready_timeout_s:.0f}s; log:\n{proc.log_tail()}"
+                    )
+                if now > next_note:
+                    self._say(f"still waiting for {name} ({what}), {now - started:.0f}s")
+                    next_note = now + 5.0
+                await asyncio.sleep(0.1)
+
+    async def restart(self, name: str) -> None:
+        """Kill one service hard (as a crash would) and start it again."""
+        spec = next(s for s in self.services if s.name == name)
+        self.kill(name)
+        port = self.procs[name].port
+        self._spawn(name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port))
+        await self._wait_http(name, f"{self.url(name)}/readyz", spec.what)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name].process
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    async def stop(self, grace_s: float = 20.0) -> None:
+        running = [p for p in self.procs.values() if p.process.poll() is None]
+        for p in running:
+            with contextlib.suppress(ProcessLookupError):
+                p.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in running:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                await asyncio.to_thread(p.process.wait, remaining)
+            except subprocess.TimeoutExpired:
+                self._say(f"{p.spec_name} did not stop in {grace_s:.0f}s; killing it")
+                p.process.kill()
+                await asyncio.to_thread(p.process.wait)
+        if self.nats is not None:
+            self.nats.cleanup()
+            self.nats = None
+        if running:
+            self._say("fleet stopped")
+
+
+async def _run_forever(args: argparse.Namespace) -> None:
+    fleet = Fleet(
+        nats_url=args.nats_url,
+        public_url=args.public_url,
+        auth_token=os.environ.get("GATEWAY_TWILIO_AUTH_TOKEN") or secrets.token_hex(16),
+        scenario=Path(args.scenario) if args.scenario else None,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with fleet:
+        print(
+            f"\ndealerline is running. Gateway (point Twilio here): {fleet.gateway_url}\n"
+            f"  webhook  POST {args.public_url}/api/voice/incoming\n"
+            f"  logs     {fleet.log_dir}\n"
+            "Press Ctrl-C to stop everything.",
+            flush=True,
+        )
+        waiter = asyncio.create_task(stop.wait(), name="wait-for-signal")
+        watchers = [
+            asyncio.create_task(asyncio.to_thread(p.process.wait), name=f"watch:{n}")
+            for n, p in fleet.procs.items()
+        ]
+        done, _ = await asyncio.wait([waiter, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        for name, proc in fleet.procs.items():
+            if proc.process.poll() is not None and not stop.is_set():
+                print(f"{name} exited ({proc.process.returncode}):\n{proc.log_tail()}", flush=True)
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+    for w in watchers:
+        with contextlib.suppress(BaseException):
+            await w
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the dealerline fleet on this machine.")
+    parser.add_argument("--nats-url", help="use this NATS instead of starting a local one")
+    parser.add_argument("--public-url", default=DEFAULT_PUBLIC_URL)
+    parser.add_argument("--scenario", help="scenario file for the scripted LLM endpoint")
+    parser.add_argument("--log-dir", help="where each process writes its log")
+    asyncio.run(_run_forever(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
