@@ -1,0 +1,252 @@
+"""Outbound playback state of one call: turn ordering, the sentence queue, marks, and what
+the caller actually heard when they barged in.
+
+Sentences of a turn may arrive out of order (parallel TTS workers); they are released to
+the send queue strictly in ``seq`` order. A newer turn supersedes the older one; a
+barged-in turn is cancelled; audio for either is dropped. Every sentence is followed by
+one mark ``<turn_id>:<seq>``; Twilio echoes it once the sentence has played. Marks that
+were pending when we sent ``clear`` are echoed too, but were not heard, so they are
+remembered and ignored.
+
+This class does no I/O: the media session sends what :meth:`next_sentence` gives it and
+reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+
+from dealerline_common.messages import AudioMeta, TurnTimings
+
+_REMEMBERED_TURNS = 64
+
+
+@dataclass
+class Sentence:
+    turn_id: str
+    seq: int
+    text: str
+    audio: bytes
+    duration_ms: float
+    meta: AudioMeta
+
+    @property
+    def mark_name(self) -> str:
+        return f"{self.turn_id}:{self.seq}"
+
+
+@dataclass
+class _Mark:
+    turn_id: str
+    seq: int
+    text: str
+    duration_ms: float
+    first_sent_at: float
+
+
+@dataclass
+class Turn:
+    turn_id: str
+    utterance_id: str | None = None
+    next_seq: int = 0
+    pending: dict[int, tuple[AudioMeta, bytes]] = field(default_factory=dict)
+    closed: bool = False  # the last=True message has been released
+    cancelled: bool = False
+    queued: int = 0  # sentences in the send queue or being sent
+    outstanding: set[str] = field(default_factory=set)
+    heard: dict[int, str] = field(default_factory=dict)
+    first_media_at: float | None = None
+    last_echo_at: float | None = None
+    timings: TurnTimings | None = None
+    sentence_started: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        """Everything of the turn has been played (or it was cancelled)."""
+        return self.cancelled or (self.closed and self.queued == 0 and not self.outstanding)
+
+
+@dataclass(frozen=True)
+class BargeInResult:
+    turn_id: str
+    heard_text: str
+    heard_seqs: list[int]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    reason: str  # "cancelled", "stale", "duplicate", "queue_full"
+
+
+class Playback:
+    def __init__(self, queue_max: int) -> None:
+        self.queue: asyncio.Queue[Sentence] = asyncio.Queue(maxsize=queue_max)
+        self.turns: collections.OrderedDict[str, Turn] = collections.OrderedDict()
+        self.current: Turn | None = None
+        self.marks: dict[str, _Mark] = {}
+        self.cleared: set[str] = set()
+        self.changed = asyncio.Event()  # set on any progress; the hang-up waiter watches it
+
+    # ----------------------------------------------------------------- inbound audio
+
+    def offer(self, meta: AudioMeta, payload: bytes) -> list[Dropped]:
+        """One sentence (or the closing ``last`` message) from TTS."""
+        turn = self.turns.get(meta.turn_id)
+        if turn is not None and turn.cancelled:
+            return [Dropped("cancelled")]
+        if turn is not None and turn is not self.current:
+            return [Dropped("stale")]
+        drops: list[Dropped] = []
+        if turn is None:
+            if self.current is not None:
+                old = self.current
+                drops.extend(Dropped("stale") for _ in old.pending)
+                old.pending.clear()
+                old.closed = True
+            turn = Turn(meta.turn_id, utterance_id=meta.utterance_id)
+            self.turns[meta.turn_id] = turn
+            while len(self.turns) > _REMEMBERED_TURNS:
+                self.turns.popitem(last=False)
+            self.current = turn
+        if meta.seq < turn.next_seq or meta.seq in turn.pending or turn.closed:
+            return [*drops, Dropped("duplicate")]
+        turn.pending[meta.seq] = (meta, payload)
+        while turn.next_seq in turn.pending:
+            m, data = turn.pending.pop(turn.next_seq)
+            turn.next_seq += 1
+            if turn.timings is None and (data or m.last):
+                turn.timings = m.timings
+                turn.utterance_id = turn.utterance_id or m.utterance_id
+            if data:
+                sentence = Sentence(m.turn_id, m.seq, m.text, data, m.duration_ms, m)
+                try:
+                    self.queue.put_nowait(sentence)
+                    turn.queued += 1
+                except asyncio.QueueFull:
+                    drops.append(Dropped("queue_full"))
+            if m.last:
+                turn.closed = True
+                turn.pending.clear()
+                break
+        self.changed.set()
+        return drops
+
+    # ----------------------------------------------------------------- sending
+
+    def playable(self, sentence: Sentence) -> bool:
+        """Whether a sentence taken from the queue (or half sent) should still be sent."""
+        turn = self.turns.get(sentence.turn_id)
+        return turn is not None and not turn.cancelled and turn is self.current
+
+    def finished_sending(self, sentence: Sentence) -> None:
+        """The sender is done with a sentence taken from the queue (sent or dropped)."""
+        turn = self.turns.get(sentence.turn_id)
+        if turn is not None:
+            turn.queued = max(0, turn.queued - 1)
+        self.changed.set()
+
+    def sent_chunk(self, sentence: Sentence, at: float) -> bool:
+        """A media chunk went out; True when it is the first media frame of the turn."""
+        turn = self.turns[sentence.turn_id]
+        turn.sentence_started.setdefault(sentence.seq, at)
+        if turn.first_media_at is None:
+            turn.first_media_at = at
+            return True
+        return False
+
+    def sent_mark(self, sentence: Sentence) -> None:
+        turn = self.turns[sentence.turn_id]
+        name = sentence.mark_name
+        turn.outstanding.add(name)
+        self.marks[name] = _Mark(
+            sentence.turn_id,
+            sentence.seq,
+            sentence.text,
+            sentence.duration_ms,
+            turn.sentence_started.get(sentence.seq, turn.first_media_at or 0.0),
+        )
+
+    def mark_echoed(self, name: str, at: float) -> bool:
+        """Twilio echoed a mark; True if it means the sentence was heard."""
+        if name in self.cleared:
+            self.cleared.discard(name)
+            return False
+        mark = self.marks.pop(name, None)
+        if mark is None:
+            return False
+        turn = self.turns.get(mark.turn_id)
+        if turn is not None:
+            turn.outstanding.discard(name)
+            turn.heard[mark.seq] = mark.text
+            turn.last_echo_at = at
+        self.changed.set()
+        return True
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.marks)
+
+    def active(self) -> bool:
+        """Something is playing or about to: marks outstanding, or the current turn is open
+        with audio sent or queued."""
+        if self.marks:
+            return True
+        cur = self.current
+        return (
+            cur is not None
+            and not cur.cancelled
+            and (cur.queued > 0 or (not cur.closed and cur.first_media_at is not None))
+        )
+
+    def turn_done(self, turn_id: str | None) -> bool:
+        if turn_id is None:
+            return not self.marks and all(t.queued == 0 for t in self.turns.values())
+        turn = self.turns.get(turn_id)
+        return turn is not None and turn.done
+
+    # ----------------------------------------------------------------- barge-in
+
+    def barge_in(self, at: float) -> list[BargeInResult]:
+        """Cancel every turn still playing; say what the caller heard of each."""
+        hit: list[Turn] = []
+        for turn in self.turns.values():
+            if turn.cancelled:
+                continue
+            if turn.outstanding or (turn is self.current and not turn.done):
+                hit.append(turn)
+        results = []
+        for turn in hit:
+            turn.cancelled = True
+            turn.pending.clear()
+            heard_seqs = sorted(turn.heard)
+            words = [turn.heard[s] for s in heard_seqs]
+            partial = self._partial(turn, at)
+            if partial:
+                words.append(partial)
+            for name in turn.outstanding:
+                self.marks.pop(name, None)
+                self.cleared.add(name)
+            turn.outstanding.clear()
+            results.append(BargeInResult(turn.turn_id, " ".join(words).strip(), heard_seqs))
+        self.changed.set()
+        return results
+
+    def _partial(self, turn: Turn, at: float) -> str:
+        """The words of the sentence playing at ``at``, by the share of its duration that
+        elapsed since it started (the previous mark echo, or its first media frame)."""
+        playing = [self.marks[n] for n in turn.outstanding if n in self.marks]
+        if not playing:
+            return ""
+        mark = min(playing, key=lambda m: m.seq)
+        started = max(
+            turn.last_echo_at or turn.first_media_at or mark.first_sent_at, mark.first_sent_at
+        )
+        if mark.duration_ms <= 0:
+            return ""
+        fraction = min(1.0, max(0.0, (at - started) * 1000.0 / mark.duration_ms))
+        words = mark.text.split()
+        return " ".join(words[: int(fraction * len(words))])

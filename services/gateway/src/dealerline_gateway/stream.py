@@ -1,0 +1,600 @@
+"""One Twilio Media Stream: inbound frames -> VAD -> endpointed utterances on the bus;
+audio from TTS -> ordered media + marks back to Twilio; barge-in; hang-up.
+
+A malformed frame is counted, logged and skipped: it never closes the socket. Every task a
+session starts is named, kept in :attr:`MediaSession._tasks` and cancelled with a deadline
+when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dealerline_common import audio, subjects
+from dealerline_common.bus import msg_payload
+from dealerline_common.logs import get_logger, mask_phone
+from dealerline_common.messages import (
+    AudioMeta,
+    BargeIn,
+    CallEndedEvent,
+    HangupRequest,
+    LatencyEvent,
+    StreamStarted,
+    StreamStartedEvent,
+    StreamStopped,
+    TurnTimings,
+    UtteranceMeta,
+    Wire,
+    from_header,
+    new_id,
+    parse_control,
+)
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .playback import Playback, Sentence
+from .vad import Discarded, Endpointer, EndpointerConfig, SpeechStart, Utterance, make_vad
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+log = get_logger(__name__)
+
+POLICY_VIOLATION = 1008
+SILENT_FRAME = bytes([audio.ULAW_SILENCE]) * audio.FRAME_BYTES
+_TASK_DEADLINE_S = 2.0
+_REMEMBERED_UTTERANCES = 16
+
+
+class BadFrame(Exception):
+    """A frame that cannot be understood; it is skipped."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Publish:
+    subject: str
+    data: bytes | Wire
+    headers: dict[str, str] | None = None
+    msg_id: str | None = None
+    durable: bool = True
+    meta: UtteranceMeta | None = None  # its header is stamped with the send time
+
+
+class _Stop(Exception):
+    """The stream is over (Twilio sent ``stop``, or the stream was refused)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MediaSession:
+    def __init__(self, gateway: Gateway, ws: WebSocket) -> None:
+        self.gw = gateway
+        self.ws = ws
+        s = gateway.settings
+        self.settings = s
+        self.session_id: str | None = None
+        self.call_sid: str | None = None
+        self.stream_sid: str | None = None
+        self.vad = make_vad(s.vad_kind, s.vad_aggressiveness, s.energy_threshold)
+        self.endpointer = Endpointer(
+            EndpointerConfig.from_ms(
+                start_frames=s.speech_start_frames,
+                start_window=max(s.speech_start_window, s.speech_start_frames),
+                end_silence_ms=s.end_silence_ms,
+                min_speech_ms=s.min_speech_ms,
+                preroll_ms=s.preroll_ms,
+                tail_ms=s.tail_ms,
+                max_utterance_s=s.max_utterance_s,
+            )
+        )
+        self.playback = Playback(s.outbound_queue_max)
+        self._send_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[_Publish] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Subscription] = []
+        self._inbuf = b""
+        self._next_ts: float | None = None
+        self._last_frame_at = time.monotonic()
+        self._utt_index = 0
+        self._utt_during_playback = False
+        self._barged = False  # this utterance already triggered a barge-in
+        self._utt_timings: dict[str, TurnTimings] = {}
+        self._hangup: asyncio.Task[None] | None = None
+        self._close_reason: str | None = None
+        self.done = asyncio.Event()
+
+    # ----------------------------------------------------------------- tasks
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"{name}:{self.session_id or '-'}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_TASK_DEADLINE_S)
+            for t in pending:
+                log.error("task did not stop in time", task=t.get_name())
+
+    # ----------------------------------------------------------------- main loop
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        reason = "disconnect"
+        try:
+            while True:
+                try:
+                    message = await self.ws.receive()
+                except (WebSocketDisconnect, RuntimeError):
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                try:
+                    if text is None:
+                        raise BadFrame("binary frame")
+                    await self._on_frame(text)
+                except BadFrame as exc:
+                    self._bad_frame(exc.reason)
+                except _Stop as stop:
+                    reason = stop.reason
+                    break
+                except Exception:
+                    log.exception("frame handler failed", session_id=self.session_id)
+                    self._bad_frame("handler_error")
+        finally:
+            if self._close_reason is not None and reason == "disconnect":
+                reason = self._close_reason
+            await self._finish(reason)
+
+    def _bad_frame(self, reason: str) -> None:
+        self.gw.gm.bad_frames.labels(reason).inc()
+        log.warning("bad media-stream frame skipped", reason=reason, session_id=self.session_id)
+
+    async def _on_frame(self, text: str) -> None:
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            raise BadFrame("invalid_json") from None
+        if not isinstance(frame, dict):
+            raise BadFrame("not_an_object")
+        event = frame.get("event")
+        if event == "media":
+            self._on_media(frame)
+        elif event == "mark":
+            self._on_mark(frame)
+        elif event == "start":
+            await self._on_start(frame)
+        elif event == "connected":
+            log.debug("media stream connected", protocol=frame.get("protocol"))
+        elif event == "dtmf":
+            dtmf = _obj(frame, "dtmf")
+            log.info(
+                "dtmf received", session_id=self.session_id, digits=len(str(dtmf.get("digit", "")))
+            )
+        elif event == "stop":
+            raise _Stop("stop")
+        else:
+            raise BadFrame("unknown_event")
+
+    # ----------------------------------------------------------------- start
+
+    async def _on_start(self, frame: dict[str, Any]) -> None:
+        if self.session_id is not None:
+            raise BadFrame("duplicate_start")
+        start = _obj(frame, "start")
+        stream_sid = _str(frame.get("streamSid") or start.get("streamSid"), "streamSid")
+        params = start.get("customParameters")
+        if not isinstance(params, dict):
+            params = {}
+        token = str(params.get("token") or "")
+        session_id = str(params.get("session_id") or "")
+        call_sid = start.get("callSid") or params.get("call_sid")
+        try:
+            subjects.check_session_id(session_id)
+        except ValueError:
+            await self._refuse("bad_session_id")
+        grant = await self.gw.tokens.admit(
+            token, session_id, str(call_sid) if isinstance(call_sid, str) else None
+        )
+        if grant is None:
+            await self._refuse("bad_token")
+            return
+        self.session_id = session_id
+        self.call_sid = grant.call_sid
+        self.stream_sid = stream_sid
+        from_number = params.get("from") or grant.from_number
+        to_number = params.get("to") or grant.to_number
+        self.gw.register(self)
+        self.gw.gm.active_streams.inc()
+        self._subs.append(await self.gw.bus.subscribe(subjects.audio(session_id), self._on_audio))
+        self._subs.append(
+            await self.gw.bus.subscribe(subjects.control(session_id), self._on_control)
+        )
+        self._spawn("sender", self._sender())
+        self._spawn("outbox", self._publisher())
+        self._spawn("watchdog", self._watchdog())
+        log.info(
+            "media stream started",
+            session_id=session_id,
+            stream_sid=stream_sid,
+            resumed=grant.resumed,
+            caller=mask_phone(from_number),
+        )
+        await self.gw.bus.publish(
+            subjects.control(session_id),
+            StreamStarted(
+                session_id=session_id,
+                call_sid=grant.call_sid,
+                stream_sid=stream_sid,
+                resumed=grant.resumed,
+                reason=grant.reason,
+                from_number=from_number,
+                to_number=to_number,
+            ),
+        )
+        self._emit(
+            subjects.events(session_id),
+            StreamStartedEvent(session_id=session_id, stream_sid=stream_sid, resumed=grant.resumed),
+        )
+
+    async def _refuse(self, reason: str) -> None:
+        self.gw.gm.streams_rejected.labels(reason).inc()
+        log.warning("media stream refused", reason=reason)
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=POLICY_VIOLATION, reason=reason)
+        raise _Stop("refused")
+
+    # ----------------------------------------------------------------- inbound audio
+
+    def _on_media(self, frame: dict[str, Any]) -> None:
+        if self.session_id is None:
+            raise BadFrame("media_before_start")
+        media = _obj(frame, "media")
+        track = media.get("track", "inbound")
+        if track not in ("inbound", "inbound_track"):
+            return
+        payload = _str(media.get("payload"), "payload")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadFrame("bad_base64") from None
+        ts: float | None
+        try:
+            ts = float(media["timestamp"]) if "timestamp" in media else None
+        except (TypeError, ValueError):
+            ts = None
+        now = time.time()
+        self._last_frame_at = time.monotonic()
+        if ts is not None and self._next_ts is not None and not self._inbuf:
+            gap = ts - self._next_ts
+            if gap >= audio.FRAME_MS:  # the carrier sent nothing during silence
+                missing = min(
+                    int(gap // audio.FRAME_MS), self.endpointer.config.end_silence_frames + 1
+                )
+                for _ in range(missing):
+                    self._process(SILENT_FRAME, False, now)
+        if ts is not None:
+            self._next_ts = ts + audio.duration_ms(data)
+        self._inbuf += data
+        while len(self._inbuf) >= audio.FRAME_BYTES:
+            chunk, self._inbuf = self._inbuf[: audio.FRAME_BYTES], self._inbuf[audio.FRAME_BYTES :]
+            self._process(chunk, self.vad.is_speech(audio.ulaw_to_pcm16(chunk)), now)
+
+    def _process(self, chunk: bytes, voiced: bool, at: float) -> None:
+        for ev in self.endpointer.feed(chunk, voiced, at):
+            self._on_endpoint(ev)
+        if (
+            self.endpointer.in_speech
+            and not self._barged
+            and self.endpointer.voiced_ms >= self.settings.barge_in_min_speech_ms
+            and self.playback.active()
+        ):
+            self._barged = True
+            self._barge_in(at)
+
+    def _on_endpoint(self, ev: SpeechStart | Utterance | Discarded) -> None:
+        if isinstance(ev, SpeechStart):
+            self._barged = False
+            self._utt_during_playback = self.playback.active()
+            log.debug("speech onset", session_id=self.session_id, frame=ev.index)
+        elif isinstance(ev, Discarded):
+            self.gw.gm.blips.inc()
+        else:
+            self._publish_utterance(ev)
+
+    def _publish_utterance(self, utt: Utterance) -> None:
+        assert self.session_id is not None
+        utterance_id = new_id("utt")
+        timings = TurnTimings(speech_started=utt.speech_started_at, speech_end=utt.speech_end_at)
+        meta = UtteranceMeta(
+            session_id=self.session_id,
+            utterance_id=utterance_id,
+            call_sid=self.call_sid,
+            index=self._utt_index,
+            duration_ms=utt.duration_ms,
+            during_playback=self._utt_during_playback or self._barged,
+            timings=timings,
+        )
+        self._utt_index += 1
+        self._utt_during_playback = False
+        self._utt_timings[utterance_id] = timings
+        while len(self._utt_timings) > _REMEMBERED_UTTERANCES:
+            self._utt_timings.pop(next(iter(self._utt_timings)))
+        self.gw.gm.utterances.inc()
+        self.gw.gm.endpoint_delay.observe(max(0.0, utt.ended_at - utt.speech_end_at))
+        log.info(
+            "utterance endpointed",
+            session_id=self.session_id,
+            utterance_id=utterance_id,
+            duration_ms=round(utt.duration_ms),
+            reason=utt.reason,
+        )
+        self._outbox.put_nowait(
+            _Publish(subjects.utterance(self.session_id), utt.audio, None, utterance_id, meta=meta)
+        )
+
+    async def _watchdog(self) -> None:
+        """End an utterance when the carrier stops sending frames mid-speech."""
+        limit = self.settings.end_silence_ms / 1000.0 + 0.2
+        while True:
+            await asyncio.sleep(0.1)
+            if self.endpointer.in_speech and time.monotonic() - self._last_frame_at > limit:
+                ev = self.endpointer.flush(time.time())
+                if ev is not None:
+                    self._on_endpoint(ev)
+
+    # ----------------------------------------------------------------- barge-in
+
+    def _barge_in(self, at: float) -> None:
+        assert self.session_id is not None
+        results = self.playback.barge_in(at)
+        self.gw.gm.barge_ins.inc()
+        self._spawn("clear", self._send_json({"event": "clear", "streamSid": self.stream_sid}))
+        for r in results:
+            log.info(
+                "barge-in",
+                session_id=self.session_id,
+                turn_id=r.turn_id,
+                heard_seqs=r.heard_seqs,
+            )
+            self._outbox.put_nowait(
+                _Publish(
+                    subjects.control(self.session_id),
+                    BargeIn(
+                        session_id=self.session_id,
+                        turn_id=r.turn_id,
+                        heard_text=r.heard_text,
+                        heard_seqs=r.heard_seqs,
+                    ),
+                    durable=False,
+                )
+            )
+
+    # ----------------------------------------------------------------- marks
+
+    def _on_mark(self, frame: dict[str, Any]) -> None:
+        mark = _obj(frame, "mark")
+        name = _str(mark.get("name"), "mark.name")
+        heard = self.playback.mark_echoed(name, time.time())
+        log.debug("mark echoed", session_id=self.session_id, mark=name, heard=heard)
+
+    # ----------------------------------------------------------------- playback
+
+    async def _on_audio(self, msg: Msg) -> None:
+        try:
+            meta = from_header(AudioMeta, msg.headers)
+        except (ValueError, ValidationError):
+            log.warning("audio message without valid metadata", session_id=self.session_id)
+            self.gw.gm.playback_drops.labels("bad_meta").inc()
+            return
+        if meta.session_id != self.session_id:
+            self.gw.gm.playback_drops.labels("wrong_session").inc()
+            return
+        for drop in self.playback.offer(meta, msg_payload(msg)):
+            self.gw.gm.playback_drops.labels(drop.reason).inc()
+
+    async def _sender(self) -> None:
+        per_chunk = self.settings.playback_frames_per_chunk
+        while True:
+            sentence = await self.playback.queue.get()
+            try:
+                await self._send_sentence(sentence, per_chunk)
+            finally:
+                self.playback.finished_sending(sentence)
+
+    async def _send_sentence(self, sentence: Sentence, per_chunk: int) -> None:
+        for chunk in audio.chunks(sentence.audio, per_chunk):
+            async with self._send_lock:
+                if not self.playback.playable(sentence):
+                    self.gw.gm.playback_drops.labels("cancelled").inc()
+                    return
+                await self._send_raw(
+                    {
+                        "event": "media",
+                        "streamSid": self.stream_sid,
+                        "media": {"payload": base64.b64encode(chunk).decode()},
+                    }
+                )
+                if self.playback.sent_chunk(sentence, time.time()):
+                    self._first_media(sentence)
+        async with self._send_lock:
+            if not self.playback.playable(sentence):
+                return
+            await self._send_raw(
+                {
+                    "event": "mark",
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": sentence.mark_name},
+                }
+            )
+            self.playback.sent_mark(sentence)
+
+    def _first_media(self, sentence: Sentence) -> None:
+        assert self.session_id is not None
+        turn = self.playback.turns[sentence.turn_id]
+        timings = (turn.timings or sentence.meta.timings).model_copy()
+        utterance_id = turn.utterance_id or sentence.meta.utterance_id
+        ours = self._utt_timings.get(utterance_id) if utterance_id else None
+        if ours is not None:
+            for name in ("speech_started", "speech_end", "utterance_published"):
+                if getattr(timings, name) is None:
+                    setattr(timings, name, getattr(ours, name))
+        timings.first_media = turn.first_media_at
+        stages = timings.stages_ms()
+        for stage, ms in stages.items():
+            self.gw.gm.stage_latency.labels(stage).observe(ms / 1000.0)
+        log.info(
+            "first media of turn", session_id=self.session_id, turn_id=sentence.turn_id, **stages
+        )
+        self._emit(
+            subjects.events(self.session_id),
+            LatencyEvent(
+                session_id=self.session_id,
+                turn_id=sentence.turn_id,
+                utterance_id=utterance_id,
+                timings=timings,
+                stages_ms=stages,
+            ),
+        )
+
+    async def _send_json(self, body: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self._send_raw(body)
+
+    async def _send_raw(self, body: dict[str, Any]) -> None:
+        if self.ws.application_state != WebSocketState.CONNECTED:
+            return
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.ws.send_text(json.dumps(body, separators=(",", ":")))
+
+    # ----------------------------------------------------------------- control
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            ctl = parse_control(msg.data)
+        except ValidationError:
+            log.warning("unknown control message", session_id=self.session_id)
+            return
+        if (
+            isinstance(ctl, HangupRequest)
+            and ctl.session_id == self.session_id
+            and self._hangup is None
+        ):
+            log.info("hang-up requested", session_id=self.session_id, after_turn=ctl.after_turn)
+            self._hangup = self._spawn("hangup", self._hangup_after(ctl))
+
+    async def _hangup_after(self, req: HangupRequest) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.hangup_timeout_s
+        while not self.playback.turn_done(req.after_turn):
+            self.playback.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("hang-up: turn not heard in time", session_id=self.session_id)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.playback.changed.wait(), min(remaining, 1.0))
+        self._close_reason = f"hangup:{req.reason}" if req.reason else "hangup"
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=1000)
+
+    # ----------------------------------------------------------------- bus out
+
+    def _emit(self, subject: str, event: Wire) -> None:
+        self._outbox.put_nowait(_Publish(subject, event))
+
+    async def _publisher(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            try:
+                await self._publish(item)
+            except Exception:
+                log.exception("publish failed", subject=item.subject)
+            finally:
+                self._outbox.task_done()
+
+    async def _publish(self, item: _Publish) -> None:
+        headers = item.headers
+        if item.meta is not None:
+            item.meta.timings.utterance_published = time.time()
+            headers = item.meta.header()
+        if item.durable:
+            await self.gw.bus.publish_durable(item.subject, item.data, headers, item.msg_id)
+        else:
+            await self.gw.bus.publish(item.subject, item.data, headers)
+
+    # ----------------------------------------------------------------- end
+
+    async def close(self, code: int = 1001) -> None:
+        """Close the socket from our side (drain deadline)."""
+        self._close_reason = self._close_reason or "gateway_shutdown"
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code)
+
+    async def _finish(self, reason: str) -> None:
+        try:
+            if self.session_id is None:
+                return
+            sid = self.session_id
+            for sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            self._subs.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), _TASK_DEADLINE_S)
+            await self._cancel_tasks()
+            self.gw.gm.active_streams.dec()
+            log.info("media stream ended", session_id=sid, reason=reason)
+            stopped_reason = "stop" if reason == "stop" else "disconnect"
+            try:
+                await self.gw.bus.publish(
+                    subjects.control(sid),
+                    StreamStopped(session_id=sid, call_sid=self.call_sid, reason=stopped_reason),
+                )
+                await asyncio.wait_for(
+                    self.gw.bus.publish_durable(
+                        subjects.events(sid), CallEndedEvent(session_id=sid, reason=reason)
+                    ),
+                    5.0,
+                )
+            except Exception:
+                log.exception("could not publish the end of the stream", session_id=sid)
+            self.gw.unregister(self)
+        finally:
+            await self._cancel_tasks()
+            self.done.set()
+
+
+def _obj(frame: dict[str, Any], key: str) -> dict[str, Any]:
+    value = frame.get(key)
+    if not isinstance(value, dict):
+        raise BadFrame(f"missing_{key}")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadFrame(f"missing_{what}")
+    return value

@@ -1,0 +1,85 @@
+"""Turn ordering, marks and heard text, without sockets."""
+
+from __future__ import annotations
+
+from dealerline_common.messages import AudioMeta
+from dealerline_gateway.playback import Playback
+
+
+def meta(turn: str, seq: int, text: str = "", last: bool = False, ms: float = 1000.0) -> AudioMeta:
+    return AudioMeta(
+        session_id="sess_x", turn_id=turn, seq=seq, last=last, text=text, duration_ms=ms, synth_ms=1
+    )
+
+
+def drain(pb: Playback) -> list[tuple[str, int]]:
+    out = []
+    while not pb.queue.empty():
+        s = pb.queue.get_nowait()
+        out.append((s.turn_id, s.seq))
+    return out
+
+
+def test_sentences_released_in_seq_order() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 2, "c"), b"\x01" * 10)
+    assert drain(pb) == []
+    pb.offer(meta("t1", 1, "b"), b"\x01" * 10)
+    pb.offer(meta("t1", 0, "a"), b"\x01" * 10)
+    assert drain(pb) == [("t1", 0), ("t1", 1), ("t1", 2)]
+    pb.offer(meta("t1", 3, last=True), b"")
+    assert pb.turns["t1"].closed
+    assert [d.reason for d in pb.offer(meta("t1", 1, "b"), b"x")] == ["duplicate"]
+
+
+def test_newer_turn_supersedes_older() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 1, "b"), b"\x01")
+    pb.offer(meta("t2", 0, "x"), b"\x01")
+    drops = pb.offer(meta("t1", 0, "a"), b"\x01")
+    assert [d.reason for d in drops] == ["stale"]
+    assert drain(pb) == [("t2", 0)]
+
+
+def test_queue_is_bounded() -> None:
+    pb = Playback(2)
+    drops = [d.reason for i in range(4) for d in pb.offer(meta("t", i, "s"), b"\x01")]
+    assert drops == ["queue_full", "queue_full"]
+
+
+def test_barge_in_reports_only_heard_sentences() -> None:
+    pb = Playback(16)
+    for seq, text in enumerate(["Hello there.", "We open at nine on weekdays."]):
+        pb.offer(meta("t1", seq, text, ms=2000), b"\x01" * 320)
+    sentences = [pb.queue.get_nowait() for _ in range(2)]
+    for s in sentences:
+        pb.sent_chunk(s, 100.0)
+        pb.sent_mark(s)
+        pb.finished_sending(s)
+    assert pb.active()
+    assert pb.mark_echoed("t1:0", 102.0)
+    # half of the second sentence's 2 s has played since the first mark came back
+    [result] = pb.barge_in(103.0)
+    assert result.turn_id == "t1"
+    assert result.heard_seqs == [0]
+    assert result.heard_text == "Hello there. We open at"
+    assert not pb.active()
+    # the cleared mark is echoed by Twilio but was not heard
+    assert not pb.mark_echoed("t1:1", 103.1)
+    assert [d.reason for d in pb.offer(meta("t1", 2, "late"), b"\x01")] == ["cancelled"]
+    assert pb.turn_done("t1")
+
+
+def test_turn_done_waits_for_marks() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 0, "Bye."), b"\x01")
+    pb.offer(meta("t1", 1, last=True), b"")
+    s = pb.queue.get_nowait()
+    assert not pb.turn_done("t1")
+    pb.sent_chunk(s, 1.0)
+    pb.sent_mark(s)
+    pb.finished_sending(s)
+    assert not pb.turn_done("t1")
+    pb.mark_echoed("t1:0", 2.0)
+    assert pb.turn_done("t1")
+    assert pb.turn_done(None)
