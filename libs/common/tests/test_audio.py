@@ -2,6 +2,7 @@ import audioop  # deprecated, but the reference codec we must agree with bit for
 
 import numpy as np
 import pytest
+
 from dealerline_common import audio
 
 

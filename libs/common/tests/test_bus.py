@@ -3,12 +3,13 @@
 import asyncio
 
 import pytest
+from nats.aio.msg import Msg
+
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, Reject
 from dealerline_common.messages import Say, loads
 from dealerline_common.metrics import Metrics
 from dealerline_sim.nats_server import NatsServer
-from nats.aio.msg import Msg
 
 
 async def _bus(server: NatsServer, name: str = "t", metrics: Metrics | None = None) -> Bus:

@@ -1,11 +1,12 @@
 import json
 
 import pytest
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
 from dealerline_common.logs import configure_logging, get_logger, mask_phone, mask_text
 from dealerline_common.metrics import Metrics
 from dealerline_common.settings import ServiceSettings, SettingsError, load_settings
-from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 
 class DemoSettings(ServiceSettings):

@@ -1,7 +1,8 @@
 import pytest
+from pydantic import ValidationError
+
 from dealerline_common import messages as m
 from dealerline_common import subjects
-from pydantic import ValidationError
 
 
 def test_subjects_are_built_per_session() -> None:

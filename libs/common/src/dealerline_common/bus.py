@@ -385,6 +385,10 @@ class WorkConsumer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A pull request still open at cancel time can leave a status message queued on the
+        # subscription, and nats-py's drain would then wait out its whole timeout on it.
+        with contextlib.suppress(Exception):
+            await self.psub.unsubscribe()
 
 
 def headers_of(msg: Msg) -> dict[str, str]:

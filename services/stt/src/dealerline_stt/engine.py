@@ -1,0 +1,127 @@
+"""faster-whisper behind a small synchronous interface the worker runs in a thread."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from dealerline_common.audio import Float32Array
+from dealerline_common.logs import get_logger
+from dealerline_common.models import bundled_whisper_path
+
+from .settings import SttSettings
+
+log = get_logger(__name__)
+
+WHISPER_RATE = 16000
+BUNDLED_NAME = "tiny.en"
+
+
+@dataclass(frozen=True)
+class TranscribeResult:
+    text: str
+    language: str | None
+    confidence: float | None
+    no_speech_prob: float | None
+
+
+class SpeechToText(Protocol):
+    """What the worker needs from a model; tests may pass a fake with this shape."""
+
+    name: str
+
+    def transcribe(self, audio: Float32Array) -> TranscribeResult:
+        """Transcribe 16 kHz mono float audio; blocking, called from a worker thread."""
+        ...
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    if compute_type != "default":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+def model_name(model: str) -> str:
+    """A readable name for the Transcript: the folder name for a local model."""
+    path = Path(model)
+    return path.name if path.exists() else model
+
+
+def summarise(segments: list[Any], language: str | None) -> TranscribeResult:
+    """Join segments; confidence = mean per-segment exp(avg_logprob), within [0, 1]."""
+    text = " ".join(s.text.strip() for s in segments if s.text.strip()).strip()
+    if not segments:
+        return TranscribeResult(text=text, language=language, confidence=None, no_speech_prob=None)
+    probs = [min(1.0, max(0.0, math.exp(s.avg_logprob))) for s in segments]
+    return TranscribeResult(
+        text=text,
+        language=language,
+        confidence=float(np.mean(probs)),
+        no_speech_prob=float(max(s.no_speech_prob for s in segments)),
+    )
+
+
+class WhisperEngine:
+    """One loaded WhisperModel; ``transcribe`` is thread-safe (CTranslate2 queues jobs on
+    ``num_workers`` model replicas, sized to the worker's concurrency)."""
+
+    def __init__(self, settings: SttSettings) -> None:
+        from faster_whisper import WhisperModel
+
+        self.settings = settings
+        model = settings.model or str(bundled_whisper_path())
+        self.name = model_name(settings.model) if settings.model else BUNDLED_NAME
+        self.device = resolve_device(settings.device)
+        self.compute_type = resolve_compute_type(settings.compute_type, self.device)
+        started = time.perf_counter()
+        self.model = WhisperModel(
+            model,
+            device=self.device,
+            device_index=settings.device_index,
+            compute_type=self.compute_type,
+            cpu_threads=settings.cpu_threads,
+            num_workers=settings.concurrency,
+            # A size name must already be in the local cache: no weights at run time.
+            local_files_only=True,
+        )
+        log.info(
+            "whisper model loaded",
+            model=self.name,
+            device=self.device,
+            compute_type=self.compute_type,
+            load_s=round(time.perf_counter() - started, 2),
+        )
+
+    def transcribe(self, audio: Float32Array) -> TranscribeResult:
+        s = self.settings
+        segments, info = self.model.transcribe(
+            audio,
+            language=s.language,
+            beam_size=s.beam_size,
+            best_of=s.beam_size,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if s.temperature_fallback else 0.0,
+            initial_prompt=s.initial_prompt,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=s.vad_filter,
+        )
+        # `segments` is a lazy generator: decoding happens here, inside the caller's thread.
+        return summarise(list(segments), info.language)
+
+    def warm_up(self) -> None:
+        """Decode one second of quiet noise so the first real call pays no lazy set-up."""
+        rng = np.random.default_rng(0)
+        self.transcribe((rng.standard_normal(WHISPER_RATE) * 1e-3).astype(np.float32))

@@ -1,0 +1,239 @@
+"""The STT worker: a member of the ``stt`` JetStream consumer group on utterances.
+
+Each utterance (8 kHz mu-law payload, ``UtteranceMeta`` header) is transcribed in a
+thread and its ``Transcript`` published durably *before* the handler returns, so the
+utterance is acknowledged only once its transcript is safe: at-least-once, and the
+transcript's ``Nats-Msg-Id`` (the utterance id) makes a redelivered job's second
+publish a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.aio.msg import Msg
+from starlette.applications import Starlette
+
+from dealerline_common import subjects
+from dealerline_common.audio import SAMPLE_RATE, ulaw_to_float
+from dealerline_common.bus import Bus, Reject, WorkConsumer, headers_of, msg_payload
+from dealerline_common.logs import get_logger
+from dealerline_common.messages import Transcript, UtteranceMeta, from_header, now
+from dealerline_common.metrics import Metrics
+from dealerline_common.ops import Health, HttpServer, ops_routes
+
+from .engine import WHISPER_RATE, SpeechToText, TranscribeResult, WhisperEngine
+from .settings import SttSettings
+
+log = get_logger(__name__)
+
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+# Headers that carry one call's trace from hop to hop.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class SttMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.in_flight = metrics.gauge("stt_jobs_in_flight", "Utterances being transcribed")
+        self.queue_wait = metrics.histogram(
+            "stt_queue_wait_seconds", "Utterance published by the gateway to STT start"
+        )
+        self.duration = metrics.histogram(
+            "stt_duration_seconds", "Transcription time per utterance"
+        )
+        self.rtf = metrics.histogram(
+            "stt_real_time_factor", "Transcription time / utterance duration", buckets=RTF_BUCKETS
+        )
+        self.jobs = metrics.counter(
+            "stt_jobs_total",
+            "Utterances handled, by result (ok, empty, rejected, error)",
+            ["result"],
+        )
+
+
+def trace_headers(msg: Msg) -> dict[str, str]:
+    headers = headers_of(msg)
+    return {k: headers[k] for k in TRACE_HEADERS if k in headers}
+
+
+class SttService:
+    """One STT worker process.
+
+    In-process use (tests, benchmarks)::
+
+        service = SttService(SttSettings(nats_url=url, http_port=0))
+        await service.start()      # bus, streams, /readyz, model + warm-up, consumer
+        ...
+        await service.drain()      # stop taking work, finish jobs in flight, close
+
+    ``engine`` replaces the model (a loaded ``WhisperEngine`` shared between instances,
+    or a fake with the ``SpeechToText`` shape).
+    """
+
+    def __init__(
+        self,
+        settings: SttSettings,
+        *,
+        engine: SpeechToText | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.m = SttMetrics(self.metrics)
+        self.bus = Bus(
+            settings.nats_url,
+            name="stt",
+            metrics=self.metrics,
+            file_storage=settings.js_file_storage,
+        )
+        self.engine: SpeechToText | None = engine
+        self.consumer: WorkConsumer | None = None
+        self.http = HttpServer(
+            Starlette(routes=ops_routes(self.health, self.metrics)),
+            settings.http_host,
+            settings.http_port,
+        )
+        self.health.add_check("bus", lambda: self.bus.is_connected)
+        self.health.add_check("model", lambda: self.engine is not None)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self.http.start()
+        await self.bus.connect()
+        await self.bus.ensure_streams()
+        await self.load_model()
+        self.consumer = await self.bus.work(
+            subjects.ALL_UTTERANCES,
+            stream=subjects.STREAM_UTTERANCES,
+            durable=subjects.GROUP_STT,
+            handler=self.handle,
+            concurrency=self.settings.concurrency,
+            ack_wait_s=self.settings.ack_wait_s,
+            max_deliver=self.settings.max_deliver,
+        )
+        self.health.ready = True
+        log.info(
+            "stt ready",
+            model=self.engine.name if self.engine else None,
+            beam_size=self.settings.beam_size,
+            vad_filter=self.settings.vad_filter,
+            concurrency=self.settings.concurrency,
+        )
+
+    async def load_model(self) -> None:
+        """Load (unless injected) and warm up the model, off the event loop."""
+        started = time.perf_counter()
+        engine = self.engine or await asyncio.to_thread(WhisperEngine, self.settings)
+        warm_up = getattr(engine, "warm_up", None)
+        if callable(warm_up):
+            await asyncio.to_thread(warm_up)
+        self.engine = engine
+        log.info("stt model warm", seconds=round(time.perf_counter() - started, 2))
+
+    async def drain(self) -> None:
+        self.health.draining = True
+        await self.bus.stop_consuming(self.settings.drain_timeout_s)
+        if self.consumer is not None:
+            # A pull request still open when the fetch loop stopped can leave a status
+            # message in the pull subscription's queue, and nats-py's connection drain then
+            # waits its full 30 s timeout for someone to read it; nobody will.
+            with contextlib.suppress(Exception):
+                await self.consumer.psub.unsubscribe()
+        await self.bus.close()
+        await self.http.stop()
+
+    async def kill(self) -> None:
+        """Die like a crashed pod: jobs in flight are neither acked nor finished (tests)."""
+        self.health.ready = False
+        if self.consumer is not None:
+            await self.consumer.stop(0.0)
+        with contextlib.suppress(Exception):
+            await self.bus.nc.close()
+        await self.http.stop()
+
+    # ----------------------------------------------------------------- work
+
+    async def handle(self, msg: Msg) -> None:
+        stt_started = now()
+        meta, payload = self._validate(msg)
+        if meta.timings.utterance_published is not None:
+            self.m.queue_wait.observe(max(0.0, stt_started - meta.timings.utterance_published))
+        engine = self.engine
+        if engine is None:  # consumers start only after the model; this cannot happen
+            raise RuntimeError("model not loaded")
+
+        self.m.in_flight.inc()
+        clock = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(_transcribe, engine, payload)
+        except Exception:
+            self.m.jobs.labels("error").inc()
+            raise  # nak: another attempt, up to max_deliver
+        finally:
+            self.m.in_flight.dec()
+        stt_s = time.perf_counter() - clock
+        audio_s = len(payload) / SAMPLE_RATE
+        self.m.duration.observe(stt_s)
+        self.m.rtf.observe(stt_s / audio_s)
+
+        transcript = Transcript(
+            session_id=meta.session_id,
+            utterance_id=meta.utterance_id,
+            text=result.text,
+            language=result.language,
+            confidence=result.confidence,
+            no_speech_prob=result.no_speech_prob,
+            audio_ms=round(audio_s * 1000.0, 1),
+            stt_ms=round(stt_s * 1000.0, 1),
+            model=engine.name,
+            timings=meta.timings.model_copy(
+                update={"stt_started": stt_started, "transcript_published": now()}
+            ),
+        )
+        await self.bus.publish_durable(
+            subjects.transcript(meta.session_id),
+            transcript,
+            headers=trace_headers(msg),
+            msg_id=meta.utterance_id,
+        )
+        self.m.jobs.labels("ok" if result.text else "empty").inc()
+        log.info(
+            "transcribed",
+            session_id=meta.session_id,
+            utterance_id=meta.utterance_id,
+            chars=len(result.text),
+            audio_ms=transcript.audio_ms,
+            stt_ms=transcript.stt_ms,
+        )
+
+    def _validate(self, msg: Msg) -> tuple[UtteranceMeta, bytes]:
+        """The utterance's metadata and audio, or Reject: such a message never succeeds."""
+        try:
+            meta = from_header(UtteranceMeta, headers_of(msg))
+            sid = subjects.session_of(msg.subject)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            self.m.jobs.labels("rejected").inc()
+            raise Reject(f"bad utterance header: {exc}") from exc
+        payload = msg_payload(msg)
+        problem = None
+        if sid != meta.session_id:
+            problem = f"header session {meta.session_id!r} does not match subject {msg.subject!r}"
+        elif meta.sample_rate != SAMPLE_RATE:
+            problem = f"unsupported sample rate {meta.sample_rate}"
+        elif not payload:
+            problem = "empty audio"
+        elif len(payload) > self.settings.max_audio_s * SAMPLE_RATE:
+            problem = f"utterance longer than {self.settings.max_audio_s} s"
+        if problem:
+            self.m.jobs.labels("rejected").inc()
+            raise Reject(problem)
+        return meta, payload
+
+
+def _transcribe(engine: SpeechToText, ulaw: bytes) -> TranscribeResult:
+    return engine.transcribe(ulaw_to_float(ulaw, WHISPER_RATE))

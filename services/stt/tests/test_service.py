@@ -1,0 +1,188 @@
+"""The STT worker against a real nats-server and the real Whisper model."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import jiwer
+import pytest
+
+from dealerline_common import subjects
+from dealerline_common.audio import ULAW_SILENCE
+from dealerline_common.bus import Bus
+from dealerline_common.messages import Transcript, TurnTimings, UtteranceMeta, loads, new_id, now
+from dealerline_stt.engine import TranscribeResult, WhisperEngine
+from dealerline_stt.service import SttService
+
+SENTENCE = "Hi, I'd like to book an oil change for my Toyota Camry on Tuesday."
+WAIT_S = 120  # a safety net against hanging, not a latency assertion
+
+StartStt = Callable[..., Awaitable[SttService]]
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def utterance_meta(session_id: str, audio: bytes, index: int = 0) -> UtteranceMeta:
+    return UtteranceMeta(
+        session_id=session_id,
+        utterance_id=new_id("utt"),
+        index=index,
+        duration_ms=len(audio) / 8.0,
+        timings=TurnTimings(speech_end=now(), utterance_published=now()),
+    )
+
+
+async def publish_utterance(client: Bus, meta: UtteranceMeta, audio: bytes) -> None:
+    await client.publish_durable(
+        subjects.utterance(meta.session_id), audio, headers=meta.header(), msg_id=meta.utterance_id
+    )
+
+
+async def next_transcript(sub: object) -> Transcript:
+    msg = await sub.next_msg(timeout=WAIT_S)  # type: ignore[attr-defined]
+    return loads(Transcript, msg.data)
+
+
+async def eventually(check: Callable[[], Any]) -> None:
+    """Wait for a condition that follows an event the test already saw (e.g. the ack
+    that comes after the published transcript); the limit only guards against hanging."""
+    for _ in range(WAIT_S * 20):
+        if await check() if asyncio.iscoroutinefunction(check) else check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition never became true")
+
+
+def counter(service: SttService, name: str, **labels: str) -> float:
+    value = service.metrics.registry.get_sample_value(f"dealerline_{name}", labels or None)
+    return value or 0.0
+
+
+async def test_transcribes_an_utterance(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine, speak: Callable[[str], bytes]
+) -> None:
+    service = await start_stt(engine=whisper_engine)
+    audio = await asyncio.to_thread(speak, SENTENCE)
+    meta = utterance_meta("sess-1", audio)
+    sub = await client.nc.subscribe(subjects.transcript("sess-1"))
+    await publish_utterance(client, meta, audio)
+
+    transcript = await next_transcript(sub)
+    assert transcript.utterance_id == meta.utterance_id
+    assert transcript.session_id == "sess-1"
+    assert jiwer.wer(normalise(SENTENCE), normalise(transcript.text)) < 0.2
+    assert transcript.text == transcript.text.strip()
+    assert transcript.language == "en"
+    assert transcript.confidence is not None
+    assert 0.0 <= transcript.confidence <= 1.0
+    assert transcript.audio_ms == pytest.approx(len(audio) / 8.0, abs=1.0)
+    assert transcript.stt_ms > 0
+    assert transcript.model == "tiny.en"
+    t = transcript.timings
+    assert t.speech_end == meta.timings.speech_end
+    assert t.utterance_published is not None
+    assert t.stt_started is not None
+    assert t.transcript_published is not None
+    assert t.utterance_published <= t.stt_started <= t.transcript_published
+    await eventually(lambda: counter(service, "stt_jobs_total", result="ok") == 1)
+
+
+async def test_noise_gives_an_empty_transcript(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine
+) -> None:
+    await start_stt(engine=whisper_engine)
+    silence = bytes([ULAW_SILENCE]) * 8000
+    meta = utterance_meta("sess-2", silence)
+    sub = await client.nc.subscribe(subjects.transcript("sess-2"))
+    await publish_utterance(client, meta, silence)
+
+    transcript = await next_transcript(sub)
+    assert transcript.utterance_id == meta.utterance_id
+    assert transcript.text == ""
+
+
+async def test_poison_message_is_terminated_and_the_worker_keeps_serving(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine, speak: Callable[[str], bytes]
+) -> None:
+    service = await start_stt(engine=whisper_engine)
+    sub = await client.nc.subscribe(subjects.transcript("sess-3"))
+    await client.publish_durable(subjects.utterance("sess-3"), b"\xff" * 800)  # no header
+    audio = await asyncio.to_thread(speak, "Yes, that works for me.")
+    meta = utterance_meta("sess-3", audio, index=1)
+    await publish_utterance(client, meta, audio)
+
+    transcript = await next_transcript(sub)
+    assert transcript.utterance_id == meta.utterance_id  # the poison one produced nothing
+    assert counter(service, "stt_jobs_total", result="rejected") == 1
+
+    async def queue_empty() -> bool:
+        # Terminated and acked jobs both leave the work queue.
+        stream = await client.js.stream_info(subjects.STREAM_UTTERANCES)
+        return stream.state.messages == 0
+
+    await eventually(queue_empty)
+    info = await client.js.consumer_info(subjects.STREAM_UTTERANCES, subjects.GROUP_STT)
+    assert info.num_redelivered == 0
+    assert info.num_ack_pending == 0
+
+
+class BlockingEngine:
+    """Takes a job and never finishes it until released: a worker about to crash."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def transcribe(self, audio: object) -> TranscribeResult:
+        self.started.set()
+        self.release.wait(WAIT_S)
+        return TranscribeResult(
+            text="never published", language="en", confidence=None, no_speech_prob=None
+        )
+
+
+async def test_a_dead_workers_job_is_redelivered_to_another(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine, speak: Callable[[str], bytes]
+) -> None:
+    blocking = BlockingEngine()
+    try:
+        doomed = await start_stt(engine=blocking, ack_wait_s=1.0)
+        audio = await asyncio.to_thread(speak, "My check engine light came on yesterday.")
+        meta = utterance_meta("sess-4", audio)
+        sub = await client.nc.subscribe(subjects.transcript("sess-4"))
+        await publish_utterance(client, meta, audio)
+        assert await asyncio.to_thread(blocking.started.wait, WAIT_S)
+        await doomed.kill()
+
+        survivor = await start_stt(engine=whisper_engine, ack_wait_s=1.0)
+        transcript = await next_transcript(sub)
+        assert transcript.utterance_id == meta.utterance_id
+        assert "engine" in normalise(transcript.text)
+        assert transcript.model == "tiny.en"
+        assert counter(survivor, "bus_redelivered_total", subject_kind="stt") == 1
+    finally:
+        blocking.release.set()
+
+
+async def test_readiness_follows_the_lifecycle(
+    start_stt: StartStt, whisper_engine: WhisperEngine
+) -> None:
+    service = await start_stt(engine=whisper_engine)
+    base = f"http://127.0.0.1:{service.http.port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/livez")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        metrics = (await http.get("/metrics")).text
+        assert "dealerline_stt_jobs_in_flight" in metrics
+        assert "dealerline_stt_real_time_factor" in metrics
+        service.health.draining = True
+        assert (await http.get("/readyz")).status_code == 503

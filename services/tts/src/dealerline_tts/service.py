@@ -1,0 +1,287 @@
+"""The TTS worker: a member of the ``tts`` JetStream consumer group on sentences to say.
+
+Each ``Say`` becomes one core-NATS message on ``call.<sid>.audio``: 8 kHz mu-law as the
+payload, ``AudioMeta`` in the header. Sentences of one turn may be spoken by different
+workers at once; the gateway puts them back in ``seq`` order, so every ``Say`` gets an
+answer (empty audio when there is nothing to speak) unless its turn was cancelled.
+
+Barge-in arrives on the control lane, which every worker hears; a cancelled turn's
+sentences are acknowledged and dropped before synthesis and again before publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+from starlette.applications import Starlette
+
+from dealerline_common import subjects
+from dealerline_common.audio import SAMPLE_RATE, float_to_ulaw
+from dealerline_common.bus import Bus, Reject, WorkConsumer, headers_of
+from dealerline_common.logs import get_logger
+from dealerline_common.messages import (
+    AudioMeta,
+    BargeIn,
+    Say,
+    StreamStarted,
+    StreamStopped,
+    loads,
+    now,
+    parse_control,
+)
+from dealerline_common.metrics import Metrics
+from dealerline_common.ops import Health, HttpServer, ops_routes
+
+from .cancel import CancelledTurns
+from .engine import KokoroEngine, NothingToSay, TextToSpeech
+from .settings import TtsSettings
+from .text import normalize_text
+
+log = get_logger(__name__)
+
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class TtsMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.in_flight = metrics.gauge("tts_jobs_in_flight", "Sentences being synthesized")
+        self.queue_wait = metrics.histogram(
+            "tts_queue_wait_seconds", "Sentence stored in the say stream to TTS start"
+        )
+        self.synth = metrics.histogram("tts_synth_seconds", "Synthesis time per sentence")
+        self.rtf = metrics.histogram(
+            "tts_real_time_factor", "Synthesis time / audio duration", buckets=RTF_BUCKETS
+        )
+        self.jobs = metrics.counter(
+            "tts_jobs_total",
+            "Sentences handled, by result (ok, empty, rejected, error)",
+            ["result"],
+        )
+        self.dropped = metrics.counter(
+            "tts_dropped_total", "Sentences dropped because their turn was cancelled", ["stage"]
+        )
+
+
+class TtsService:
+    """One TTS worker process.
+
+    In-process use (tests, benchmarks)::
+
+        service = TtsService(TtsSettings(nats_url=url, http_port=0))
+        await service.start()   # bus, streams, /readyz, model + warm-up, control, consumer
+        ...
+        await service.drain()   # stop taking work, finish jobs in flight, close
+
+    ``engine`` replaces the model (a loaded ``KokoroEngine`` shared between instances, or
+    a fake with the ``TextToSpeech`` shape).
+    """
+
+    def __init__(
+        self,
+        settings: TtsSettings,
+        *,
+        engine: TextToSpeech | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.m = TtsMetrics(self.metrics)
+        self.cancelled = CancelledTurns(settings.cancel_ttl_s, settings.cancel_capacity)
+        self.bus = Bus(
+            settings.nats_url,
+            name="tts",
+            metrics=self.metrics,
+            file_storage=settings.js_file_storage,
+        )
+        self.engine: TextToSpeech | None = engine
+        self.consumer: WorkConsumer | None = None
+        self.control: Subscription | None = None
+        self.http = HttpServer(
+            Starlette(routes=ops_routes(self.health, self.metrics)),
+            settings.http_host,
+            settings.http_port,
+        )
+        self.health.add_check("bus", lambda: self.bus.is_connected)
+        self.health.add_check("model", lambda: self.engine is not None)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self.http.start()
+        await self.bus.connect()
+        await self.bus.ensure_streams()
+        await self.load_model()
+        # Control first: a barge-in must be known before the sentences it cancels arrive.
+        self.control = await self.bus.subscribe(subjects.ALL_CONTROL, self.on_control)
+        self.consumer = await self.bus.work(
+            subjects.ALL_SAY,
+            stream=subjects.STREAM_SAY,
+            durable=subjects.GROUP_TTS,
+            handler=self.handle,
+            concurrency=self.settings.concurrency,
+            ack_wait_s=self.settings.ack_wait_s,
+            max_deliver=self.settings.max_deliver,
+        )
+        self.health.ready = True
+        log.info(
+            "tts ready",
+            model=self.engine.name if self.engine else None,
+            concurrency=self.settings.concurrency,
+        )
+
+    async def load_model(self) -> None:
+        """Load (unless injected) and warm up the model, off the event loop."""
+        started = time.perf_counter()
+        engine = self.engine or await asyncio.to_thread(KokoroEngine, self.settings)
+        warm_up = getattr(engine, "warm_up", None)
+        if callable(warm_up):
+            await asyncio.to_thread(warm_up)
+        self.engine = engine
+        log.info("tts model warm", seconds=round(time.perf_counter() - started, 2))
+
+    async def drain(self) -> None:
+        self.health.draining = True
+        await self.bus.stop_consuming(self.settings.drain_timeout_s)
+        if self.consumer is not None:
+            # A pull request still open when the fetch loop stopped can leave a status
+            # message in the pull subscription's queue, and nats-py's connection drain then
+            # waits its full 30 s timeout for someone to read it; nobody will.
+            with contextlib.suppress(Exception):
+                await self.consumer.psub.unsubscribe()
+        await self.bus.close()
+        await self.http.stop()
+
+    async def kill(self) -> None:
+        """Die like a crashed pod: jobs in flight are neither acked nor finished (tests)."""
+        self.health.ready = False
+        if self.consumer is not None:
+            await self.consumer.stop(0.0)
+        with contextlib.suppress(Exception):
+            await self.bus.nc.close()
+        await self.http.stop()
+
+    # ----------------------------------------------------------------- control lane
+
+    async def on_control(self, msg: Msg) -> None:
+        try:
+            control = parse_control(msg.data)
+        except ValidationError as exc:
+            log.warning("ignored control message", subject=msg.subject, error=str(exc)[:200])
+            return
+        if isinstance(control, BargeIn):
+            self.cancelled.cancel_turn(control.session_id, control.turn_id)
+            log.info("turn cancelled", session_id=control.session_id, turn_id=control.turn_id)
+        elif isinstance(control, StreamStopped):
+            self.cancelled.stop_session(control.session_id)
+        elif isinstance(control, StreamStarted):
+            self.cancelled.resume_session(control.session_id)
+
+    def _drop(self, say: Say, stage: str) -> bool:
+        if not self.cancelled.is_cancelled(say.session_id, say.turn_id):
+            return False
+        self.m.dropped.labels(stage).inc()
+        log.info(
+            "dropped cancelled sentence",
+            session_id=say.session_id,
+            turn_id=say.turn_id,
+            seq=say.seq,
+            stage=stage,
+        )
+        return True
+
+    # ----------------------------------------------------------------- work
+
+    async def handle(self, msg: Msg) -> None:
+        tts_started = now()
+        say = self._validate(msg)
+        if msg.metadata is not None and msg.metadata.timestamp is not None:
+            # The stream's own time of storing the sentence (a tz-aware UTC datetime).
+            stored = msg.metadata.timestamp.timestamp()
+            self.m.queue_wait.observe(max(0.0, tts_started - stored))
+        if self._drop(say, "before_synthesis"):
+            return
+        engine = self.engine
+        if engine is None:  # consumers start only after the model; this cannot happen
+            raise RuntimeError("model not loaded")
+
+        text = normalize_text(say.text)
+        ulaw = b""
+        synth_s = 0.0
+        if text:
+            self.m.in_flight.inc()
+            clock = time.perf_counter()
+            try:
+                ulaw = await asyncio.to_thread(_synthesize, engine, text)
+            except NothingToSay:
+                log.warning("nothing to say", session_id=say.session_id, text=say.text[:80])
+            except Exception:
+                self.m.jobs.labels("error").inc()
+                raise  # nak: another attempt, up to max_deliver
+            finally:
+                self.m.in_flight.dec()
+            synth_s = time.perf_counter() - clock
+            self.m.synth.observe(synth_s)
+            if ulaw:
+                self.m.rtf.observe(synth_s / (len(ulaw) / SAMPLE_RATE))
+        if self._drop(say, "before_publish"):
+            return
+
+        first_audio = now()
+        timings = say.timings.model_copy(
+            update={"tts_started": tts_started}
+            | ({"first_audio": first_audio} if say.seq == 0 else {})
+        )
+        meta = AudioMeta(
+            session_id=say.session_id,
+            turn_id=say.turn_id,
+            utterance_id=say.utterance_id,
+            seq=say.seq,
+            last=say.last,
+            text=say.text,
+            duration_ms=round(len(ulaw) * 1000.0 / SAMPLE_RATE, 1),
+            synth_ms=round(synth_s * 1000.0, 1),
+            timings=timings,
+        )
+        headers = headers_of(msg)
+        trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+        await self.bus.publish(subjects.audio(say.session_id), ulaw, headers=meta.header() | trace)
+        self.m.jobs.labels("ok" if ulaw else "empty").inc()
+        log.info(
+            "spoke",
+            session_id=say.session_id,
+            turn_id=say.turn_id,
+            seq=say.seq,
+            last=say.last,
+            audio_ms=meta.duration_ms,
+            synth_ms=meta.synth_ms,
+        )
+
+    def _validate(self, msg: Msg) -> Say:
+        """The sentence, or Reject: such a message can never succeed."""
+        try:
+            say = loads(Say, msg.data)
+            sid = subjects.session_of(msg.subject)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            self.m.jobs.labels("rejected").inc()
+            raise Reject(f"bad say message: {str(exc)[:200]}") from exc
+        problem = None
+        if sid != say.session_id:
+            problem = f"message session {say.session_id!r} does not match subject {msg.subject!r}"
+        elif len(say.text) > self.settings.max_text_chars:
+            problem = f"sentence longer than {self.settings.max_text_chars} characters"
+        if problem:
+            self.m.jobs.labels("rejected").inc()
+            raise Reject(problem)
+        return say
+
+
+def _synthesize(engine: TextToSpeech, text: str) -> bytes:
+    return float_to_ulaw(engine.synthesize(text), engine.sample_rate)

@@ -1,0 +1,235 @@
+"""The TTS worker against a real nats-server and the real Kokoro model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from nats.aio.subscription import Subscription
+
+from dealerline_common import subjects
+from dealerline_common.audio import ulaw_to_pcm16
+from dealerline_common.bus import Bus
+from dealerline_common.messages import (
+    AudioMeta,
+    BargeIn,
+    Say,
+    StreamStarted,
+    StreamStopped,
+    TurnTimings,
+    from_header,
+    now,
+)
+from dealerline_tts.engine import KokoroEngine
+from dealerline_tts.service import TtsService
+
+WAIT_S = 120  # a safety net against hanging, not a latency assertion
+
+StartTts = Callable[..., Awaitable[TtsService]]
+
+
+async def eventually(check: Callable[[], Any]) -> None:
+    """Wait for a condition that follows an event the test already caused; the limit only
+    guards against hanging."""
+    for _ in range(WAIT_S * 20):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition never became true")
+
+
+def sample(service: TtsService, name: str, **labels: str) -> float:
+    value = service.metrics.registry.get_sample_value(f"dealerline_{name}", labels or None)
+    return value or 0.0
+
+
+async def say(
+    client: Bus, session_id: str, turn_id: str, seq: int, text: str, last: bool = False
+) -> None:
+    message = Say(
+        session_id=session_id,
+        turn_id=turn_id,
+        utterance_id="utt_1",
+        seq=seq,
+        text=text,
+        last=last,
+        timings=TurnTimings(first_sentence=now()) if seq == 0 else TurnTimings(),
+    )
+    await client.publish_durable(subjects.say(session_id), message)
+
+
+async def next_audio(sub: Subscription) -> tuple[AudioMeta, bytes]:
+    msg = await sub.next_msg(timeout=WAIT_S)
+    return from_header(AudioMeta, dict(msg.headers or {})), bytes(msg.data)
+
+
+async def test_a_sentence_becomes_mulaw_audio(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine)
+    sub = await client.nc.subscribe(subjects.audio("sess-1"))
+    await say(client, "sess-1", "turn_1", 0, "Sure, I can book that oil change for you.")
+    await say(client, "sess-1", "turn_1", 1, "", last=True)
+
+    meta, audio = await next_audio(sub)
+    assert (meta.session_id, meta.turn_id, meta.utterance_id, meta.seq) == (
+        "sess-1",
+        "turn_1",
+        "utt_1",
+        0,
+    )
+    assert meta.last is False
+    assert meta.text == "Sure, I can book that oil change for you."
+    assert meta.duration_ms == pytest.approx(len(audio) / 8.0, abs=0.2)
+    assert 1000 < meta.duration_ms < 6000  # ~9 words of speech
+    assert meta.synth_ms > 0
+    pcm = np.abs(ulaw_to_pcm16(audio).astype(np.int32))
+    assert pcm.max() > 3000  # speech, not silence
+    onset = int(np.argmax(pcm > pcm.max() * 0.01))
+    assert onset < 8000 * 0.1  # leading silence trimmed: sound starts within 100 ms
+    t = meta.timings
+    assert t.first_sentence is not None
+    assert t.tts_started is not None
+    assert t.first_audio is not None
+    assert t.first_sentence <= t.tts_started <= t.first_audio
+
+    end, payload = await next_audio(sub)
+    assert (end.seq, end.last, end.duration_ms, payload) == (1, True, 0.0, b"")
+    assert end.timings.first_audio is None  # only the first sentence stamps first_audio
+    await eventually(lambda: sample(service, "tts_jobs_total", result="empty") == 1)
+    assert sample(service, "tts_jobs_total", result="ok") == 1
+
+
+async def test_a_barge_in_cancels_the_turn_before_synthesis(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine)
+    sub = await client.nc.subscribe(subjects.audio("sess-2"))
+    await client.publish(subjects.control("sess-2"), b"not json")  # ignored, logged
+    barge = BargeIn(session_id="sess-2", turn_id="turn_1", heard_text="Sure,", heard_seqs=[0])
+    await client.publish(subjects.control("sess-2"), barge)
+    await eventually(lambda: service.cancelled.is_cancelled("sess-2", "turn_1"))
+
+    await say(client, "sess-2", "turn_1", 1, "This sentence must never be heard.")
+    await say(client, "sess-2", "turn_1", 2, "", last=True)
+    await say(client, "sess-2", "turn_2", 0, "Okay.", last=True)
+
+    meta, audio = await next_audio(sub)  # the worker runs one job at a time, in order
+    assert (meta.turn_id, meta.seq, meta.last) == ("turn_2", 0, True)
+    assert audio
+    assert sample(service, "tts_dropped_total", stage="before_synthesis") == 2
+
+
+class GatedEngine:
+    """Holds each synthesis until released, so a test can act while it runs."""
+
+    name = "gated"
+    sample_rate = 24000
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def synthesize(self, text: str) -> np.ndarray:
+        self.started.set()
+        self.release.wait(WAIT_S)
+        return np.full(2400, 0.1, dtype=np.float32)
+
+
+async def test_a_barge_in_during_synthesis_drops_the_result(
+    start_tts: StartTts, client: Bus
+) -> None:
+    gated = GatedEngine()
+    try:
+        service = await start_tts(engine=gated)
+        sub = await client.nc.subscribe(subjects.audio("sess-3"))
+        await say(client, "sess-3", "turn_1", 0, "A long answer the caller talks over.")
+        assert await asyncio.to_thread(gated.started.wait, WAIT_S)
+        await client.publish(
+            subjects.control("sess-3"),
+            BargeIn(session_id="sess-3", turn_id="turn_1", heard_text=""),
+        )
+        await eventually(lambda: service.cancelled.is_cancelled("sess-3", "turn_1"))
+        gated.release.set()
+        await eventually(lambda: sample(service, "tts_dropped_total", stage="before_publish") == 1)
+        await say(client, "sess-3", "turn_2", 0, "Next.", last=True)
+        meta, _ = await next_audio(sub)
+        assert meta.turn_id == "turn_2"
+    finally:
+        gated.release.set()
+
+
+async def test_a_stopped_stream_drops_its_sentences_until_it_resumes(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine)
+    sub = await client.nc.subscribe(subjects.audio("sess-4"))
+    await client.publish(subjects.control("sess-4"), StreamStopped(session_id="sess-4"))
+    await eventually(lambda: service.cancelled.is_cancelled("sess-4", "any"))
+    await say(client, "sess-4", "turn_1", 0, "Nobody is on the line.", last=True)
+    await eventually(lambda: sample(service, "tts_dropped_total", stage="before_synthesis") == 1)
+
+    resumed = StreamStarted(
+        session_id="sess-4", call_sid="CA1", stream_sid="MZ2", resumed=True, reason="return"
+    )
+    await client.publish(subjects.control("sess-4"), resumed)
+    await eventually(lambda: not service.cancelled.is_cancelled("sess-4", "turn_2"))
+    await say(client, "sess-4", "turn_2", 0, "Welcome back.", last=True)
+    meta, audio = await next_audio(sub)
+    assert meta.turn_id == "turn_2"
+    assert audio
+
+
+async def test_poison_message_is_terminated_and_the_worker_keeps_serving(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine)
+    sub = await client.nc.subscribe(subjects.audio("sess-5"))
+    await client.publish_durable(subjects.say("sess-5"), b"{not a say")
+    await say(client, "sess-5", "turn_1", 0, "Still here.", last=True)
+
+    meta, audio = await next_audio(sub)
+    assert meta.text == "Still here."
+    assert audio
+    assert sample(service, "tts_jobs_total", result="rejected") == 1
+    info = await client.js.consumer_info(subjects.STREAM_SAY, subjects.GROUP_TTS)
+    assert info.num_redelivered == 0
+
+
+async def test_a_dead_workers_sentence_is_redelivered_to_another(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    gated = GatedEngine()
+    try:
+        doomed = await start_tts(engine=gated, ack_wait_s=1.0)
+        sub = await client.nc.subscribe(subjects.audio("sess-6"))
+        await say(client, "sess-6", "turn_1", 0, "Your car is ready for pick up.", last=True)
+        assert await asyncio.to_thread(gated.started.wait, WAIT_S)
+        await doomed.kill()
+
+        survivor = await start_tts(engine=kokoro_engine, ack_wait_s=1.0)
+        meta, audio = await next_audio(sub)
+        assert meta.text == "Your car is ready for pick up."
+        assert len(audio) > 8000 * 0.5  # real speech from the survivor, not the gated tone
+        assert sample(survivor, "bus_redelivered_total", subject_kind="tts") == 1
+    finally:
+        gated.release.set()
+
+
+async def test_readiness_and_metrics_endpoints(
+    start_tts: StartTts, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http:
+        assert (await http.get("/livez")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        body = (await http.get("/metrics")).text
+        assert "dealerline_tts_dropped_total" in body
+        assert "dealerline_tts_synth_seconds" in body
+        service.health.draining = True
+        assert (await http.get("/readyz")).status_code == 503

@@ -1,0 +1,101 @@
+"""Pieces of the TTS worker that need no server or model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dealerline_common.settings import SettingsError, load_settings
+from dealerline_tts.cancel import CancelledTurns
+from dealerline_tts.engine import providers_for, trim_silence
+from dealerline_tts.settings import TtsSettings
+from dealerline_tts.text import normalize_text
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("An oil change is $49.95.", "An oil change is 49 dollars and 95 cents."),
+        ("It's $1,200 or $1.", "It's 1200 dollars or 1 dollar."),
+        ("Only $0.50 more.", "Only 50 cents more."),
+        ("Tuesday at 9:30 AM works.", "Tuesday at 9 30 AM works."),
+        ("See you at 10:05 a.m. tomorrow.", "See you at 10 oh 5 AM tomorrow."),
+        ("We close at 5 p.m.", "We close at 5 PM."),
+        ("Open 9:00am–5:30pm daily.", "Open 9 AM to 5 30 PM daily."),
+        ("Come by 11:00.", "Come by 11 o'clock."),
+        ("Call 555-123-4567.", "Call 5 5 5, 1 2 3, 4 5 6 7."),
+        ("**Great!** Tires & brakes.", "Great! Tires and brakes."),
+        ("See you soon 🙂", "See you soon"),
+        ("A 2021 Toyota RAV4, 3rd visit.", "A 2021 Toyota RAV4, 3rd visit."),
+    ],
+)
+def test_normalize_text(text: str, spoken: str) -> None:
+    assert normalize_text(text) == spoken
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cancelled_turns_expire_and_stay_bounded() -> None:
+    clock = Clock()
+    turns = CancelledTurns(ttl_s=10.0, capacity=3, clock=clock)
+    turns.cancel_turn("s1", "t1")
+    assert turns.is_cancelled("s1", "t1")
+    assert not turns.is_cancelled("s1", "t2")
+    assert not turns.is_cancelled("s2", "t1")
+    clock.now = 11.0
+    assert not turns.is_cancelled("s1", "t1")  # expired
+
+    for i in range(5):
+        turns.cancel_turn("s", f"t{i}")
+    assert len(turns) == 3
+    assert not turns.is_cancelled("s", "t0")  # the oldest went first
+    assert turns.is_cancelled("s", "t4")
+
+
+def test_a_stopped_session_cancels_every_turn_until_resumed() -> None:
+    turns = CancelledTurns(clock=Clock())
+    turns.cancel_turn("s1", "t1")
+    turns.stop_session("s1")
+    assert turns.is_cancelled("s1", "anything")
+    turns.resume_session("s1")
+    assert not turns.is_cancelled("s1", "t2")
+    assert not turns.is_cancelled("s1", "t1")  # forgotten with the stopped stream
+
+
+def test_trim_silence_keeps_a_short_lead_and_tail() -> None:
+    rate = 24000
+    tone = (0.5 * np.sin(np.arange(rate) * 0.1)).astype(np.float32)
+    audio = np.concatenate([np.zeros(rate, np.float32), tone, np.zeros(rate, np.float32)])
+    out = trim_silence(audio, rate, lead_ms=10, tail_ms=80)
+    assert out.size == pytest.approx(rate + rate * 0.09, abs=4)
+    assert trim_silence(np.zeros(100, np.float32), rate, 10, 80).size == 0
+
+
+def test_providers() -> None:
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert providers_for("auto")[0][0] == "CUDAExecutionProvider"
+    else:
+        assert providers_for("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            providers_for("cuda")
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTS_VOICE", "jm_kumo")
+    monkeypatch.setenv("TTS_SPEED", "1.1")
+    settings = load_settings(TtsSettings)
+    assert (settings.voice, settings.speed, settings.http_port) == ("jm_kumo", 1.1, 8083)
+    monkeypatch.delenv("TTS_VOICE")
+    assert load_settings(TtsSettings).voice == "jf_alpha"
+    monkeypatch.setenv("TTS_SPEED", "5")
+    with pytest.raises(SettingsError, match="TTS_SPEED"):
+        load_settings(TtsSettings)
