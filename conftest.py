@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from dealerline_sim.nats_server import NatsServer
 
 

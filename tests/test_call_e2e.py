@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from dealerline_sim.demo import format_report, place_scripted_call, word_error_rate
 from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator, Transcriber, new_sid
@@ -62,5 +63,3 @@ async def test_a_call_is_answered_end_to_end(artifacts: Path) -> None:
             assert forged.status_code == 403
             genuine = await sim.post_webhook("/api/voice/incoming", params)
             assert genuine.status_code == 200
-
-

@@ -13,6 +13,9 @@ from typing import Any
 import jiwer
 import numpy as np
 import pytest
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from twilio.request_validator import RequestValidator
+
 from dealerline_common.audio import FRAME_BYTES, ulaw_to_pcm16
 from dealerline_common.audio import rms as frame_rms
 from dealerline_common.ops import HttpServer
@@ -25,8 +28,6 @@ from dealerline_sim.phone import (
     run_script,
 )
 from dealerline_sim.voice import synthesize_ulaw
-from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
-from twilio.request_validator import RequestValidator
 
 PUBLIC = "https://dealer.example.com"
 STREAM_URL = "wss://dealer.example.com/api/voice/media-stream"

@@ -1,6 +1,7 @@
 """The service starts, joins a real bus, answers health and metrics, and drains."""
 
 import httpx
+
 from dealerline_dashboard.app import Service
 from dealerline_dashboard.settings import DashboardSettings
 from dealerline_sim.nats_server import NatsServer

@@ -1,6 +1,7 @@
 """The service starts, joins a real bus, answers health and metrics, and drains."""
 
 import httpx
+
 from dealerline_escalation.app import Service
 from dealerline_escalation.settings import EscalationSettings
 from dealerline_sim.nats_server import NatsServer

@@ -15,10 +15,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats.aio.msg import Msg
+
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import LatencyEvent, Say, Transcript, loads, parse_event
-from nats.aio.msg import Msg
 
 from .fleet import Fleet
 from .phone import Call, PhoneSimulator, Transcriber, Turn, run_script

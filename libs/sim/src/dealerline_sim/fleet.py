@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from dealerline_common.net import free_port
 
 from .nats_server import NatsServer
@@ -160,10 +161,7 @@ class Fleet:
                 spec.name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port)
             )
         await asyncio.gather(
-            *(
-                self._wait_http(s.name, f"{self.url(s.name)}/readyz", s.what)
-                for s in self.services
-            )
+            *(self._wait_http(s.name, f"{self.url(s.name)}/readyz", s.what) for s in self.services)
         )
         self._say("fleet ready: " + ", ".join(f"{n} :{p.port}" for n, p in self.procs.items()))
 

@@ -43,6 +43,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from dealerline_common.audio import (
     FRAME_BYTES,
     FRAME_MS,
@@ -53,10 +57,6 @@ from dealerline_common.audio import (
     rms,
     ulaw_to_pcm16,
 )
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
 from dealerline_sim.twiml import (
     SimulatorError,
     StreamInstruction,

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import numpy as np
+
 from dealerline_common.audio import float_to_ulaw, ulaw_to_float
 from dealerline_common.models import (
     KOKORO_SAMPLE_RATE,

@@ -6,10 +6,11 @@ arrives in later releases (see the project issues).
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
+
 from dealerline_common.bus import Bus
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, HttpServer, ops_routes
-from starlette.applications import Starlette
 
 from .settings import DashboardSettings
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dealerline_common.settings import ServiceSettings
 from pydantic_settings import SettingsConfigDict
+
+from dealerline_common.settings import ServiceSettings
 
 
 class DashboardSettings(ServiceSettings):
