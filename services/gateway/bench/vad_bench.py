@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from dealerline_common import audio
 from dealerline_gateway.vad import (
     Endpointer,
@@ -70,8 +71,9 @@ def synthesize(cache: Path) -> list[npt.NDArray[np.float32]]:
             out.append(np.load(path))
             continue
         if kokoro is None:
-            from dealerline_common.models import bundled_voices_path, kokoro_int8_path
             from kokoro_onnx import Kokoro
+
+            from dealerline_common.models import bundled_voices_path, kokoro_int8_path
 
             kokoro = Kokoro(str(kokoro_int8_path()), str(bundled_voices_path()))
         samples, rate = kokoro.create(text, voice="jm_kumo", speed=1.0, lang="en-us")

@@ -8,8 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dealerline_sim.nats_server import NatsServer
 from gw_testkit import Running, running_gateway
+
+from dealerline_sim.nats_server import NatsServer
 
 
 @pytest.fixture

@@ -17,17 +17,18 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI
+from nats.aio.msg import Msg
+from pydantic import SecretStr
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+
 from dealerline_common import audio
 from dealerline_common.bus import Bus
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
 from dealerline_sim.nats_server import NatsServer
-from fastapi import FastAPI
-from nats.aio.msg import Msg
-from pydantic import SecretStr
-from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"

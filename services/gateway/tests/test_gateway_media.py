@@ -8,6 +8,20 @@ import base64
 
 import httpx
 import pytest
+from gw_testkit import (
+    Collector,
+    FakeTwilio,
+    Running,
+    collect,
+    sign,
+    silence,
+    start_call,
+    twilio_stream,
+    voiced_signal,
+)
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from dealerline_common import audio, subjects
 from dealerline_common.messages import (
     AudioMeta,
@@ -23,19 +37,6 @@ from dealerline_common.messages import (
     parse_control,
     parse_event,
 )
-from gw_testkit import (
-    Collector,
-    FakeTwilio,
-    Running,
-    collect,
-    sign,
-    silence,
-    start_call,
-    twilio_stream,
-    voiced_signal,
-)
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
 
 async def next_of(c: Collector, kind: type, within_s: float = 15.0) -> object:
@@ -206,8 +207,9 @@ async def test_timestamp_gap_counts_as_silence(gateway: Running) -> None:
 @pytest.fixture(scope="module")
 def kokoro_speech() -> bytes:
     """A sentence synthesized by the embedded Kokoro, as 8 kHz mu-law."""
-    from dealerline_common.models import bundled_voices_path, kokoro_int8_path
     from kokoro_onnx import Kokoro
+
+    from dealerline_common.models import bundled_voices_path, kokoro_int8_path
 
     k = Kokoro(str(kokoro_int8_path()), str(bundled_voices_path()))
     samples, rate = k.create(

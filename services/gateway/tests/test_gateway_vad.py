@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gw_testkit import silence, voiced_signal
+
 from dealerline_common import audio
 from dealerline_gateway.vad import (
     Discarded,
@@ -14,7 +16,6 @@ from dealerline_gateway.vad import (
     WebRtcVad,
     make_vad,
 )
-from gw_testkit import silence, voiced_signal
 
 CFG = EndpointerConfig(
     start_frames=3,

@@ -6,9 +6,6 @@ import asyncio
 import xml.etree.ElementTree as ET
 
 import httpx
-from dealerline_common import subjects
-from dealerline_common.messages import CallStartedEvent, parse_event
-from dealerline_gateway.tokens import StreamGrant
 from gw_testkit import (
     AUTH_TOKEN,
     PUBLIC_URL,
@@ -20,6 +17,10 @@ from gw_testkit import (
     stream_parameters,
 )
 from twilio.request_validator import RequestValidator
+
+from dealerline_common import subjects
+from dealerline_common.messages import CallStartedEvent, parse_event
+from dealerline_gateway.tokens import StreamGrant
 
 
 def test_known_twilio_vector() -> None:
@@ -151,6 +152,7 @@ async def test_readiness_and_draining(gateway: Running) -> None:
 
 def test_settings_validation() -> None:
     import pytest
+
     from dealerline_common.settings import SettingsError, load_settings
     from dealerline_gateway.settings import GatewaySettings
 

@@ -7,17 +7,18 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import PlainTextResponse, Response
+from starlette.datastructures import FormData
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
+
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import CallStartedEvent, new_id
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, ops_routes
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import PlainTextResponse, Response
-from starlette.datastructures import FormData
-from twilio.request_validator import RequestValidator
-from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 
 from .settings import GatewaySettings
 from .stream import POLICY_VIOLATION, MediaSession

@@ -18,6 +18,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
 from dealerline_common import audio, subjects
 from dealerline_common.bus import msg_payload
 from dealerline_common.logs import get_logger, mask_phone
@@ -37,10 +42,6 @@ from dealerline_common.messages import (
     new_id,
     parse_control,
 )
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from pydantic import ValidationError
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .playback import Playback, Sentence
 from .vad import Discarded, Endpointer, EndpointerConfig, SpeechStart, Utterance, make_vad

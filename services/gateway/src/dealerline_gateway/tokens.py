@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.js.kv import KeyValue
+
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
-from nats.js.kv import KeyValue
 
 log = get_logger(__name__)
 

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import webrtcvad
+
 from dealerline_common import audio
 
 FRAME_MS = audio.FRAME_MS
