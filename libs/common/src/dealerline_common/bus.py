@@ -242,6 +242,11 @@ class Bus:
         ):
             with attempt:
                 ack = await self.js.publish(subject, payload, headers=hdrs or None)
+        # nats-py waits for the ack with asyncio.wait_for, which on 3.11 can swallow a
+        # cancel that lands as the ack arrives; a cancelled turn must still stop here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         return ack
 
     async def work(

@@ -89,7 +89,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "nats"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "uvicorn.access", "nats"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,0 +1,30 @@
+"""The agent's Prometheus metrics."""
+
+from __future__ import annotations
+
+from dealerline_common.metrics import Metrics
+
+
+class AgentMetrics:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.base = metrics or Metrics()
+        m = self.base
+        self.turns = m.counter(
+            "agent_turns_total", "Agent turns by result", ["result"]
+        )  # ok | cancelled | error | replayed
+        self.turns_cancelled = m.counter(
+            "agent_turns_cancelled_total", "Turns cancelled (barge-in or hang-up)", ["reason"]
+        )
+        self.transcripts_ignored = m.counter(
+            "agent_transcripts_ignored_total", "Transcripts dropped as empty or noise"
+        )
+        self.llm_first_token = m.histogram(
+            "agent_llm_first_token_seconds", "From the LLM request to its first content token"
+        )
+        self.turn_duration = m.histogram(
+            "agent_turn_duration_seconds", "From taking a turn to its last sentence published"
+        )
+        self.first_sentence = m.histogram(
+            "agent_first_sentence_seconds", "From the LLM request to the first sentence published"
+        )
+        self.active_sessions = m.gauge("agent_active_sessions", "Sessions with state in memory")

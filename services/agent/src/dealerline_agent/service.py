@@ -1,0 +1,600 @@
+"""The agent service: takes transcripts and control messages off the bus, runs the graph
+for each turn, and streams the reply out sentence by sentence on ``call.<sid>.say``.
+
+- Transcripts come from a JetStream work consumer and are acked only after the turn's
+  sentences are published; a turn id derived from the utterance id makes a redelivered
+  turn publish under the same ``Nats-Msg-Id``s, so the ``say`` stream drops repeats.
+- Control (stream started/stopped, barge-in) is a core subscription: its handler never
+  waits on a turn, so a barge-in is never queued behind one.
+- Turns of one session run one at a time (a per-session lock); sessions run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, RemoveMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import MemorySaver
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+from starlette.applications import Starlette
+
+from dealerline_common import subjects
+from dealerline_common.bus import Bus, Reject, WorkConsumer
+from dealerline_common.logs import get_logger
+from dealerline_common.messages import (
+    BargeIn,
+    HangupRequest,
+    Say,
+    StateUpdateEvent,
+    StreamStarted,
+    StreamStopped,
+    Transcript,
+    TranscriptEvent,
+    TurnTimings,
+    loads,
+    now,
+    parse_control,
+)
+from dealerline_common.metrics import Metrics
+from dealerline_common.ops import Health, HttpServer, ops_routes
+
+from .graph import (
+    AGENT_NODE,
+    LlmTrace,
+    ai_message_id,
+    build_graph,
+    build_llm,
+    current_trace,
+    user_message_id,
+)
+from .metrics import AgentMetrics
+from .prompts import CALL_RESUMED, CALL_STARTED, escalation_returned
+from .sentences import SentenceSplitter, split_sentences
+from .settings import AgentSettings
+
+log = get_logger(__name__)
+
+TurnResult = Literal["ok", "cancelled", "replayed", "skipped"]
+
+_MAX_STOPPED = 10_000  # hung-up sessions remembered, so late transcripts start nothing
+
+
+def turn_id_for_utterance(utterance_id: str) -> str:
+    """Deterministic: a redelivered transcript gets the turn id of its first delivery."""
+    return f"turn-{utterance_id}"
+
+
+def turn_id_for_stream(stream_sid: str) -> str:
+    return f"turn-{stream_sid}"
+
+
+def is_noise(transcript: Transcript, no_speech_max: float) -> bool:
+    text = transcript.text.strip()
+    if not any(ch.isalnum() for ch in text):
+        return True
+    return transcript.no_speech_prob is not None and transcript.no_speech_prob > no_speech_max
+
+
+@dataclass
+class Session:
+    session_id: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running_turn_id: str | None = None
+    running_task: asyncio.Task[Any] | None = None
+    generating: bool = False
+    turns: int = 0
+    last_turn_id: str | None = None
+    last_result: str | None = None
+    pending_heard: dict[str, str] = field(default_factory=dict)
+
+
+class AgentService:
+    """The agent, runnable in-process::
+
+    agent = AgentService(load_settings(AgentSettings))
+    await agent.start()   # connects, creates streams, consumes, serves /livez /readyz /metrics
+    ...
+    await agent.drain()   # stops taking turns, finishes those in flight, disconnects
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        bus: Bus | None = None,
+        metrics: Metrics | None = None,
+        llm: BaseChatModel | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = AgentMetrics(metrics)
+        self.bus = bus or Bus(
+            settings.nats_url,
+            name="agent",
+            metrics=self.metrics.base,
+            file_storage=settings.js_file_storage,
+        )
+        self.llm = llm or build_llm(settings)
+        self.checkpointer = checkpointer or MemorySaver()
+        self.graph = build_graph(self.llm, settings, self.checkpointer, clock)
+        self.health = Health()
+        self.health.add_check("bus", lambda: self.bus.is_connected)
+        self.http: HttpServer | None = None
+        if serve_http:
+            app = Starlette(routes=ops_routes(self.health, self.metrics.base))
+            self.http = HttpServer(app, settings.http_host, settings.http_port)
+        self.sessions: dict[str, Session] = {}
+        self._stopped: OrderedDict[str, float] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._control_sub: Subscription | None = None
+        self._consumer: WorkConsumer | None = None
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self.http is not None:
+            await self.http.start()
+        if not self.bus.is_connected:
+            await self.bus.connect()
+        await self.bus.ensure_streams()
+        self._control_sub = await self.bus.subscribe(subjects.ALL_CONTROL, self._on_control)
+        self._consumer = await self.bus.work(
+            subjects.ALL_TRANSCRIPTS,
+            stream=subjects.STREAM_TRANSCRIPTS,
+            durable=subjects.GROUP_AGENT,
+            handler=self._on_transcript,
+            concurrency=self.settings.concurrency,
+            ack_wait_s=self.settings.ack_wait_s,
+            name="agent-transcripts",
+        )
+        self._started = True
+        self.health.ready = True
+        log.info(
+            "agent started", model=self.settings.llm_model, base_url=self.settings.llm_base_url
+        )
+
+    async def drain(self) -> None:
+        """Stop taking work, let turns in flight finish, then disconnect."""
+        self.health.draining = True
+        timeout = self.settings.drain_timeout_s
+        if self._control_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._control_sub.unsubscribe()
+            self._control_sub = None
+        if self._started:
+            with contextlib.suppress(Exception):
+                await self.bus.stop_consuming(timeout)
+        if self._consumer is not None:
+            # Without this, nc.drain() waits out its whole timeout on the replies to
+            # fetch requests the stopped loops abandoned.
+            with contextlib.suppress(Exception):
+                await self._consumer.psub.unsubscribe()
+            self._consumer = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=self.settings.cancel_timeout_s)
+        await self.bus.close()
+        if self.http is not None:
+            await self.http.stop()
+        self._started = False
+
+    stop = drain
+
+    async def __aenter__(self) -> AgentService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.drain()
+
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Any], name: str, *, awaited: bool = False
+    ) -> asyncio.Task[Any]:
+        """An owned, named task; one nobody awaits has its failure logged here."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if not awaited:
+            task.add_done_callback(_log_failure)
+        return task
+
+    def _session(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            session = self.sessions[session_id] = Session(session_id)
+            self.metrics.active_sessions.set(len(self.sessions))
+        return session
+
+    # ------------------------------------------------------------------ inputs
+
+    async def _on_transcript(self, msg: Msg) -> None:
+        try:
+            transcript = loads(Transcript, msg.data)
+            subjects.check_session_id(transcript.session_id)
+        except (ValidationError, ValueError) as exc:
+            raise Reject(f"bad transcript: {exc}") from exc
+        sid = transcript.session_id
+        if is_noise(transcript, self.settings.no_speech_max):
+            self.metrics.transcripts_ignored.inc()
+            log.info("transcript ignored as noise", session_id=sid)
+            return
+        if sid in self._stopped:
+            log.info("transcript for a finished call", session_id=sid)
+            return
+        turn_id = turn_id_for_utterance(transcript.utterance_id)
+        task = self._spawn(
+            self._turn(
+                sid,
+                turn_id,
+                transcript.text.strip(),
+                utterance_id=transcript.utterance_id,
+                timings=transcript.timings,
+                caller_text=True,
+            ),
+            name=f"turn:{turn_id}",
+            awaited=True,
+        )
+        await self._await_turn(task)
+
+    async def _await_turn(self, task: asyncio.Task[TurnResult]) -> None:
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                task.cancel()
+                raise
+            # The turn itself was cancelled (barge-in, hang-up): it is over, ack it.
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            control = parse_control(msg.data)
+        except ValidationError:
+            log.warning("unreadable control message", subject=msg.subject)
+            return
+        if isinstance(control, StreamStarted):
+            await self._on_stream_started(control)
+        elif isinstance(control, BargeIn):
+            self._on_barge_in(control)
+        elif isinstance(control, StreamStopped):
+            self._on_stream_stopped(control)
+        elif isinstance(control, HangupRequest):
+            pass  # for the gateway
+
+    async def _on_stream_started(self, started: StreamStarted) -> None:
+        sid = started.session_id
+        self._stopped.pop(sid, None)
+        if not started.resumed:
+            marker = CALL_STARTED
+        elif started.reason:
+            marker = escalation_returned(started.reason)
+        else:
+            marker = CALL_RESUMED
+        turn_id = turn_id_for_stream(started.stream_sid)
+        self._spawn(
+            self._turn(sid, turn_id, marker, utterance_id=None, timings=None, caller_text=False),
+            name=f"turn:{turn_id}",
+        )
+
+    def _on_barge_in(self, barge: BargeIn) -> None:
+        session = self.sessions.get(barge.session_id)
+        if session is None:
+            return
+        session.pending_heard[barge.turn_id] = barge.heard_text
+        task = session.running_task
+        if (
+            session.running_turn_id == barge.turn_id
+            and session.generating
+            and task is not None
+            and not task.done()
+        ):
+            task.cancel()
+            self.metrics.turns_cancelled.labels("barge_in").inc()
+            log.info(
+                "turn cancelled by barge-in", session_id=barge.session_id, turn_id=barge.turn_id
+            )
+        self._spawn(self._apply_pending_locked(session), name=f"barge-in:{barge.turn_id}")
+
+    def _on_stream_stopped(self, stopped: StreamStopped) -> None:
+        sid = stopped.session_id
+        self._stopped[sid] = time.time()
+        while len(self._stopped) > _MAX_STOPPED:
+            self._stopped.popitem(last=False)
+        session = self.sessions.get(sid)
+        task = session.running_task if session is not None else None
+        if task is not None and not task.done():
+            task.cancel()
+            self.metrics.turns_cancelled.labels("hangup").inc()
+        self._spawn(self._forget(sid), name=f"forget:{sid}")
+
+    async def _forget(self, sid: str) -> None:
+        session = self.sessions.get(sid)
+        if session is None:
+            await self.checkpointer.adelete_thread(sid)
+            return
+        async with session.lock:
+            await self.checkpointer.adelete_thread(sid)
+            if self.sessions.get(sid) is session:
+                del self.sessions[sid]
+                self.metrics.active_sessions.set(len(self.sessions))
+        log.info("session forgotten", session_id=sid)
+
+    # ------------------------------------------------------------------ turns
+
+    def _config(self, sid: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": sid}}
+
+    async def run_turn(
+        self,
+        session_id: str,
+        turn_id: str,
+        text: str,
+        *,
+        utterance_id: str | None = None,
+        timings: TurnTimings | None = None,
+    ) -> TurnResult:
+        """Run one turn directly (what the bus handlers do), e.g. from a test or a tool."""
+        return await self._turn(
+            session_id, turn_id, text, utterance_id=utterance_id, timings=timings, caller_text=True
+        )
+
+    async def _turn(
+        self,
+        sid: str,
+        turn_id: str,
+        text: str,
+        *,
+        utterance_id: str | None,
+        timings: TurnTimings | None,
+        caller_text: bool,
+    ) -> TurnResult:
+        session = self._session(sid)
+        async with session.lock:
+            if sid in self._stopped:
+                return "skipped"
+            await self._apply_pending(session)
+            session.running_turn_id = turn_id
+            session.running_task = asyncio.current_task()
+            started = time.monotonic()
+            result: TurnResult | Literal["error"] = "error"
+            try:
+                result = await self._run_locked(
+                    session, turn_id, text, utterance_id, timings or TurnTimings(), caller_text
+                )
+                return result
+            except asyncio.CancelledError:
+                result = "cancelled"
+                raise
+            finally:
+                session.running_turn_id = None
+                session.running_task = None
+                session.generating = False
+                self.metrics.turns.labels(result).inc()
+                self.metrics.turn_duration.observe(time.monotonic() - started)
+                session.last_result = result
+
+    async def _run_locked(
+        self,
+        session: Session,
+        turn_id: str,
+        text: str,
+        utterance_id: str | None,
+        timings: TurnTimings,
+        caller_text: bool,
+    ) -> TurnResult:
+        sid = session.session_id
+        config = self._config(sid)
+        state = await self.graph.aget_state(config)
+        history = state.values.get("messages", []) if state.values else []
+        done = next((m for m in history if m.id == ai_message_id(turn_id)), None)
+        if done is not None:
+            # A redelivered turn whose reply is already in the history: speak it again
+            # under the same message ids (the stream drops what it already has).
+            reply = _text_of(done)
+            await self._publish_sentences(
+                session,
+                turn_id,
+                utterance_id,
+                split_sentences(reply, self.settings.clause_min_chars),
+                timings,
+            )
+            log.info("turn replayed", session_id=sid, turn_id=turn_id)
+            return "replayed"
+
+        if caller_text:
+            await self.bus.publish_durable(
+                subjects.events(sid),
+                TranscriptEvent(session_id=sid, role="user", text=text, turn_id=turn_id),
+                msg_id=f"{turn_id}:event:user",
+            )
+        session.turns += 1
+        session.last_turn_id = turn_id
+        session.generating = True
+
+        splitter = SentenceSplitter(clause_min_chars=self.settings.clause_min_chars)
+        trace = LlmTrace()
+        token = current_trace.set(trace)
+        parts: list[str] = []
+        seq = 0
+        try:
+            inputs = {
+                "messages": [HumanMessage(content=text, id=user_message_id(turn_id))],
+                "session_id": sid,
+                "turn_id": turn_id,
+            }
+            async for chunk, meta in self.graph.astream(inputs, config, stream_mode="messages"):
+                node = meta.get("langgraph_node") if isinstance(meta, dict) else None
+                if node != AGENT_NODE or not isinstance(chunk, AIMessageChunk):
+                    continue
+                raise_if_cancelled()
+                piece = chunk.content if isinstance(chunk.content, str) else _text_of(chunk)
+                if not piece:
+                    continue
+                if timings.first_token is None:
+                    timings.first_token = now()
+                    timings.llm_request = trace.llm_request
+                    if trace.llm_request is not None:
+                        self.metrics.llm_first_token.observe(
+                            timings.first_token - trace.llm_request
+                        )
+                parts.append(piece)
+                for sentence in splitter.push(piece):
+                    await self._say(session, turn_id, utterance_id, seq, sentence, timings)
+                    seq += 1
+            for sentence in splitter.flush():
+                await self._say(session, turn_id, utterance_id, seq, sentence, timings)
+                seq += 1
+        finally:
+            current_trace.reset(token)
+        session.generating = False
+        timings.llm_request = timings.llm_request or trace.llm_request
+        await self._say(session, turn_id, utterance_id, seq, "", timings, last=True)
+
+        reply = "".join(parts).strip()
+        await self.bus.publish_durable(
+            subjects.events(sid),
+            TranscriptEvent(session_id=sid, role="assistant", text=reply, turn_id=turn_id),
+            msg_id=f"{turn_id}:event:assistant",
+        )
+        await self._publish_state(session)
+        log.info("turn done", session_id=sid, turn_id=turn_id, sentences=seq)
+        return "ok"
+
+    async def _say(
+        self,
+        session: Session,
+        turn_id: str,
+        utterance_id: str | None,
+        seq: int,
+        text: str,
+        timings: TurnTimings,
+        *,
+        last: bool = False,
+    ) -> None:
+        if seq == 0 and text:
+            timings.first_sentence = now()
+            if timings.llm_request is not None:
+                self.metrics.first_sentence.observe(timings.first_sentence - timings.llm_request)
+        say = Say(
+            session_id=session.session_id,
+            turn_id=turn_id,
+            utterance_id=utterance_id,
+            seq=seq,
+            text=text,
+            last=last,
+            timings=timings.model_copy(),
+        )
+        await self.bus.publish_durable(
+            subjects.say(session.session_id), say, msg_id=f"{turn_id}:{seq}"
+        )
+        raise_if_cancelled()
+
+    async def _publish_sentences(
+        self,
+        session: Session,
+        turn_id: str,
+        utterance_id: str | None,
+        sentences: list[str],
+        timings: TurnTimings,
+    ) -> None:
+        for seq, sentence in enumerate(sentences):
+            await self._say(session, turn_id, utterance_id, seq, sentence, timings)
+        await self._say(session, turn_id, utterance_id, len(sentences), "", timings, last=True)
+
+    async def _publish_state(self, session: Session) -> None:
+        await self.bus.publish_durable(
+            subjects.events(session.session_id),
+            StateUpdateEvent(
+                session_id=session.session_id,
+                state={
+                    "turns": session.turns,
+                    "last_turn_id": session.last_turn_id,
+                    "last_result": session.last_result,
+                    "interface": "voice",
+                },
+            ),
+        )
+
+    # ------------------------------------------------------------------ barge-in
+
+    async def _apply_pending_locked(self, session: Session) -> None:
+        async with session.lock:
+            await self._apply_pending(session)
+
+    async def _apply_pending(self, session: Session) -> None:
+        """Make the history say only what the caller heard of each interrupted turn."""
+        while session.pending_heard:
+            turn_id, heard = next(iter(session.pending_heard.items()))
+            await self._apply_heard(session, turn_id, heard)
+            session.pending_heard.pop(turn_id, None)
+
+    async def _apply_heard(self, session: Session, turn_id: str, heard: str) -> None:
+        sid = session.session_id
+        config = self._config(sid)
+        state = await self.graph.aget_state(config)
+        history = state.values.get("messages", []) if state.values else []
+        ids = {m.id for m in history}
+        ai_id = ai_message_id(turn_id)
+        heard = heard.strip()
+        update: list[Any] = []
+        if ai_id in ids:
+            update = [AIMessage(content=heard, id=ai_id)] if heard else [RemoveMessage(id=ai_id)]
+        elif user_message_id(turn_id) in ids and heard:
+            update = [AIMessage(content=heard, id=ai_id)]
+        elif user_message_id(turn_id) not in ids:
+            log.info("barge-in for an unknown turn", session_id=sid, turn_id=turn_id)
+            return
+        if update:
+            await self.graph.aupdate_state(config, {"messages": update}, as_node=AGENT_NODE)
+        await self.bus.publish_durable(
+            subjects.events(sid),
+            TranscriptEvent(
+                session_id=sid, role="assistant", text=heard, turn_id=turn_id, interrupted=True
+            ),
+            msg_id=f"{turn_id}:event:heard",
+        )
+        await self._publish_state(session)
+        log.info("history trimmed to what was heard", session_id=sid, turn_id=turn_id)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("task failed", task=task.get_name(), error=repr(exc), exc_info=exc)
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an awaited call swallowed.
+
+    nats-py awaits the JetStream ack with ``asyncio.wait_for``, which on Python 3.11
+    drops a cancellation that lands as the ack arrives; the task still counts it in
+    ``cancelling()``, so a barge-in is honoured at the next sentence at the latest.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _text_of(message: AIMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "".join(
+        str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in message.content
+    )

@@ -1,0 +1,62 @@
+"""The agent's configuration (environment variables ``AGENT_*``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from dealerline_common.settings import ServiceSettings, SettingsError
+
+
+class AgentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    http_port: int = Field(default=8084, ge=0, le=65535, description="/livez /readyz /metrics")
+
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (vLLM, the scripted sim); None: OpenAI",
+    )
+    llm_model: str = "gpt-4.1-mini"
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        # AGENT_LLM_API_KEY wins; OPENAI_API_KEY is the fallback every OpenAI tool reads.
+        validation_alias=AliasChoices("AGENT_LLM_API_KEY", "OPENAI_API_KEY", "llm_api_key"),
+    )
+    llm_temperature: float = Field(default=0.3, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=1, ge=0)
+
+    dealership_name: str = "Sunrise Motors"
+    dealership_timezone: str = "America/Los_Angeles"
+
+    ack_wait_s: float = Field(
+        default=10.0, gt=0, description="a transcript whose agent died is redelivered after"
+    )
+    concurrency: int = Field(default=16, ge=1, description="turns (of different calls) at once")
+    max_history_messages: int = Field(default=40, ge=2, description="messages sent to the LLM")
+    no_speech_max: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="transcripts with a higher no_speech_prob are noise",
+    )
+    clause_min_chars: int = Field(
+        default=60, ge=10, description="flush a clause at a comma once it is this long"
+    )
+    cancel_timeout_s: float = Field(default=3.0, gt=0)
+
+    def api_key(self) -> str:
+        """The key for the LLM client, or SettingsError naming the variable to set."""
+        if self.llm_api_key is not None and self.llm_api_key.get_secret_value():
+            return self.llm_api_key.get_secret_value()
+        if self.llm_base_url:
+            # Self-hosted endpoints (vLLM, the scripted sim) usually need no key, but the
+            # OpenAI client refuses to start without one.
+            return "not-needed"
+        raise SettingsError(
+            "AgentSettings: AGENT_LLM_API_KEY is required (set the environment variable "
+            "AGENT_LLM_API_KEY or OPENAI_API_KEY, or AGENT_LLM_BASE_URL for a self-hosted endpoint)"
+        )

@@ -1,0 +1,476 @@
+"""The agent through a real nats-server and the scripted LLM over real HTTP (ChatOpenAI)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.msg import Msg
+
+from dealerline_agent.graph import ai_message_id
+from dealerline_agent.prompts import build_system_prompt, context_for
+from dealerline_agent.service import AgentService, turn_id_for_stream, turn_id_for_utterance
+from dealerline_agent.settings import AgentSettings
+from dealerline_common import subjects
+from dealerline_common.bus import Bus
+from dealerline_common.messages import (
+    BargeIn,
+    Say,
+    StateUpdateEvent,
+    StreamStarted,
+    StreamStopped,
+    Transcript,
+    TranscriptEvent,
+    TurnTimings,
+    loads,
+    parse_event,
+)
+from dealerline_common.settings import SettingsError
+from dealerline_sim.llm import Scenario, ScriptedLLM
+from dealerline_sim.nats_server import NatsServer
+
+GREETING = [
+    "Thanks for calling Sunrise Motors service department.",
+    "This is Ava, how can I help you today?",
+]
+SLOW_FIRST = "Let me check that for you."
+SLOW_REST = " I found three openings this week. Which one would you like?"
+LONG_FIRST = "Our service department is open six days a week."
+LONG_REST = " The second sentence is one you never hear. Neither is this third one."
+
+
+def scenario(pause_ms: float = 1500) -> Scenario:
+    """The packaged demo, plus rules whose reply pauses after its first sentence."""
+    demo = Scenario.load("demo")
+    extra = [
+        {
+            "match": "slow",
+            "reply": [{"text": SLOW_FIRST}, {"text": SLOW_REST, "delay_ms": pause_ms}],
+        },
+        {
+            "match": "hours",
+            "reply": [{"text": LONG_FIRST}, {"text": LONG_REST, "delay_ms": pause_ms}],
+        },
+    ]
+    rules = [*(Scenario.model_validate({"rules": extra}).rules), *demo.rules]
+    return demo.model_copy(update={"rules": rules, "first_token_delay_ms": 0, "token_delay_ms": 1})
+
+
+class Caller:
+    """The rest of the fleet as the agent sees it: publishes transcripts and control,
+    collects what the agent says and the dashboard events."""
+
+    def __init__(self, bus: Bus, sid: str) -> None:
+        self.bus = bus
+        self.sid = sid
+        self.says: asyncio.Queue[Say] = asyncio.Queue()
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.heard: list[Say] = []  # every sentence, in arrival order
+        self.index = 0
+
+    async def start(self) -> None:
+        async def on_say(msg: Msg) -> None:
+            say = loads(Say, msg.data)
+            self.heard.append(say)
+            self.says.put_nowait(say)
+
+        async def on_event(msg: Msg) -> None:
+            self.events.put_nowait(parse_event(msg.data))
+
+        await self.bus.subscribe(subjects.say(self.sid), on_say)
+        await self.bus.subscribe(subjects.events(self.sid), on_event)
+
+    async def started(self, stream_sid: str = "MZ0001", **kw: Any) -> str:
+        await self.bus.publish(
+            subjects.control(self.sid),
+            StreamStarted(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid, **kw),
+        )
+        return turn_id_for_stream(stream_sid)
+
+    def transcript(self, text: str, **kw: Any) -> Transcript:
+        self.index += 1
+        fields: dict[str, Any] = {
+            "session_id": self.sid,
+            "utterance_id": f"utt_{self.sid}_{self.index}",
+            "text": text,
+            "audio_ms": 900.0,
+            "stt_ms": 120.0,
+            "model": "tiny.en",
+            "timings": TurnTimings(speech_end=1.0, transcript_published=2.0),
+        }
+        fields.update(kw)
+        return Transcript(**fields)
+
+    async def say(self, text: str, **kw: Any) -> str:
+        t = self.transcript(text, **kw)
+        await self.bus.publish_durable(subjects.transcript(self.sid), t)
+        return turn_id_for_utterance(t.utterance_id)
+
+    async def next_say(self) -> Say:
+        return await asyncio.wait_for(self.says.get(), 30)
+
+    async def turn(self, turn_id: str) -> list[Say]:
+        """Every sentence of ``turn_id`` up to its last=True message."""
+        out: list[Say] = []
+        while True:
+            say = await self.next_say()
+            if say.turn_id != turn_id:
+                continue
+            out.append(say)
+            if say.last:
+                return out
+
+    async def event(self, predicate: Callable[[Any], bool]) -> Any:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), 30)
+            if predicate(event):
+                return event
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    async with ScriptedLLM(scenario()) as server:
+        yield server
+
+
+@pytest.fixture
+async def test_bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    bus = Bus(nats_server.url, name="test", file_storage=False)
+    await bus.connect()
+    yield bus
+    await bus.close()
+
+
+def agent_settings(nats_server: NatsServer, llm: ScriptedLLM, **kw: Any) -> AgentSettings:
+    values: dict[str, Any] = {
+        "nats_url": nats_server.url,
+        "llm_base_url": llm.base_url,
+        "llm_model": "gpt-4.1-mini",
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "js_file_storage": False,
+        "ack_wait_s": 5.0,
+        "drain_timeout_s": 5.0,
+    }
+    values.update(kw)
+    return AgentSettings(**values)
+
+
+@pytest.fixture
+async def agent(nats_server: NatsServer, llm: ScriptedLLM) -> AsyncIterator[AgentService]:
+    service = AgentService(agent_settings(nats_server, llm))
+    await service.start()
+    yield service
+    await service.drain()
+
+
+@pytest.fixture
+async def caller(agent: AgentService, test_bus: Bus) -> Caller:
+    c = Caller(test_bus, "sess_a")
+    await c.start()
+    return c
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]]) -> None:
+    for _ in range(500):
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition never became true")
+
+
+# ---------------------------------------------------------------------- unit-ish
+
+
+def test_settings_name_the_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AGENT_LLM_API_KEY", "OPENAI_API_KEY", "AGENT_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(SettingsError, match="AGENT_LLM_API_KEY"):
+        AgentSettings().api_key()
+    assert AgentSettings(llm_base_url="http://x/v1").api_key() == "not-needed"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert AgentSettings().api_key() == "sk-openai"
+    monkeypatch.setenv("AGENT_LLM_API_KEY", "sk-agent")
+    assert AgentSettings().api_key() == "sk-agent"
+    assert AgentSettings().http_port == 8084
+    assert AgentSettings().dealership_name == "Sunrise Motors"
+
+
+def test_system_prompt_has_context_in_dealership_timezone() -> None:
+    # 03:00 UTC on Thursday is still Wednesday evening in Los Angeles.
+    ctx = context_for(datetime(2026, 2, 5, 3, 0, tzinfo=UTC), "America/Los_Angeles")
+    prompt = build_system_prompt("Sunrise Motors", ctx)
+    assert "TODAY: 2026-02-04 (Wednesday)" in prompt
+    assert "INTERFACE: Voice call" in prompt
+    assert "CUSTOMER: Not yet identified" in prompt
+    assert "BOOKING: No booking in progress" in prompt
+    for marker in ("[CALL_STARTED]", "[CALL_RESUMED]", "[ESCALATION_RETURNED:"):
+        assert marker in prompt
+
+
+# ---------------------------------------------------------------------- over the bus
+
+
+async def test_stream_started_greets_sentence_by_sentence(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    turn_id = await caller.started()
+    says = await caller.turn(turn_id)
+    assert [s.text for s in says] == [*GREETING, ""]
+    assert [s.seq for s in says] == [0, 1, 2]
+    assert [s.last for s in says] == [False, False, True]
+    first = says[0].timings
+    assert first.llm_request is not None and first.first_token is not None
+    assert first.first_sentence is not None
+    assert first.llm_request <= first.first_token <= first.first_sentence
+
+    request = llm.requests[-1]
+    assert request["stream"] is True
+    system, user = request["messages"]
+    assert system["role"] == "system" and "Sunrise Motors" in system["content"]
+    assert "TODAY:" in system["content"]
+    assert user == {"role": "user", "content": "[CALL_STARTED]"}
+
+
+async def test_resumed_stream_sends_the_escalation_marker(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    turn_id = await caller.started("MZ0002", resumed=True, reason="busy")
+    says = await caller.turn(turn_id)
+    assert says[-1].last
+    assert llm.requests[-1]["messages"][-1]["content"] == "[ESCALATION_RETURNED:busy]"
+    turn_id = await caller.started("MZ0003", resumed=True)
+    await caller.turn(turn_id)
+    assert llm.requests[-1]["messages"][-1]["content"] == "[CALL_RESUMED]"
+
+
+async def test_transcript_gets_a_reply_with_history_and_events(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    await caller.turn(await caller.started())
+    turn_id = await caller.say("Hi, I'd like to book an oil change.")
+    says = await caller.turn(turn_id)
+    assert [s.text for s in says] == [
+        "Sure, I can help you book an oil change.",
+        "We have openings most days this week.",
+        "Which day works best for you?",
+        "",
+    ]
+    assert all(s.utterance_id == "utt_sess_a_1" for s in says)
+    # The transcript's timings travel on, filled in by the agent.
+    assert says[0].timings.speech_end == 1.0 and says[0].timings.transcript_published == 2.0
+    assert says[0].timings.first_sentence is not None
+
+    roles = [m["role"] for m in llm.requests[-1]["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert llm.requests[-1]["messages"][2]["content"] == " ".join(GREETING)
+
+    user = await caller.event(lambda e: isinstance(e, TranscriptEvent) and e.role == "user")
+    assert user.text == "Hi, I'd like to book an oil change." and user.turn_id == turn_id
+    reply = await caller.event(
+        lambda e: isinstance(e, TranscriptEvent) and e.role == "assistant" and e.turn_id == turn_id
+    )
+    assert reply.text.startswith("Sure, I can help") and not reply.interrupted
+    state = await caller.event(
+        lambda e: isinstance(e, StateUpdateEvent) and e.state["last_turn_id"] == turn_id
+    )
+    assert state.state["turns"] == 2
+
+    turn_id = await caller.say("Tuesday morning")
+    says = await caller.turn(turn_id)
+    assert "name" in says[-2].text
+
+
+async def test_noise_transcripts_are_ignored(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    await caller.say("   ")
+    await caller.say("...")
+    await caller.say("thank you", no_speech_prob=0.97)
+    turn_id = await caller.say("I need an oil change")
+    await caller.turn(turn_id)
+    assert len(llm.requests) == 1
+    assert llm.requests[0]["messages"][-1]["content"] == "I need an oil change"
+
+
+async def test_first_sentence_is_published_before_the_llm_finishes(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    turn_id = await caller.say("slow answer please")
+    first = await caller.next_say()
+    assert first.turn_id == turn_id and first.seq == 0 and first.text == SLOW_FIRST
+    completion = llm.completions[-1]
+    # The endpoint has not yet sent its last chunk when the first sentence arrives.
+    assert not completion.finished
+    says = [first, *(await caller.turn(turn_id))]
+    assert completion.finished
+    assert [s.text for s in says] == [
+        SLOW_FIRST,
+        "I found three openings this week.",
+        "Which one would you like?",
+        "",
+    ]
+
+
+async def test_barge_in_cancels_the_turn_and_keeps_only_what_was_heard(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    turn_id = await caller.say("What are your hours?")
+    first = await caller.next_say()
+    assert first.text == LONG_FIRST and not llm.completions[-1].finished
+    heard = "Our service department is open"
+    await caller.bus.publish(
+        subjects.control(caller.sid),
+        BargeIn(session_id=caller.sid, turn_id=turn_id, heard_text=heard, heard_seqs=[0]),
+    )
+    event = await caller.event(
+        lambda e: isinstance(e, TranscriptEvent) and e.role == "assistant" and e.turn_id == turn_id
+    )
+    assert event.interrupted and event.text == heard
+    await eventually(lambda: llm.completions[-1].cancelled)
+
+    next_turn = await caller.say("Can I book an oil change?")
+    says = await caller.turn(next_turn)
+    assert says[-1].last
+    # Nothing more of the cancelled turn was said, and it never got its last=True.
+    assert [s for s in caller.heard if s.turn_id == turn_id] == [first]
+    messages = llm.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2]["content"] == heard
+    assert not any("never hear" in str(m.get("content")) for m in messages)
+    metrics = agent.metrics.base.render().decode()
+    assert 'dealerline_agent_turns_cancelled_total{reason="barge_in"} 1.0' in metrics
+    assert 'dealerline_agent_turns_total{result="cancelled"} 1.0' in metrics
+
+
+async def test_barge_in_after_the_reply_was_generated_edits_history(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    turn_id = await caller.started()
+    await caller.turn(turn_id)
+    await caller.bus.publish(
+        subjects.control(caller.sid),
+        BargeIn(session_id=caller.sid, turn_id=turn_id, heard_text=GREETING[0], heard_seqs=[0]),
+    )
+    await caller.event(lambda e: isinstance(e, TranscriptEvent) and e.interrupted)
+    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
+    ai = [m for m in state.values["messages"] if m.id == ai_message_id(turn_id)]
+    assert len(ai) == 1 and ai[0].content == GREETING[0]
+
+    await caller.turn(await caller.say("oil change"))
+    assert llm.requests[-1]["messages"][2] == {"role": "assistant", "content": GREETING[0]}
+
+
+async def test_stream_stopped_forgets_the_session(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    await caller.turn(await caller.started())
+    assert caller.sid in agent.sessions
+    await caller.bus.publish(subjects.control(caller.sid), StreamStopped(session_id=caller.sid))
+    await eventually(lambda: caller.sid not in agent.sessions)
+    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
+    assert not state.values
+
+
+async def test_sessions_run_concurrently(
+    agent: AgentService, test_bus: Bus, llm: ScriptedLLM
+) -> None:
+    a, b = Caller(test_bus, "sess_x"), Caller(test_bus, "sess_y")
+    await a.start()
+    await b.start()
+    turn_a = await a.say("slow answer please")
+    assert (await a.next_say()).text == SLOW_FIRST
+    # While sess_x's reply is paused mid-stream, sess_y is answered in full.
+    says_b = await b.turn(await b.say("oil change"))
+    assert says_b[-1].last
+    assert not llm.completions[0].finished
+    await a.turn(turn_a)
+
+
+async def test_health_and_metrics_endpoints(agent: AgentService, caller: Caller) -> None:
+    turn_id = await caller.started()
+    await caller.turn(turn_id)
+    # The turn is counted once its events are out, just after its last sentence.
+    await caller.event(lambda e: isinstance(e, StateUpdateEvent))
+    assert agent.http is not None
+    base = f"http://127.0.0.1:{agent.http.port}"
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{base}/livez")).status_code == 200
+        assert (await http.get(f"{base}/readyz")).status_code == 200
+
+        async def counted() -> bool:
+            metrics = (await http.get(f"{base}/metrics")).text
+            return (
+                'dealerline_agent_turns_total{result="ok"} 1.0' in metrics
+                and "dealerline_agent_llm_first_token_seconds_count 1.0" in metrics
+            )
+
+        await eventually(counted)
+
+
+async def test_redelivered_transcript_keeps_its_turn_id(
+    nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
+) -> None:
+    """An agent dies after speaking the first sentence; the transcript is redelivered to
+    another agent, whose turn has the same id, so the say stream drops the repeat."""
+    settings = agent_settings(nats_server, llm, ack_wait_s=1.0, drain_timeout_s=1.0)
+    first = AgentService(settings, serve_http=False)
+    await first.start()
+    caller = Caller(test_bus, "sess_r")
+    await caller.start()
+    turn_id = await caller.say("slow answer please")
+    say = await caller.next_say()
+    assert (say.turn_id, say.seq) == (turn_id, 0)
+
+    # The first agent loses its connection mid-turn: the transcript is never acked.
+    await first.bus.nc.close()
+    await first.drain()
+
+    second = AgentService(settings, serve_http=False)
+    await second.start()
+    try:
+        says = await caller.turn(turn_id)
+        assert says[0].seq == 0 and says[0].turn_id == turn_id  # published again...
+        assert [s.seq for s in says] == [0, 1, 2, 3]
+        # ...but the stream kept one copy of each sentence.
+        psub = await test_bus.js.pull_subscribe(
+            subjects.say(caller.sid), stream=subjects.STREAM_SAY
+        )
+        stored = [loads(Say, m.data) for m in await psub.fetch(10, timeout=2)]
+        with contextlib.suppress(Exception):
+            await psub.fetch(1, timeout=0.5)  # nothing more
+            raise AssertionError("duplicate sentence in the stream")
+        await psub.unsubscribe()
+        assert [(s.turn_id, s.seq) for s in stored] == [(turn_id, i) for i in range(4)]
+        metrics = second.metrics.base.render().decode()
+        assert 'dealerline_bus_redelivered_total{subject_kind="agent-transcripts"} 1.0' in metrics
+    finally:
+        await second.drain()
+
+
+async def test_llm_history_is_capped(
+    nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
+) -> None:
+    service = AgentService(
+        agent_settings(nats_server, llm, max_history_messages=2), serve_http=False
+    )
+    await service.start()
+    try:
+        caller = Caller(test_bus, "sess_h")
+        await caller.start()
+        await caller.turn(await caller.started())
+        for text in ("oil change", "Tuesday", "my name is Sam"):
+            await caller.turn(await caller.say(text))
+        messages = llm.requests[-1]["messages"]
+        assert [m["role"] for m in messages] == ["system", "user"]
+        assert messages[-1]["content"] == "my name is Sam"
+    finally:
+        await service.drain()
