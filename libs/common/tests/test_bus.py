@@ -6,7 +6,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from dealerline_common import subjects
-from dealerline_common.bus import Bus, Reject
+from dealerline_common.bus import Bus, BusConnectError, Reject
 from dealerline_common.messages import Say, loads
 from dealerline_common.metrics import Metrics
 from dealerline_sim.nats_server import NatsServer
@@ -208,5 +208,6 @@ async def test_connect_waits_for_a_server_that_starts_late() -> None:
 @pytest.mark.parametrize("servers", ["nats://127.0.0.1:1"])
 async def test_connect_gives_up_with_a_clear_error(servers: str) -> None:
     bus = Bus(servers, "nobody", connect_timeout_s=1)
-    with pytest.raises(Exception):  # noqa: B017 - nats raises several types here
+    with pytest.raises(BusConnectError, match="could not connect to NATS at nats://127.0.0.1:1"):
         await bus.connect()
+    assert not bus.is_connected

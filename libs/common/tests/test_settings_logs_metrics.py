@@ -33,13 +33,14 @@ def test_bad_values_are_named_too(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_come_from_the_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_PUBLIC_URL", "https://dealer.example.com")
-    monkeypatch.setenv("DEMO_AUTH_TOKEN", "tok")
+    monkeypatch.setenv("DEMO_AUTH_TOKEN", "s3cr3t-value")
     monkeypatch.setenv("DEMO_NATS_URL", "nats://n:4222")
     monkeypatch.setenv("DEMO_PORT", "")  # empty is ignored: the default stays
     s = load_settings(DemoSettings)
     assert s.nats_url == "nats://n:4222"
     assert s.port == 1
-    assert "tok" not in repr(s)
+    assert "s3cr3t-value" not in repr(s)
+    assert s.auth_token.get_secret_value() == "s3cr3t-value"
 
 
 @pytest.mark.parametrize(

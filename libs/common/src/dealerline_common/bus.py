@@ -28,7 +28,6 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
     wait_exponential,
 )
 
@@ -42,6 +41,10 @@ log = get_logger(__name__)
 Handler = Callable[[Msg], Awaitable[None]]
 
 MiB = 1024 * 1024
+
+
+class BusConnectError(ConnectionError):
+    """NATS could not be reached at start-up."""
 
 
 class Reject(Exception):
@@ -128,28 +131,37 @@ class Bus:
             log.info("bus reconnected", bus=self.name)
 
         async def error(exc: Exception) -> None:
-            log.warning("bus error", bus=self.name, error=repr(exc))
+            if self.connected.is_set():
+                log.warning("bus error", bus=self.name, error=repr(exc))
 
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((OSError, nats.errors.NoServersError, TimeoutError)),
-            stop=stop_after_delay(self.connect_timeout_s),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
-            reraise=True,
-        ):
-            with attempt:
-                self._nc = await nats.connect(
+        # nats-py retries the first connection itself (max_reconnect_attempts=-1 applies to
+        # it too), so the whole attempt is bounded here and turned into one clear error.
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
                     servers=self.servers,
                     name=self.name,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int; any number works
                     connect_timeout=2,
                     ping_interval=10,
                     max_outstanding_pings=3,
                     disconnected_cb=disconnected,
                     reconnected_cb=reconnected,
                     error_cb=error,
-                )
+                ),
+                self.connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise BusConnectError(
+                f"could not connect to NATS at {','.join(self.servers)} "
+                f"within {self.connect_timeout_s:.0f}s"
+            ) from exc
+        self._nc = nc
         self._js = self.nc.jetstream(timeout=5.0)
         self.connected.set()
         log.info("bus connected", bus=self.name)
