@@ -95,6 +95,7 @@ class Bus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._consumers: list[WorkConsumer] = []
+        self._closing = False
         self.connected = asyncio.Event()
 
     # ----------------------------------------------------------------- connection
@@ -120,6 +121,8 @@ class Bus:
 
         async def disconnected() -> None:
             self.connected.clear()
+            if self._closing:
+                return
             if self.metrics:
                 self.metrics.bus_disconnects.inc()
             log.warning("bus disconnected", bus=self.name)
@@ -311,6 +314,7 @@ class Bus:
     async def close(self) -> None:
         if self._nc is None:
             return
+        self._closing = True
         with contextlib.suppress(Exception):
             await self._nc.drain()
         with contextlib.suppress(Exception):

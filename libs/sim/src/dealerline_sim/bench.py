@@ -16,6 +16,8 @@ import platform
 import sys
 from pathlib import Path
 
+from dealerline_common.logs import configure_logging
+
 from .demo import STAGES, place_scripted_call
 from .fleet import Fleet
 from .phone import Transcriber
@@ -86,6 +88,7 @@ def write_readme(path: Path, block: str) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    configure_logging("bench", level="WARNING", json=False)
     samples: dict[str, list[float]] = {}
     caller_turns = 0
     async with Fleet(log_dir=Path(args.log_dir)) as fleet:

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.logs import configure_logging
 from dealerline_common.messages import LatencyEvent, Say, Transcript, loads, parse_event
 
 from .fleet import Fleet
@@ -208,12 +209,15 @@ def format_report(report: CallReport) -> str:
         stages = t.latency.stages_ms
         out.append("  timings (ms)   :")
         for key, label in STAGES:
+            if t.caller_said is None and key == "llm_first_token":
+                label = "LLM request → first LLM token"
             if key in stages:
                 out.append(f"    {label:<42} {stages[key]:>8.0f}")
     return "\n".join(out)
 
 
 async def _main(args: argparse.Namespace) -> int:
+    configure_logging("demo", level="WARNING", json=False)
     async with Fleet(log_dir=Path(args.log_dir) if args.log_dir else None) as fleet:
         print(f"LLM: {fleet.llm.describe()}", flush=True)
         print("Loading Whisper for the caller's ears ...", flush=True)
