@@ -27,6 +27,7 @@ from dealerline_common.messages import (
     AudioMeta,
     BargeIn,
     CallEndedEvent,
+    Dtmf,
     HangupRequest,
     LatencyEvent,
     StreamStarted,
@@ -159,6 +160,27 @@ async def test_bad_frames_are_skipped_and_other_calls_unaffected(gateway: Runnin
             "binary frame",
         ):
             assert f'reason="{reason}"' in metrics, reason
+
+
+async def test_dtmf_is_published_on_the_control_lane(gateway: Running) -> None:
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with twilio_stream(gateway) as fake:
+        params = await open_call(gateway, fake, control)
+        dtmf = {"track": "inbound_track", "digit": "7"}
+        await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": dtmf})
+        bad = {"track": "inbound_track", "digit": "77"}
+        await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": bad})
+        await fake.send(
+            {"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": {**dtmf, "digit": "#"}}
+        )
+        digits = []
+        while len(digits) < 2:
+            message = parse_control((await control.get()).data)
+            if isinstance(message, Dtmf):
+                assert message.session_id == params["session_id"]
+                digits.append(message.digit)
+        assert digits == ["7", "#"]  # the malformed one was skipped, the call went on
+        assert not fake.closed.is_set()
 
 
 # ----------------------------------------------------------------- endpointing

@@ -199,6 +199,15 @@ class BargeIn(Wire):
     at: float = Field(default_factory=now)
 
 
+class Dtmf(Wire):
+    """The caller pressed a key on the customer leg (Media Streams ``dtmf`` event)."""
+
+    type: Literal["dealerline.control.dtmf.v1"] = "dealerline.control.dtmf.v1"
+    session_id: str
+    digit: str = Field(pattern=r"^[0-9*#]$")
+    at: float = Field(default_factory=now)
+
+
 class HangupRequest(Wire):
     """Ask the gateway holding the call to end it once ``after_turn`` has been heard."""
 
@@ -210,12 +219,14 @@ class HangupRequest(Wire):
 
 
 Control = Annotated[
-    StreamStarted | StreamStopped | BargeIn | HangupRequest, Field(discriminator="type")
+    StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest, Field(discriminator="type")
 ]
 _control = TypeAdapter(Control)
 
 
-def parse_control(data: bytes | str) -> StreamStarted | StreamStopped | BargeIn | HangupRequest:
+def parse_control(
+    data: bytes | str,
+) -> StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest:
     return _control.validate_json(data)
 
 

@@ -30,6 +30,7 @@ from dealerline_common.messages import (
     AudioMeta,
     BargeIn,
     CallEndedEvent,
+    Dtmf,
     HangupRequest,
     LatencyEvent,
     StreamStarted,
@@ -189,10 +190,7 @@ class MediaSession:
         elif event == "connected":
             log.debug("media stream connected", protocol=frame.get("protocol"))
         elif event == "dtmf":
-            dtmf = _obj(frame, "dtmf")
-            log.info(
-                "dtmf received", session_id=self.session_id, digits=len(str(dtmf.get("digit", "")))
-            )
+            await self._on_dtmf(_obj(frame, "dtmf"))
         elif event == "stop":
             raise _Stop("stop")
         else:
@@ -391,6 +389,20 @@ class MediaSession:
                     durable=False,
                 )
             )
+
+    # ----------------------------------------------------------------- keys
+
+    async def _on_dtmf(self, dtmf: dict[str, Any]) -> None:
+        digit = _str(dtmf.get("digit"), "dtmf.digit")
+        if self.session_id is None:
+            raise BadFrame("dtmf_before_start")
+        try:
+            message = Dtmf(session_id=self.session_id, digit=digit)
+        except ValidationError:
+            raise BadFrame("bad_dtmf_digit") from None
+        # The digit itself is not logged: callers key in card and account numbers.
+        log.info("dtmf received", session_id=self.session_id)
+        await self.gw.bus.publish(subjects.control(self.session_id), message)
 
     # ----------------------------------------------------------------- marks
 
