@@ -83,3 +83,23 @@ def test_turn_done_waits_for_marks() -> None:
     pb.mark_echoed("t1:0", 2.0)
     assert pb.turn_done("t1")
     assert pb.turn_done(None)
+
+
+def test_a_sentence_that_never_arrives_is_skipped_after_the_gap_timeout() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 0, "a"), b"\x01" * 10, at=100.0)
+    pb.offer(meta("t1", 2, "c"), b"\x01" * 10, at=100.5)  # seq 1 is missing
+    pb.offer(meta("t1", 3, last=True), b"", at=100.6)
+    assert drain(pb) == [("t1", 0)]
+    assert pb.release_stalled(110.0, gap_timeout_s=20.0) == []  # still waiting for it
+    assert pb.release_stalled(121.0, gap_timeout_s=20.0) == [1]
+    assert drain(pb) == [("t1", 2)]
+    assert pb.turns["t1"].closed
+
+
+def test_a_late_sentence_within_the_gap_timeout_fills_the_gap() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 1, "b"), b"\x01" * 10, at=100.0)
+    pb.offer(meta("t1", 0, "a"), b"\x01" * 10, at=105.0)  # redelivered in time
+    assert drain(pb) == [("t1", 0), ("t1", 1)]
+    assert pb.release_stalled(200.0, gap_timeout_s=20.0) == []

@@ -61,6 +61,7 @@ class Turn:
     last_echo_at: float | None = None
     timings: TurnTimings | None = None
     sentence_started: dict[int, float] = field(default_factory=dict)
+    gap_since: float | None = None  # when a later sentence arrived while next_seq was missing
 
     @property
     def done(self) -> bool:
@@ -91,8 +92,8 @@ class Playback:
 
     # ----------------------------------------------------------------- inbound audio
 
-    def offer(self, meta: AudioMeta, payload: bytes) -> list[Dropped]:
-        """One sentence (or the closing ``last`` message) from TTS."""
+    def offer(self, meta: AudioMeta, payload: bytes, at: float = 0.0) -> list[Dropped]:
+        """One sentence (or the closing ``last`` message) from TTS, received at ``at``."""
         turn = self.turns.get(meta.turn_id)
         if turn is not None and turn.cancelled:
             return [Dropped("cancelled")]
@@ -113,6 +114,39 @@ class Playback:
         if meta.seq < turn.next_seq or meta.seq in turn.pending or turn.closed:
             return [*drops, Dropped("duplicate")]
         turn.pending[meta.seq] = (meta, payload)
+        drops.extend(self._release(turn))
+        if turn.pending and turn.gap_since is None:
+            turn.gap_since = at
+        self.changed.set()
+        return drops
+
+    def release_stalled(self, now: float, gap_timeout_s: float) -> list[int]:
+        """Skip sentences of the current turn that never arrived.
+
+        A missing sentence normally arrives late (a TTS worker died and its job was
+        redelivered); after ``gap_timeout_s`` the caller hears the rest of the reply
+        rather than silence. Returns the skipped sequence numbers."""
+        turn = self.current
+        if (
+            turn is None
+            or turn.cancelled
+            or not turn.pending
+            or turn.gap_since is None
+            or now - turn.gap_since < gap_timeout_s
+        ):
+            return []
+        skipped = list(range(turn.next_seq, min(turn.pending)))
+        turn.next_seq = min(turn.pending)
+        self._release(turn)
+        turn.gap_since = now if turn.pending else None
+        self.changed.set()
+        return skipped
+
+    def _release(self, turn: Turn) -> list[Dropped]:
+        """Queue the turn's sentences that are next in order."""
+        drops: list[Dropped] = []
+        if turn.next_seq in turn.pending:
+            turn.gap_since = None
         while turn.next_seq in turn.pending:
             m, data = turn.pending.pop(turn.next_seq)
             turn.next_seq += 1
@@ -130,7 +164,6 @@ class Playback:
                 turn.closed = True
                 turn.pending.clear()
                 break
-        self.changed.set()
         return drops
 
     # ----------------------------------------------------------------- sending

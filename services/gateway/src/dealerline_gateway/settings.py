@@ -48,6 +48,12 @@ class GatewaySettings(ServiceSettings):
     barge_in_min_speech_ms: float = Field(default=200.0, ge=0)
     outbound_queue_max: int = Field(default=256, ge=1, description="sentences queued per call")
     hangup_timeout_s: float = Field(default=60.0, gt=0)
+    sentence_gap_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="skip a reply sentence still missing this long after a later one arrived "
+        "(longer than the TTS ack_wait, so a redelivered sentence can fill the gap first)",
+    )
 
     stream_token_ttl_s: float = Field(default=300.0, gt=0)
     conference_status_callback_url: str | None = None

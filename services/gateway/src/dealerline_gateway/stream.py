@@ -354,7 +354,8 @@ class MediaSession:
         )
 
     async def _watchdog(self) -> None:
-        """End an utterance when the carrier stops sending frames mid-speech."""
+        """End an utterance when the carrier stops sending frames mid-speech, and skip a
+        sentence of the reply that never arrived."""
         limit = self.settings.end_silence_ms / 1000.0 + 0.2
         while True:
             await asyncio.sleep(0.1)
@@ -362,6 +363,14 @@ class MediaSession:
                 ev = self.endpointer.flush(time.time())
                 if ev is not None:
                     self._on_endpoint(ev)
+            skipped = self.playback.release_stalled(
+                time.time(), self.settings.sentence_gap_timeout_s
+            )
+            if skipped:
+                self.gw.gm.playback_drops.labels("missing").inc(len(skipped))
+                log.warning(
+                    "sentences never arrived; skipped", session_id=self.session_id, seqs=skipped
+                )
 
     # ----------------------------------------------------------------- barge-in
 
@@ -424,7 +433,7 @@ class MediaSession:
         if meta.session_id != self.session_id:
             self.gw.gm.playback_drops.labels("wrong_session").inc()
             return
-        for drop in self.playback.offer(meta, msg_payload(msg)):
+        for drop in self.playback.offer(meta, msg_payload(msg), time.time()):
             self.gw.gm.playback_drops.labels(drop.reason).inc()
 
     async def _sender(self) -> None:
