@@ -65,6 +65,7 @@ def from_header(model: type[W], headers: dict[str, str] | None) -> W:
 class TurnTimings(Wire):
     """Stage timestamps of one turn, filled in hop by hop as the turn crosses the fleet."""
 
+    stream_started: float | None = None  # a call-start/resume turn: the media stream began
     speech_started: float | None = None
     speech_end: float | None = None  # gateway: last voiced frame of the caller
     utterance_published: float | None = None  # gateway: endpointed, sent to STT
@@ -87,6 +88,7 @@ class TurnTimings(Wire):
             "tts_first_audio": (self.first_sentence, self.first_audio),
             "to_first_media": (self.first_audio, self.first_media),
             "total": (self.speech_end, self.first_media),
+            "greeting": (self.stream_started, self.first_media),
         }
         return {
             name: round((b - a) * 1000.0, 1)

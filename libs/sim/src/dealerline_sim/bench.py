@@ -99,7 +99,12 @@ async def _main(args: argparse.Namespace) -> int:
                 fleet, BENCH_LINES[: args.turns], pace=1.0, transcriber=transcriber
             )
             for turn in report.turns:
-                if turn.caller_said is None or turn.latency is None:
+                if turn.latency is None:
+                    continue
+                if turn.caller_said is None:
+                    greeting = turn.latency.stages_ms.get("greeting")
+                    if greeting is not None:
+                        samples.setdefault("greeting", []).append(greeting)
                     continue
                 caller_turns += 1
                 for key, value in turn.latency.stages_ms.items():

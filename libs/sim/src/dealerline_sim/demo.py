@@ -40,6 +40,7 @@ STAGES = [
     ("tts_first_audio", "sentence → first sentence synthesized"),
     ("to_first_media", "synthesized → first media frame sent"),
     ("total", "end of speech → first media frame (turn)"),
+    ("greeting", "stream started → first media frame (greeting)"),
 ]
 
 

@@ -106,6 +106,7 @@ class Fleet:
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 180.0
     quiet: bool = False
+    ports: dict[str, int] = field(default_factory=dict)  # fixed ports; others are free ones
     procs: dict[str, Proc] = field(default_factory=dict)
     nats: NatsServer | None = None
     llm_base_url: str | None = None
@@ -156,7 +157,7 @@ class Fleet:
             self.llm_base_url = self.llm.base_url
         self._say(f"LLM: {self.llm.describe()}")
         for spec in self.services:
-            port = free_port()
+            port = self.ports.get(spec.name) or free_port()
             self._spawn(
                 spec.name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port)
             )
@@ -260,9 +261,11 @@ class Fleet:
 
 
 async def _run_forever(args: argparse.Namespace) -> None:
+    gateway_port = os.environ.get("GATEWAY_HTTP_PORT")
     fleet = Fleet(
         nats_url=args.nats_url,
         public_url=args.public_url,
+        ports={"gateway": int(gateway_port)} if gateway_port else {},
         auth_token=os.environ.get("GATEWAY_TWILIO_AUTH_TOKEN") or secrets.token_hex(16),
         scenario=Path(args.scenario) if args.scenario else None,
         log_dir=Path(args.log_dir) if args.log_dir else None,
@@ -299,7 +302,11 @@ async def _run_forever(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the dealerline fleet on this machine.")
     parser.add_argument("--nats-url", help="use this NATS instead of starting a local one")
-    parser.add_argument("--public-url", default=DEFAULT_PUBLIC_URL)
+    parser.add_argument(
+        "--public-url",
+        default=os.environ.get("GATEWAY_PUBLIC_URL", DEFAULT_PUBLIC_URL),
+        help="the URL Twilio reaches the gateway at (default: $GATEWAY_PUBLIC_URL)",
+    )
     parser.add_argument("--scenario", help="scenario file for the scripted LLM endpoint")
     parser.add_argument("--log-dir", help="where each process writes its log")
     asyncio.run(_run_forever(parser.parse_args()))

@@ -290,7 +290,14 @@ class AgentService:
             marker = CALL_RESUMED
         turn_id = turn_id_for_stream(started.stream_sid)
         self._spawn(
-            self._turn(sid, turn_id, marker, utterance_id=None, timings=None, caller_text=False),
+            self._turn(
+                sid,
+                turn_id,
+                marker,
+                utterance_id=None,
+                timings=TurnTimings(stream_started=started.at),
+                caller_text=False,
+            ),
             name=f"turn:{turn_id}",
         )
 
