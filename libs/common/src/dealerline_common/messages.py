@@ -186,6 +186,9 @@ class StreamStopped(Wire):
     type: Literal["dealerline.control.stream_stopped.v1"] = "dealerline.control.stream_stopped.v1"
     session_id: str
     call_sid: str | None = None
+    # A call has several streams over its life (a human leg in between); a stop that
+    # arrives after the next stream started must not end the new one.
+    stream_sid: str | None = None
     reason: Literal["stop", "disconnect", "error"] = "stop"
     at: float = Field(default_factory=now)
 

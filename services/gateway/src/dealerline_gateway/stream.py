@@ -593,7 +593,12 @@ class MediaSession:
             try:
                 await self.gw.bus.publish(
                     subjects.control(sid),
-                    StreamStopped(session_id=sid, call_sid=self.call_sid, reason=stopped_reason),
+                    StreamStopped(
+                        session_id=sid,
+                        call_sid=self.call_sid,
+                        stream_sid=self.stream_sid,
+                        reason=stopped_reason,
+                    ),
                 )
                 await asyncio.wait_for(
                     self.gw.bus.publish_durable(
