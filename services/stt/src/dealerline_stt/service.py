@@ -138,12 +138,6 @@ class SttService:
     async def drain(self) -> None:
         self.health.draining = True
         await self.bus.stop_consuming(self.settings.drain_timeout_s)
-        if self.consumer is not None:
-            # A pull request still open when the fetch loop stopped can leave a status
-            # message in the pull subscription's queue, and nats-py's connection drain then
-            # waits its full 30 s timeout for someone to read it; nobody will.
-            with contextlib.suppress(Exception):
-                await self.consumer.psub.unsubscribe()
         await self.bus.close()
         await self.http.stop()
 
