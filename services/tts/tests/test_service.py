@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -233,3 +234,205 @@ async def test_readiness_and_metrics_endpoints(
         assert "dealerline_tts_synth_seconds" in body
         service.health.draining = True
         assert (await http.get("/readyz")).status_code == 503
+
+
+class ToneEngine:
+    """A fast stand-in for the model: a short tone for any text."""
+
+    name = "tone"
+    sample_rate = 24000
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def synthesize(self, text: str) -> np.ndarray:
+        self.calls += 1
+        return np.full(2400, 0.1, dtype=np.float32)
+
+
+class FailingEngine(ToneEngine):
+    """Fails the first ``failures`` syntheses (every one by default)."""
+
+    name = "failing"
+
+    def __init__(self, failures: int = 1_000_000) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def synthesize(self, text: str) -> np.ndarray:
+        audio = super().synthesize(text)
+        if self.calls <= self.failures:
+            raise RuntimeError("synthesis exploded")
+        return audio
+
+
+async def test_a_late_stop_of_the_replaced_stream_does_not_silence_the_resumed_call(
+    start_tts: StartTts, client: Bus
+) -> None:
+    service = await start_tts(engine=ToneEngine())
+    sub = await client.nc.subscribe(subjects.audio("sess-7"))
+    control = subjects.control("sess-7")
+    await client.publish(
+        control, StreamStarted(session_id="sess-7", call_sid="CA7", stream_sid="MZ1")
+    )
+    resumed = StreamStarted(
+        session_id="sess-7", call_sid="CA7", stream_sid="MZ2", resumed=True, reason="return"
+    )
+    await client.publish(control, resumed)
+    # The first stream's stop, torn down slowly by another gateway, lands after the resume.
+    await client.publish(control, StreamStopped(session_id="sess-7", stream_sid="MZ1"))
+    await eventually(lambda: sample(service, "tts_control_ignored_total", reason="stale_stop") == 1)
+    assert not service.cancelled.is_cancelled("sess-7", "turn_1")
+
+    await say(client, "sess-7", "turn_1", 0, "Welcome back.", last=True)
+    meta, audio = await next_audio(sub)
+    assert (meta.turn_id, meta.seq, meta.last) == ("turn_1", 0, True)
+    assert audio
+
+    # The resumed stream's own stop still mutes the session.
+    await client.publish(control, StreamStopped(session_id="sess-7", stream_sid="MZ2"))
+    await eventually(lambda: service.cancelled.is_cancelled("sess-7", "turn_2"))
+    await say(client, "sess-7", "turn_2", 0, "Nobody is on the line.", last=True)
+    await eventually(lambda: sample(service, "tts_dropped_total", stage="before_synthesis") == 1)
+    assert sample(service, "tts_control_ignored_total", reason="stale_stop") == 1
+
+
+async def test_a_sentence_that_never_synthesizes_still_gets_an_empty_answer(
+    start_tts: StartTts, client: Bus
+) -> None:
+    engine = FailingEngine()
+    service = await start_tts(engine=engine, max_deliver=2)
+    sub = await client.nc.subscribe(subjects.audio("sess-8"))
+    await say(client, "sess-8", "turn_1", 0, "This can never be spoken.")
+    await say(client, "sess-8", "turn_1", 1, "", last=True)
+
+    answers = sorted([await next_audio(sub), await next_audio(sub)], key=lambda a: a[0].seq)
+    (failed, silence), (end, end_payload) = answers
+    assert (failed.turn_id, failed.utterance_id, failed.seq, failed.last) == (
+        "turn_1",
+        "utt_1",
+        0,
+        False,
+    )
+    assert (silence, failed.text, failed.duration_ms, failed.synth_ms) == (b"", "", 0.0, 0.0)
+    assert failed.timings.first_sentence is not None  # the turn's timings travel on
+    assert failed.timings.first_audio is None  # no audio was made
+    assert (end.seq, end.last, end_payload) == (1, True, b"")
+    assert engine.calls == 2  # tried on every delivery, answered only on the last
+    assert sample(service, "tts_failed_total", reason="error") == 1
+    assert sample(service, "tts_jobs_total", result="error") == 2
+
+    # A failing closing sentence keeps its `last`, so the gateway closes the turn.
+    await say(client, "sess-8", "turn_2", 0, "Goodbye.", last=True)
+    meta, payload = await next_audio(sub)
+    assert (meta.turn_id, meta.seq, meta.last, meta.text, payload) == (
+        "turn_2",
+        0,
+        True,
+        "",
+        b"",
+    )
+    assert sample(service, "tts_failed_total", reason="error") == 2
+
+    async def settled() -> bool:  # terminated, neither pending nor waiting for an ack
+        info = await client.js.consumer_info(subjects.STREAM_SAY, subjects.GROUP_TTS)
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    for _ in range(WAIT_S * 20):
+        if await settled():
+            break
+        await asyncio.sleep(0.05)
+    assert await settled()
+
+
+async def test_a_retried_sentence_gets_no_failure_answer_before_it_succeeds(
+    start_tts: StartTts, client: Bus
+) -> None:
+    engine = FailingEngine(failures=1)
+    service = await start_tts(engine=engine, max_deliver=3)
+    sub = await client.nc.subscribe(subjects.audio("sess-9"))
+    await say(client, "sess-9", "turn_1", 0, "Second time lucky.", last=True)
+
+    meta, audio = await next_audio(sub)  # a failure answer would have come first
+    assert (meta.seq, meta.last, meta.text) == (0, True, "Second time lucky.")
+    assert audio
+    assert engine.calls == 2
+    assert sample(service, "tts_jobs_total", result="error") == 1
+    assert sample(service, "tts_failed_total", reason="error") == 0
+
+
+async def test_a_rejected_sentence_that_names_its_place_gets_an_empty_answer(
+    start_tts: StartTts, client: Bus
+) -> None:
+    service = await start_tts(engine=ToneEngine(), max_text_chars=20)
+    sub = await client.nc.subscribe(subjects.ALL_AUDIO)
+    subject = subjects.say("sess-10")
+    await say(client, "sess-10", "turn_1", 0, "A sentence far longer than twenty characters.")
+    unknown_field = {
+        "type": "dealerline.say.v1",
+        "session_id": "sess-10",
+        "turn_id": "turn_1",
+        "seq": 1,
+        "text": "Bye.",
+        "last": True,
+        "mood": "cheerful",
+    }
+    await client.publish_durable(subject, json.dumps(unknown_field).encode())
+    await client.publish_durable(subject, b"{not a say")  # nothing to answer
+    elsewhere = Say(session_id="sess-other", turn_id="turn_1", seq=2, text="Hi.", last=True)
+    await client.publish_durable(subject, elsewhere)  # whose session? not answered
+    await say(client, "sess-10", "turn_2", 0, "Okay.", last=True)
+
+    # One worker, no retries: the answers come in the order the sentences were stored.
+    first, first_payload = await next_audio(sub)
+    assert (first.session_id, first.turn_id, first.seq, first.last, first.text) == (
+        "sess-10",
+        "turn_1",
+        0,
+        False,
+        "",
+    )
+    assert (first_payload, first.duration_ms) == (b"", 0.0)
+    second, second_payload = await next_audio(sub)
+    assert (second.turn_id, second.seq, second.last, second.text, second_payload) == (
+        "turn_1",
+        1,
+        True,
+        "",
+        b"",
+    )
+    third, third_payload = await next_audio(sub)
+    assert (third.session_id, third.turn_id, third.text) == ("sess-10", "turn_2", "Okay.")
+    assert third_payload
+    assert sample(service, "tts_jobs_total", result="rejected") == 4
+    assert sample(service, "tts_failed_total", reason="rejected") == 2
+
+
+class FailingGatedEngine(GatedEngine):
+    def synthesize(self, text: str) -> np.ndarray:
+        super().synthesize(text)
+        raise RuntimeError("synthesis exploded")
+
+
+async def test_a_cancelled_turn_gets_no_failure_answer(start_tts: StartTts, client: Bus) -> None:
+    gated = FailingGatedEngine()
+    try:
+        service = await start_tts(engine=gated, max_deliver=1)
+        sub = await client.nc.subscribe(subjects.audio("sess-11"))
+        await say(client, "sess-11", "turn_1", 0, "The caller talks over this.", last=True)
+        assert await asyncio.to_thread(gated.started.wait, WAIT_S)
+        await client.publish(
+            subjects.control("sess-11"),
+            BargeIn(session_id="sess-11", turn_id="turn_1", heard_text=""),
+        )
+        await eventually(lambda: service.cancelled.is_cancelled("sess-11", "turn_1"))
+        gated.release.set()
+        await eventually(lambda: sample(service, "tts_dropped_total", stage="after_failure") == 1)
+        service.engine = ToneEngine()
+        await say(client, "sess-11", "turn_2", 0, "Next.", last=True)
+        meta, audio = await next_audio(sub)
+        assert meta.turn_id == "turn_2"
+        assert audio
+        assert sample(service, "tts_failed_total", reason="error") == 0
+    finally:
+        gated.release.set()

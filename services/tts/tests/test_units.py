@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from dealerline_common.settings import SettingsError, load_settings
 from dealerline_tts.cancel import CancelledTurns
 from dealerline_tts.engine import providers_for, trim_silence
+from dealerline_tts.service import salvage_say
 from dealerline_tts.settings import TtsSettings
 from dealerline_tts.text import normalize_text
 
@@ -66,6 +69,79 @@ def test_a_stopped_session_cancels_every_turn_until_resumed() -> None:
     turns.resume_session("s1")
     assert not turns.is_cancelled("s1", "t2")
     assert not turns.is_cancelled("s1", "t1")  # forgotten with the stopped stream
+
+
+def test_a_stop_of_a_replaced_stream_does_not_mute_the_session() -> None:
+    turns = CancelledTurns(clock=Clock())
+    turns.resume_session("s1", "MZ1")
+    turns.resume_session("s1", "MZ2")  # resumed after a human leg, maybe on another gateway
+    assert turns.current_stream("s1") == "MZ2"
+    assert turns.stop_session("s1", "MZ1") is False  # the old stream's stop, arriving late
+    assert not turns.is_cancelled("s1", "t1")
+    assert turns.stop_session("s1", "MZ2") is True  # the current stream's stop mutes
+    assert turns.is_cancelled("s1", "t1")
+    turns.resume_session("s1", "MZ3")
+    assert turns.stop_session("s1") is True  # a stop naming no stream still mutes
+    assert turns.is_cancelled("s1", "t1")
+
+
+def test_a_stop_for_an_unknown_stream_mutes() -> None:
+    turns = CancelledTurns(clock=Clock())
+    assert turns.stop_session("s1", "MZ1") is True  # started before this worker was listening
+    assert turns.is_cancelled("s1", "t1")
+    turns.resume_session("s2", "MZ2")
+    assert turns.stop_session("s1", "MZ9") is True  # another session's stream is irrelevant
+    assert turns.current_stream("s1") is None
+
+
+def test_remembered_streams_expire_and_stay_bounded() -> None:
+    clock = Clock()
+    turns = CancelledTurns(ttl_s=10.0, capacity=2, clock=clock)
+    turns.resume_session("s1", "MZ1")
+    clock.now = 11.0
+    assert turns.current_stream("s1") is None  # expired: a stop is trusted again
+    assert turns.stop_session("s1", "MZ0") is True
+
+    for i in range(3):
+        turns.resume_session(f"s{i}", f"MZ{i}")
+    assert turns.current_stream("s0") is None  # the oldest went first
+    assert (turns.current_stream("s1"), turns.current_stream("s2")) == ("MZ1", "MZ2")
+    assert len(turns) == 0  # the streams are memory, not cancellations
+
+
+def test_salvage_say_keeps_the_place_of_an_invalid_sentence() -> None:
+    subject = "call.s1.say"
+    base = {"session_id": "s1", "turn_id": "t1", "seq": 2, "text": "hi", "last": True}
+    say = salvage_say(json.dumps(base | {"bogus": 1, "utterance_id": "u1"}).encode(), subject)
+    assert say is not None
+    assert (say.session_id, say.turn_id, say.utterance_id, say.seq, say.last, say.text) == (
+        "s1",
+        "t1",
+        "u1",
+        2,
+        True,
+        "",
+    )
+    no_last = {k: v for k, v in base.items() if k != "last"}
+    assert salvage_say(json.dumps(no_last | {"timings": 5}).encode(), subject) is not None
+    timed = salvage_say(json.dumps(base | {"timings": {"first_sentence": 1.5}}).encode(), subject)
+    assert timed is not None and timed.timings.first_sentence == 1.5
+
+    for bad in (
+        b"{not a say",
+        b"\xff\xfe",
+        b"[1, 2]",
+        json.dumps(base | {"session_id": "s2"}).encode(),  # not the subject's session
+        json.dumps(base | {"type": "dealerline.say.v2"}).encode(),  # another message type
+        json.dumps(base | {"seq": -1}).encode(),
+        json.dumps(base | {"seq": "2"}).encode(),
+        json.dumps(base | {"seq": True}).encode(),
+        json.dumps(base | {"last": "yes"}).encode(),
+        json.dumps(base | {"turn_id": ""}).encode(),
+        json.dumps({k: v for k, v in base.items() if k != "turn_id"}).encode(),
+    ):
+        assert salvage_say(bad, subject) is None, bad
+    assert salvage_say(json.dumps(base).encode(), "not.a.call.subject") is None
 
 
 def test_trim_silence_keeps_a_short_lead_and_tail() -> None:

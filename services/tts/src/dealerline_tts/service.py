@@ -3,16 +3,23 @@
 Each ``Say`` becomes one core-NATS message on ``call.<sid>.audio``: 8 kHz mu-law as the
 payload, ``AudioMeta`` in the header. Sentences of one turn may be spoken by different
 workers at once; the gateway puts them back in ``seq`` order, so every ``Say`` gets an
-answer (empty audio when there is nothing to speak) unless its turn was cancelled.
+answer (empty audio when there is nothing to speak) unless its turn was cancelled. That
+holds for a sentence that cannot be spoken at all, too: when synthesis fails on the last
+delivery, or the message is rejected but still names its session, turn, ``seq`` and
+``last``, an empty answer goes out before the job is terminated, so the gateway's
+in-order playback does not wait for a sentence that will never come.
 
 Barge-in arrives on the control lane, which every worker hears; a cancelled turn's
-sentences are acknowledged and dropped before synthesis and again before publishing.
+sentences are acknowledged and dropped before synthesis and again before publishing. A
+``StreamStopped`` mutes its session until the next ``StreamStarted``, unless it names a
+stream other than the session's latest started one (a late stop of a replaced stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 from nats.aio.msg import Msg
@@ -30,6 +37,7 @@ from dealerline_common.messages import (
     Say,
     StreamStarted,
     StreamStopped,
+    TurnTimings,
     loads,
     now,
     parse_control,
@@ -46,6 +54,7 @@ log = get_logger(__name__)
 
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
 TRACE_HEADERS = ("traceparent", "tracestate")
+SAY_TYPE = Say.model_fields["type"].default
 
 
 class TtsMetrics:
@@ -60,11 +69,22 @@ class TtsMetrics:
         )
         self.jobs = metrics.counter(
             "tts_jobs_total",
-            "Sentences handled, by result (ok, empty, rejected, error)",
+            "Sentences handled, by result (ok, empty, rejected; error per failed attempt)",
             ["result"],
         )
         self.dropped = metrics.counter(
             "tts_dropped_total", "Sentences dropped because their turn was cancelled", ["stage"]
+        )
+        self.failed = metrics.counter(
+            "tts_failed_total",
+            "Sentences that could not be spoken and got an empty answer, by reason "
+            "(error: synthesis failed on the last delivery, rejected: invalid message)",
+            ["reason"],
+        )
+        self.control_ignored = metrics.counter(
+            "tts_control_ignored_total",
+            "Control messages ignored, by reason (invalid, stale_stop)",
+            ["reason"],
         )
 
 
@@ -150,12 +170,6 @@ class TtsService:
     async def drain(self) -> None:
         self.health.draining = True
         await self.bus.stop_consuming(self.settings.drain_timeout_s)
-        if self.consumer is not None:
-            # A pull request still open when the fetch loop stopped can leave a status
-            # message in the pull subscription's queue, and nats-py's connection drain then
-            # waits its full 30 s timeout for someone to read it; nobody will.
-            with contextlib.suppress(Exception):
-                await self.consumer.psub.unsubscribe()
         await self.bus.close()
         await self.http.stop()
 
@@ -174,15 +188,27 @@ class TtsService:
         try:
             control = parse_control(msg.data)
         except ValidationError as exc:
+            self.m.control_ignored.labels("invalid").inc()
             log.warning("ignored control message", subject=msg.subject, error=str(exc)[:200])
             return
         if isinstance(control, BargeIn):
             self.cancelled.cancel_turn(control.session_id, control.turn_id)
             log.info("turn cancelled", session_id=control.session_id, turn_id=control.turn_id)
         elif isinstance(control, StreamStopped):
-            self.cancelled.stop_session(control.session_id)
+            if self.cancelled.stop_session(control.session_id, control.stream_sid):
+                log.info(
+                    "session muted", session_id=control.session_id, stream_sid=control.stream_sid
+                )
+            else:
+                self.m.control_ignored.labels("stale_stop").inc()
+                log.info(
+                    "ignored stop of a replaced stream",
+                    session_id=control.session_id,
+                    stream_sid=control.stream_sid,
+                    current_stream_sid=self.cancelled.current_stream(control.session_id),
+                )
         elif isinstance(control, StreamStarted):
-            self.cancelled.resume_session(control.session_id)
+            self.cancelled.resume_session(control.session_id, control.stream_sid)
 
     def _drop(self, say: Say, stage: str) -> bool:
         if not self.cancelled.is_cancelled(say.session_id, say.turn_id):
@@ -200,8 +226,23 @@ class TtsService:
     # ----------------------------------------------------------------- work
 
     async def handle(self, msg: Msg) -> None:
+        """Speak one ``Say``; a sentence that can never be spoken still gets an empty
+        answer before the error reaches the consumer (which terminates the job)."""
         tts_started = now()
-        say = self._validate(msg)
+        say: Say | None = None
+        try:
+            say = self._validate(msg)
+            await self._speak(msg, say, tts_started)
+        except Reject:
+            await self._answer_unspoken(msg, salvage_say(msg.data, msg.subject), "rejected")
+            raise
+        except Exception:
+            delivered = msg.metadata.num_delivered if msg.metadata else 1
+            if delivered >= self.settings.max_deliver:  # the consumer terminates it now
+                await self._answer_unspoken(msg, say, "error", tts_started)
+            raise
+
+    async def _speak(self, msg: Msg, say: Say, tts_started: float) -> None:
         if msg.metadata is not None and msg.metadata.timestamp is not None:
             # The stream's own time of storing the sentence (a tz-aware UTC datetime).
             stored = msg.metadata.timestamp.timestamp()
@@ -264,6 +305,54 @@ class TtsService:
             synth_ms=meta.synth_ms,
         )
 
+    async def _answer_unspoken(
+        self, msg: Msg, say: Say | None, reason: str, tts_started: float | None = None
+    ) -> None:
+        """Publish an empty answer for a sentence that will never be spoken, keeping its
+        ``seq`` and ``last`` so the gateway's in-order playback moves past it."""
+        if say is None:  # not even its session, turn and place in the turn are known
+            return
+        if self.cancelled.is_cancelled(say.session_id, say.turn_id):
+            self.m.dropped.labels("after_failure").inc()
+            return
+        timings = say.timings
+        if tts_started is not None:
+            timings = timings.model_copy(update={"tts_started": tts_started})
+        meta = AudioMeta(
+            session_id=say.session_id,
+            turn_id=say.turn_id,
+            utterance_id=say.utterance_id,
+            seq=say.seq,
+            last=say.last,
+            text="",
+            duration_ms=0.0,
+            synth_ms=0.0,
+            timings=timings,
+        )
+        headers = headers_of(msg)
+        trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
+        try:
+            await self.bus.publish(
+                subjects.audio(say.session_id), b"", headers=meta.header() | trace
+            )
+        except Exception:
+            log.exception(
+                "could not answer an unspoken sentence",
+                session_id=say.session_id,
+                turn_id=say.turn_id,
+                seq=say.seq,
+            )
+            return
+        self.m.failed.labels(reason).inc()
+        log.warning(
+            "answered an unspoken sentence with silence",
+            session_id=say.session_id,
+            turn_id=say.turn_id,
+            seq=say.seq,
+            last=say.last,
+            reason=reason,
+        )
+
     def _validate(self, msg: Msg) -> Say:
         """The sentence, or Reject: such a message can never succeed."""
         try:
@@ -285,3 +374,42 @@ class TtsService:
 
 def _synthesize(engine: TextToSpeech, text: str) -> bytes:
     return float_to_ulaw(engine.synthesize(text), engine.sample_rate)
+
+
+def salvage_say(data: bytes, subject: str) -> Say | None:
+    """What an invalid ``say`` message still says about its place in a turn: a ``Say`` with
+    its session, turn, ``seq``, ``last`` (and utterance, timings when valid) and no text,
+    or None when any of the four is missing or wrong, when its session is not the
+    subject's, or when it is another type of message."""
+    try:
+        sid = subjects.session_of(subject)
+        raw = json.loads(data)
+    except (ValueError, RecursionError):  # includes JSON and UTF-8 decoding errors
+        return None
+    if not isinstance(raw, dict) or raw.get("type", SAY_TYPE) != SAY_TYPE:
+        return None
+    turn_id, seq, last = raw.get("turn_id"), raw.get("seq"), raw.get("last", False)
+    if (
+        raw.get("session_id") != sid
+        or not isinstance(turn_id, str)
+        or not turn_id
+        or not isinstance(seq, int)
+        or isinstance(seq, bool)
+        or seq < 0
+        or not isinstance(last, bool)
+    ):
+        return None
+    utterance_id = raw.get("utterance_id")
+    try:
+        timings = TurnTimings.model_validate(raw.get("timings") or {})
+    except ValidationError:
+        timings = TurnTimings()
+    return Say(
+        session_id=sid,
+        turn_id=turn_id,
+        utterance_id=utterance_id if isinstance(utterance_id, str) else None,
+        seq=seq,
+        text="",
+        last=last,
+        timings=timings,
+    )

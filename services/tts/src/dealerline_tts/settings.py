@@ -41,7 +41,9 @@ class TtsSettings(ServiceSettings):
     lead_ms: float = Field(default=10.0, ge=0, description="silence kept before the first sound")
     tail_ms: float = Field(default=80.0, ge=0, description="silence kept after the last sound")
     cancel_ttl_s: float = Field(
-        default=600.0, gt=0, description="how long a barge-in is remembered"
+        default=600.0,
+        gt=0,
+        description="how long a barge-in, a muted session or a latest stream is remembered",
     )
     cancel_capacity: int = Field(default=10_000, ge=1)
     max_text_chars: int = Field(default=1000, ge=1, description="longer sentences are rejected")
