@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +92,12 @@ class Caller:
             StreamStarted(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid, **kw),
         )
         return turn_id_for_stream(stream_sid)
+
+    async def stopped(self, stream_sid: str | None = "MZ0001") -> None:
+        await self.bus.publish(
+            subjects.control(self.sid),
+            StreamStopped(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid),
+        )
 
     def transcript(self, text: str, **kw: Any) -> Transcript:
         self.index += 1
@@ -370,14 +377,201 @@ async def test_barge_in_after_the_reply_was_generated_edits_history(
 
 
 async def test_stream_stopped_forgets_the_session(
+    nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
+) -> None:
+    # A stopped session is forgotten once idle for the TTL (short here; 30 min by default).
+    agent = AgentService(agent_settings(nats_server, llm, session_idle_ttl_s=0.2), serve_http=False)
+    await agent.start()
+    try:
+        caller = Caller(test_bus, "sess_a")
+        await caller.start()
+        await caller.turn(await caller.started())
+        assert caller.sid in agent.sessions
+        await caller.bus.publish(subjects.control(caller.sid), StreamStopped(session_id=caller.sid))
+        await eventually(lambda: caller.sid not in agent.sessions)
+        state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
+        assert not state.values
+    finally:
+        await agent.drain()
+
+
+def test_session_idle_ttl_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENT_SESSION_IDLE_TTL_S", raising=False)
+    assert AgentSettings().session_idle_ttl_s == 1800.0
+    assert AgentSettings().session_sweep_interval_s == 60.0
+    monkeypatch.setenv("AGENT_SESSION_IDLE_TTL_S", "2")
+    assert AgentSettings().session_idle_ttl_s == 2.0
+    assert AgentSettings().session_sweep_interval_s == 0.5
+
+
+def metric(agent: AgentService, line: str) -> bool:
+    return line in agent.metrics.base.render().decode()
+
+
+async def test_stream_stopped_keeps_the_history_for_the_resumed_stream(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    """The customer leg goes into the escalation conference (Twilio sends `stop`) while a
+    reply is being spoken, and comes back on a new stream: the turn was cancelled, the
+    history is still there for `[ESCALATION_RETURNED:...]`."""
+    greeting = await caller.started("MZ0001")
+    await caller.turn(greeting)
+    await caller.turn(await caller.say("I need an oil change"))
+    slow = await caller.say("slow answer please")
+    first = await caller.next_say()
+    assert (first.turn_id, first.text) == (slow, SLOW_FIRST)
+
+    await caller.stopped("MZ0001")
+    await eventually(lambda: llm.completions[-1].cancelled)
+    await eventually(lambda: not agent.sessions[caller.sid].streaming)
+    assert metric(agent, 'dealerline_agent_turns_cancelled_total{reason="hangup"} 1.0')
+    assert caller.sid in agent.sessions
+    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
+    assert len(state.values["messages"]) >= 4
+
+    back = await caller.started("MZ0002", resumed=True, reason="human_ended")
+    says = await caller.turn(back)
+    assert says[-1].last and says[0].text.startswith("I'm sorry, I couldn't reach")
+    messages = llm.requests[-1]["messages"]
+    assert messages[1] == {"role": "user", "content": "[CALL_STARTED]"}
+    assert messages[2] == {"role": "assistant", "content": " ".join(GREETING)}
+    assert messages[3] == {"role": "user", "content": "I need an oil change"}
+    assert messages[4]["role"] == "assistant"
+    assert messages[4]["content"].startswith("Sure, I can help you book an oil change.")
+    assert messages[-1] == {"role": "user", "content": "[ESCALATION_RETURNED:human_ended]"}
+    # The cancelled turn never got its last=True.
+    assert not any(s.last for s in caller.heard if s.turn_id == slow)
+
+
+async def test_late_stop_of_the_old_stream_does_not_cancel_the_resumed_turn(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    await caller.turn(await caller.started("MZ0001"))
+    # The greeting turn is over (its events too), so the stop cancels nothing.
+    await eventually(lambda: agent.sessions[caller.sid].running_task is None)
+    await caller.stopped("MZ0001")
+    # reason "slow": the welcome-back reply pauses after its first sentence.
+    back = await caller.started("MZ0002", resumed=True, reason="slow")
+    first = await caller.next_say()
+    assert (first.turn_id, first.seq, first.text) == (back, 0, SLOW_FIRST)
+    assert not llm.completions[-1].finished
+
+    await caller.stopped("MZ0001")  # the old stream's stop, delivered late
+    await eventually(
+        lambda: metric(agent, 'dealerline_agent_control_ignored_total{reason="stale_stop"} 1.0')
+    )
+    says = [first, *(await caller.turn(back))]
+    assert [s.text for s in says] == [
+        SLOW_FIRST,
+        "I found three openings this week.",
+        "Which one would you like?",
+        "",
+    ]
+    assert llm.completions[-1].finished and not llm.completions[-1].cancelled
+    assert not metric(agent, 'dealerline_agent_turns_cancelled_total{reason="hangup"}')
+    assert agent.sessions[caller.sid].streaming
+    # The resumed stream still takes transcripts, and its own stop still counts.
+    await caller.turn(await caller.say("oil change"))
+    await caller.stopped("MZ0002")
+    await eventually(lambda: not agent.sessions[caller.sid].streaming)
+
+
+async def test_stale_start_of_a_stopped_stream_is_ignored(
+    agent: AgentService, caller: Caller, llm: ScriptedLLM
+) -> None:
+    await caller.turn(await caller.started("MZ0001"))
+    await caller.stopped("MZ0001")
+    await eventually(lambda: not agent.sessions[caller.sid].streaming)
+    await caller.started("MZ0001")  # a copy of the first start, handled after its stop
+    await eventually(
+        lambda: metric(agent, 'dealerline_agent_control_ignored_total{reason="stale_start"} 1.0')
+    )
+    assert not agent.sessions[caller.sid].streaming
+    assert len(llm.requests) == 1
+
+
+async def test_idle_sessions_are_swept_after_the_ttl(
+    nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
+) -> None:
+    """A stopped session and one whose stop was lost are both forgotten by the sweep."""
+    agent = AgentService(agent_settings(nats_server, llm, session_idle_ttl_s=0.3), serve_http=False)
+    await agent.start()
+    try:
+        stopped, lost = Caller(test_bus, "sess_stopped"), Caller(test_bus, "sess_lost")
+        for c in (stopped, lost):
+            await c.start()
+            await c.turn(await c.started())
+        await stopped.stopped()
+        await eventually(lambda: not agent.sessions)
+        for c in (stopped, lost):
+            state = await agent.graph.aget_state({"configurable": {"thread_id": c.sid}})
+            assert not state.values
+        assert metric(agent, "dealerline_agent_active_sessions 0.0")
+        # A forgotten call that comes back starts over.
+        await lost.turn(await lost.started("MZ0009", resumed=True))
+        assert [m["role"] for m in llm.requests[-1]["messages"]] == ["system", "user"]
+    finally:
+        await agent.drain()
+
+
+async def test_sweep_spares_a_session_with_a_turn_running(
     agent: AgentService, caller: Caller, llm: ScriptedLLM
 ) -> None:
     await caller.turn(await caller.started())
-    assert caller.sid in agent.sessions
-    await caller.bus.publish(subjects.control(caller.sid), StreamStopped(session_id=caller.sid))
-    await eventually(lambda: caller.sid not in agent.sessions)
+    busy = await caller.say("slow answer please")
+    assert (await caller.next_say()).turn_id == busy
+    other = Caller(caller.bus, "sess_other")
+    await other.start()
+    await other.turn(await other.started())
+    await eventually(lambda: agent.sessions["sess_other"].running_task is None)
+    later = time.monotonic() + agent.settings.session_idle_ttl_s + 1
+    assert await agent.sweep_idle_sessions(now=later) == ["sess_other"]
+    assert caller.sid in agent.sessions and "sess_other" not in agent.sessions
+    says = await caller.turn(busy)
+    assert says[-1].last and says[-2].text == "Which one would you like?"
+    await eventually(lambda: agent.sessions[caller.sid].running_task is None)
+    # Nothing happened since: just after the turn the session is not idle yet...
+    assert await agent.sweep_idle_sessions() == []
+    # ...and a TTL later it is.
+    later = time.monotonic() + agent.settings.session_idle_ttl_s + 1
+    assert await agent.sweep_idle_sessions(now=later) == [caller.sid]
     state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
     assert not state.values
+
+
+async def test_two_replicas_greet_once(
+    nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
+) -> None:
+    settings = agent_settings(nats_server, llm)
+    replicas = [AgentService(settings, serve_http=False) for _ in range(2)]
+    for replica in replicas:
+        await replica.start()
+    try:
+        caller = Caller(test_bus, "sess_2")
+        await caller.start()
+        greeting = await caller.started("MZ0001")
+        says = await caller.turn(greeting)
+        assert [s.text for s in says] == [*GREETING, ""]
+        # Both replicas saw the start on their plain subscription...
+        await eventually(
+            lambda: all(
+                caller.sid in r.sessions and r.sessions[caller.sid].stream_sid == "MZ0001"
+                for r in replicas
+            )
+        )
+        # ...and a later turn has come and gone, so a second greeting would have shown.
+        await caller.turn(await caller.say("oil change"))
+        greetings = [r for r in llm.requests if r["messages"][-1]["content"] == "[CALL_STARTED]"]
+        assert len(greetings) == 1
+        first = [s for s in caller.heard if s.turn_id == greeting and s.seq == 0]
+        assert [s.text for s in first] == [GREETING[0]]
+        assert sum(r.sessions[caller.sid].turns for r in replicas) == 2
+        # Both replicas still see a stop (the one running a turn must cancel it).
+        await caller.stopped("MZ0001")
+        await eventually(lambda: not any(r.sessions[caller.sid].streaming for r in replicas))
+    finally:
+        for replica in replicas:
+            await replica.drain()
 
 
 async def test_sessions_run_concurrently(

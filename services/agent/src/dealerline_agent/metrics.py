@@ -28,3 +28,8 @@ class AgentMetrics:
             "agent_first_sentence_seconds", "From the LLM request to the first sentence published"
         )
         self.active_sessions = m.gauge("agent_active_sessions", "Sessions with state in memory")
+        self.control_ignored = m.counter(
+            "agent_control_ignored_total",
+            "Control messages ignored as stale (a stop or start of an earlier stream)",
+            ["reason"],
+        )  # stale_stop | stale_start

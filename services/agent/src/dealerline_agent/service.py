@@ -5,8 +5,14 @@ for each turn, and streams the reply out sentence by sentence on ``call.<sid>.sa
   sentences are published; a turn id derived from the utterance id makes a redelivered
   turn publish under the same ``Nats-Msg-Id``s, so the ``say`` stream drops repeats.
 - Control (stream started/stopped, barge-in) is a core subscription: its handler never
-  waits on a turn, so a barge-in is never queued behind one.
+  waits on a turn, so a barge-in is never queued behind one. Every replica hears every
+  control message (the one running a turn must see a barge-in or a stop); a second
+  subscription in the queue group ``agent`` gets each ``StreamStarted`` on one replica
+  only, and only that one runs the greeting turn.
 - Turns of one session run one at a time (a per-session lock); sessions run concurrently.
+- A stopped stream only makes the session idle: the call may come back on a new stream
+  (after a human leg) and needs its history. A periodic sweep forgets sessions that had
+  no turn and no activity for ``session_idle_ttl_s``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,6 +75,7 @@ log = get_logger(__name__)
 TurnResult = Literal["ok", "cancelled", "replayed", "skipped"]
 
 _MAX_STOPPED = 10_000  # hung-up sessions remembered, so late transcripts start nothing
+_MAX_CLOSED_STREAMS = 8  # stopped stream ids remembered per session
 
 
 def turn_id_for_utterance(utterance_id: str) -> str:
@@ -98,6 +105,13 @@ class Session:
     last_turn_id: str | None = None
     last_result: str | None = None
     pending_heard: dict[str, str] = field(default_factory=dict)
+    stream_sid: str | None = None  # the media stream of the latest StreamStarted
+    streaming: bool = False  # a stream is up (False once it stopped)
+    closed_streams: deque[str] = field(default_factory=lambda: deque(maxlen=_MAX_CLOSED_STREAMS))
+    last_activity: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
 
 
 class AgentService:
@@ -141,6 +155,8 @@ class AgentService:
         self._stopped: OrderedDict[str, float] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control_sub: Subscription | None = None
+        self._started_sub: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._consumer: WorkConsumer | None = None
         self._started = False
 
@@ -153,6 +169,11 @@ class AgentService:
             await self.bus.connect()
         await self.bus.ensure_streams()
         self._control_sub = await self.bus.subscribe(subjects.ALL_CONTROL, self._on_control)
+        # NATS gives each control message to every plain subscriber and to one member of a
+        # queue group: every replica sees barge-ins and stops, one replica greets.
+        self._started_sub = await self.bus.subscribe(
+            subjects.ALL_CONTROL, self._on_control_queued, queue=subjects.GROUP_AGENT
+        )
         self._consumer = await self.bus.work(
             subjects.ALL_TRANSCRIPTS,
             stream=subjects.STREAM_TRANSCRIPTS,
@@ -162,6 +183,7 @@ class AgentService:
             ack_wait_s=self.settings.ack_wait_s,
             name="agent-transcripts",
         )
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="agent:session-sweep")
         self._started = True
         self.health.ready = True
         log.info(
@@ -172,10 +194,16 @@ class AgentService:
         """Stop taking work, let turns in flight finish, then disconnect."""
         self.health.draining = True
         timeout = self.settings.drain_timeout_s
-        if self._control_sub is not None:
-            with contextlib.suppress(Exception):
-                await self._control_sub.unsubscribe()
-            self._control_sub = None
+        for sub in (self._control_sub, self._started_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        self._control_sub = self._started_sub = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._started:
             with contextlib.suppress(Exception):
                 await self.bus.stop_consuming(timeout)
@@ -217,10 +245,12 @@ class AgentService:
         return task
 
     def _session(self, session_id: str) -> Session:
+        """The session, created if needed, marked active now."""
         session = self.sessions.get(session_id)
         if session is None:
             session = self.sessions[session_id] = Session(session_id)
             self.metrics.active_sessions.set(len(self.sessions))
+        session.touch()
         return session
 
     # ------------------------------------------------------------------ inputs
@@ -265,13 +295,16 @@ class AgentService:
             # The turn itself was cancelled (barge-in, hang-up): it is over, ack it.
 
     async def _on_control(self, msg: Msg) -> None:
+        """Every replica: barge-ins, stops, and the bookkeeping of a started stream."""
         try:
             control = parse_control(msg.data)
         except ValidationError:
             log.warning("unreadable control message", subject=msg.subject)
             return
         if isinstance(control, StreamStarted):
-            await self._on_stream_started(control)
+            # The greeting is the queue group's; this replica only records the new stream,
+            # so that it takes the session's transcripts again and knows which stop counts.
+            self._note_stream_started(control)
         elif isinstance(control, BargeIn):
             self._on_barge_in(control)
         elif isinstance(control, StreamStopped):
@@ -279,9 +312,37 @@ class AgentService:
         elif isinstance(control, HangupRequest):
             pass  # for the gateway
 
+    async def _on_control_queued(self, msg: Msg) -> None:
+        """One replica of the queue group: runs the turn that greets a started stream."""
+        try:
+            control = parse_control(msg.data)
+        except ValidationError:
+            return  # the plain subscription logs it
+        if isinstance(control, StreamStarted):
+            await self._on_stream_started(control)
+
+    def _note_stream_started(self, started: StreamStarted) -> Session | None:
+        """Record ``started`` as the session's stream; None if that stream already stopped.
+
+        Both subscriptions call this and may do so in either order, so it is idempotent,
+        and a start handled after the stop of the same stream is recognised as stale.
+        """
+        sid = started.session_id
+        session = self._session(sid)
+        if started.stream_sid in session.closed_streams:
+            return None
+        if session.stream_sid != started.stream_sid:
+            session.stream_sid = started.stream_sid
+            session.streaming = True
+            self._stopped.pop(sid, None)
+        return session
+
     async def _on_stream_started(self, started: StreamStarted) -> None:
         sid = started.session_id
-        self._stopped.pop(sid, None)
+        if self._note_stream_started(started) is None:
+            log.info("start of a stream that already stopped", session_id=sid)
+            self.metrics.control_ignored.labels("stale_start").inc()
+            return
         if not started.resumed:
             marker = CALL_STARTED
         elif started.reason:
@@ -305,6 +366,7 @@ class AgentService:
         session = self.sessions.get(barge.session_id)
         if session is None:
             return
+        session.touch()
         session.pending_heard[barge.turn_id] = barge.heard_text
         task = session.running_task
         if (
@@ -321,28 +383,83 @@ class AgentService:
         self._spawn(self._apply_pending_locked(session), name=f"barge-in:{barge.turn_id}")
 
     def _on_stream_stopped(self, stopped: StreamStopped) -> None:
+        """The stream ended (hang-up, or the call went to a human): stop talking, keep the
+        history, and let the sweep forget the session if no stream comes back."""
         sid = stopped.session_id
+        session = self.sessions.get(sid)
+        if session is not None and stopped.stream_sid is not None:
+            session.closed_streams.append(stopped.stream_sid)
+            if session.stream_sid is not None and stopped.stream_sid != session.stream_sid:
+                # A late stop of the stream before the current one.
+                log.info(
+                    "stop of an earlier stream ignored",
+                    session_id=sid,
+                    stream_sid=stopped.stream_sid,
+                    current=session.stream_sid,
+                )
+                self.metrics.control_ignored.labels("stale_stop").inc()
+                return
         self._stopped[sid] = time.time()
+        self._stopped.move_to_end(sid)
         while len(self._stopped) > _MAX_STOPPED:
             self._stopped.popitem(last=False)
-        session = self.sessions.get(sid)
-        task = session.running_task if session is not None else None
+        if session is None:
+            return
+        session.streaming = False
+        session.touch()
+        task = session.running_task
         if task is not None and not task.done():
             task.cancel()
             self.metrics.turns_cancelled.labels("hangup").inc()
-        self._spawn(self._forget(sid), name=f"forget:{sid}")
+        log.info("session idle", session_id=sid, reason=stopped.reason)
 
-    async def _forget(self, sid: str) -> None:
-        session = self.sessions.get(sid)
-        if session is None:
-            await self.checkpointer.adelete_thread(sid)
-            return
+    # ------------------------------------------------------------------ idle sessions
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return (
+            session.running_task is None
+            and now - session.last_activity >= self.settings.session_idle_ttl_s
+        )
+
+    async def _sweep_loop(self) -> None:
+        interval = self.settings.session_sweep_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_idle_sessions()
+            except Exception:
+                log.exception("session sweep failed")
+
+    async def sweep_idle_sessions(self, now: float | None = None) -> list[str]:
+        """Forget every session idle for ``session_idle_ttl_s`` (monotonic ``now``):
+        no turn running or waiting and no activity (stream start/stop, transcript, turn,
+        barge-in) for that long. A session whose stop was lost still goes, on its last
+        activity. Returns the ids forgotten."""
+        now = time.monotonic() if now is None else now
+        forgotten = []
+        for session in list(self.sessions.values()):
+            if session.lock.locked() or not self._expired(session, now):
+                continue
+            if await self._forget(session, now):
+                forgotten.append(session.session_id)
+        # Stops older than the TTL: their transcripts left the stream long ago.
+        horizon = time.time() - self.settings.session_idle_ttl_s
+        for sid, at in list(self._stopped.items()):
+            if at < horizon and sid not in self.sessions:
+                del self._stopped[sid]
+        return forgotten
+
+    async def _forget(self, session: Session, now: float) -> bool:
+        sid = session.session_id
         async with session.lock:
+            # A turn that arrived meanwhile touched the session and now waits on the lock.
+            if self.sessions.get(sid) is not session or not self._expired(session, now):
+                return False
             await self.checkpointer.adelete_thread(sid)
-            if self.sessions.get(sid) is session:
-                del self.sessions[sid]
-                self.metrics.active_sessions.set(len(self.sessions))
+            del self.sessions[sid]
+            self.metrics.active_sessions.set(len(self.sessions))
         log.info("session forgotten", session_id=sid)
+        return True
 
     # ------------------------------------------------------------------ turns
 
@@ -373,30 +490,34 @@ class AgentService:
         timings: TurnTimings | None,
         caller_text: bool,
     ) -> TurnResult:
-        session = self._session(sid)
-        async with session.lock:
-            if sid in self._stopped:
-                return "skipped"
-            await self._apply_pending(session)
-            session.running_turn_id = turn_id
-            session.running_task = asyncio.current_task()
-            started = time.monotonic()
-            result: TurnResult | Literal["error"] = "error"
-            try:
-                result = await self._run_locked(
-                    session, turn_id, text, utterance_id, timings or TurnTimings(), caller_text
-                )
-                return result
-            except asyncio.CancelledError:
-                result = "cancelled"
-                raise
-            finally:
-                session.running_turn_id = None
-                session.running_task = None
-                session.generating = False
-                self.metrics.turns.labels(result).inc()
-                self.metrics.turn_duration.observe(time.monotonic() - started)
-                session.last_result = result
+        while True:
+            session = self._session(sid)
+            async with session.lock:
+                if self.sessions.get(sid) is not session:
+                    continue  # forgotten by the sweep while this turn waited: start afresh
+                if sid in self._stopped:
+                    return "skipped"
+                await self._apply_pending(session)
+                session.running_turn_id = turn_id
+                session.running_task = asyncio.current_task()
+                started = time.monotonic()
+                result: TurnResult | Literal["error"] = "error"
+                try:
+                    result = await self._run_locked(
+                        session, turn_id, text, utterance_id, timings or TurnTimings(), caller_text
+                    )
+                    return result
+                except asyncio.CancelledError:
+                    result = "cancelled"
+                    raise
+                finally:
+                    session.running_turn_id = None
+                    session.running_task = None
+                    session.generating = False
+                    session.touch()
+                    self.metrics.turns.labels(result).inc()
+                    self.metrics.turn_duration.observe(time.monotonic() - started)
+                    session.last_result = result
 
     async def _run_locked(
         self,

@@ -47,6 +47,17 @@ class AgentSettings(ServiceSettings):
         default=60, ge=10, description="flush a clause at a comma once it is this long"
     )
     cancel_timeout_s: float = Field(default=3.0, gt=0)
+    session_idle_ttl_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="a session with no stream and no turn (or no activity at all) for this "
+        "long is forgotten; must outlast the longest human leg of an escalation",
+    )
+
+    @property
+    def session_sweep_interval_s(self) -> float:
+        """How often idle sessions are looked for: a quarter of the TTL, at most a minute."""
+        return min(60.0, self.session_idle_ttl_s / 4)
 
     def api_key(self) -> str:
         """The key for the LLM client, or SettingsError naming the variable to set."""
