@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 import httpx
+import nats.errors
 import pytest
 from gw_testkit import (
     Collector,
@@ -19,6 +21,8 @@ from gw_testkit import (
     twilio_stream,
     voiced_signal,
 )
+from nats.aio.subscription import Subscription
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -38,6 +42,8 @@ from dealerline_common.messages import (
     parse_control,
     parse_event,
 )
+from dealerline_gateway.playback import Playback, Sentence
+from dealerline_gateway.stream import MediaSession
 
 
 async def next_of(c: Collector, kind: type, within_s: float = 15.0) -> object:
@@ -389,3 +395,178 @@ async def test_stop_publishes_stream_stopped_and_call_ended(gateway: Running) ->
         assert isinstance(ended, CallEndedEvent) and ended.reason == "stop"
     await asyncio.wait_for(gateway.app.state.gateway.wait_idle(), 10)
     assert not gateway.app.state.gateway.sessions
+
+
+# ----------------------------------------------------------------- failures
+
+
+async def metrics_text(run: Running) -> str:
+    async with httpx.AsyncClient(base_url=run.base) as client:
+        return (await client.get("/metrics")).text
+
+
+async def test_admission_error_refuses_the_stream(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token bucket timing out while admitting: the stream is refused like a bad token
+    and nothing of it is left behind."""
+
+    async def kv_timeout(*_args: object) -> None:
+        raise nats.errors.TimeoutError
+
+    params = await start_call(gateway)
+    monkeypatch.setattr(gateway.app.state.gateway.tokens, "admit", kv_timeout)
+    with capture_logs() as logs:
+        async with twilio_stream(gateway) as fake:
+            await fake.start(params)
+            await asyncio.wait_for(fake.closed.wait(), 10)
+            assert fake.close_code == 1008
+    await asyncio.wait_for(gateway.app.state.gateway.wait_idle(), 10)
+    assert not gateway.app.state.gateway.sessions
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_streams_rejected_total{reason="start_failed"} 1.0' in metrics
+    assert "dealerline_gateway_active_streams 0.0" in metrics
+    failed = [e for e in logs if e["event"] == "media stream admission failed"]
+    assert failed and failed[0]["session_id"] == params["session_id"]
+
+
+async def test_start_error_after_registering_cleans_up(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control subscription failing after the session was registered and the audio
+    subscription made: unsubscribed, unregistered, tasks stopped, stream refused."""
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    subscribe = gateway.bus.subscribe
+    made: list[Subscription] = []
+
+    async def flaky_subscribe(subject: str, *args: Any, **kwargs: Any) -> Subscription:
+        if subject.endswith(".control"):
+            raise nats.errors.ConnectionClosedError
+        sub = await subscribe(subject, *args, **kwargs)
+        made.append(sub)
+        return sub
+
+    params = await start_call(gateway)
+    monkeypatch.setattr(gateway.bus, "subscribe", flaky_subscribe)
+    async with twilio_stream(gateway) as fake:
+        await fake.start(params)
+        await asyncio.wait_for(fake.closed.wait(), 10)
+        assert fake.close_code == 1008
+    await asyncio.wait_for(gateway.app.state.gateway.wait_idle(), 10)
+    assert not gateway.app.state.gateway.sessions
+    assert len(made) == 1 and made[0]._closed  # the audio subscription was undone
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_streams_rejected_total{reason="start_failed"} 1.0' in metrics
+    assert "dealerline_gateway_active_streams 0.0" in metrics
+    # no StreamStarted/StreamStopped went out for a stream that never started
+    await gateway.probe.nc.flush()
+    await gateway.bus.nc.flush()
+    while not control.queue.empty():
+        ctl = parse_control((control.queue.get_nowait()).data)
+        assert not isinstance(ctl, StreamStarted | StreamStopped), ctl
+
+
+async def test_media_before_start_is_logged_once(gateway: Running) -> None:
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    with capture_logs() as logs:
+        async with twilio_stream(gateway) as fake:
+            await fake.media(silence(0.06))  # three frames before `start`
+            # frames are handled in order: once the stream has started, all three were seen
+            await open_call(gateway, fake, control)
+    skipped = [
+        e
+        for e in logs
+        if e["event"] == "bad media-stream frame skipped" and e["reason"] == "media_before_start"
+    ]
+    assert len(skipped) == 1
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_bad_frames_total{reason="media_before_start"} 3.0' in metrics
+
+
+async def test_a_dying_call_task_is_logged_and_closes_the_stream(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_watchdog(self: MediaSession) -> None:
+        raise RuntimeError("watchdog bug")
+
+    monkeypatch.setattr(MediaSession, "_watchdog", broken_watchdog)
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    with capture_logs() as logs:
+        async with twilio_stream(gateway) as fake:
+            params = await start_call(gateway, fake.call_sid)
+            await fake.start(params)
+            await asyncio.wait_for(fake.closed.wait(), 10)
+            assert fake.close_code == 1011
+        stopped = await next_of(control, StreamStopped)
+        assert isinstance(stopped, StreamStopped)
+        assert stopped.session_id == params["session_id"]
+        await asyncio.wait_for(gateway.app.state.gateway.wait_idle(), 10)
+    failed = [e for e in logs if e["event"] == "per-call task failed"]
+    assert len(failed) == 1
+    assert failed[0]["session_id"] == params["session_id"]
+    assert failed[0]["task"] == "watchdog"
+    assert failed[0]["log_level"] == "error" and failed[0]["exc_info"]
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_task_failures_total{task="watchdog"} 1.0' in metrics
+
+
+async def test_a_sentence_that_fails_to_send_is_skipped(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error on one sentence (here the KeyError of a forgotten turn) skips that
+    sentence; the sender lives on and plays the next one."""
+    sent_chunk = Playback.sent_chunk
+
+    def forgetful_sent_chunk(self: Playback, sentence: Sentence, at: float) -> bool:
+        if sentence.seq == 0:
+            raise KeyError(sentence.turn_id)
+        return sent_chunk(self, sentence, at)
+
+    monkeypatch.setattr(Playback, "sent_chunk", forgetful_sent_chunk)
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with twilio_stream(gateway) as fake:
+        params = await open_call(gateway, fake, control)
+        sid = params["session_id"]
+        await publish_sentence(gateway, sid, "turn_k", 0, "Broken.", b"\x11" * 320)
+        await publish_sentence(gateway, sid, "turn_k", 1, "Fine.", b"\x22" * 320)
+        mark = await fake.next_event("mark")
+        assert mark["mark"]["name"] == "turn_k:1"
+        assert not fake.closed.is_set()
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_playback_dropped_total{reason="send_error"} 1.0' in metrics
+
+
+async def test_barge_in_does_not_wait_behind_utterance_publishes(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JetStream is slow to ack an utterance: the BargeIn (core lane) still goes out at
+    once instead of queueing behind it."""
+    gate = asyncio.Event()
+    publish_durable = gateway.bus.publish_durable
+
+    async def slow_utterances(subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject.endswith(".utterance"):
+            await gate.wait()
+        return await publish_durable(subject, *args, **kwargs)
+
+    monkeypatch.setattr(gateway.bus, "publish_durable", slow_utterances)
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with twilio_stream(gateway) as fake:
+        params = await open_call(gateway, fake, control)
+        sid = params["session_id"]
+        utts = await collect(gateway.probe, subjects.utterance(sid))
+        await fake.media(voiced_signal(0.6) + silence(1.0))  # its publish hangs at the gate
+        await publish_sentence(
+            gateway, sid, "turn_q", 0, "Let me check that.", b"\x11" * 320, duration_ms=600_000
+        )
+        assert (await fake.next_event("mark"))["mark"]["name"] == "turn_q:0"
+        await fake.media(voiced_signal(0.6))
+        barge = await next_of(control, BargeIn)
+        assert isinstance(barge, BargeIn) and barge.turn_id == "turn_q"
+        assert utts.queue.empty()  # still stuck behind the gate
+        gate.set()
+        await fake.media(silence(1.0))
+        first = from_header(UtteranceMeta, (await utts.get()).headers)
+        second = from_header(UtteranceMeta, (await utts.get()).headers)
+        assert (first.index, second.index) == (0, 1)
+        assert second.during_playback

@@ -103,3 +103,75 @@ def test_a_late_sentence_within_the_gap_timeout_fills_the_gap() -> None:
     pb.offer(meta("t1", 0, "a"), b"\x01" * 10, at=105.0)  # redelivered in time
     assert drain(pb) == [("t1", 0), ("t1", 1)]
     assert pb.release_stalled(200.0, gap_timeout_s=20.0) == []
+
+
+def timed(
+    turn: str,
+    seq: int,
+    text: str = "",
+    *,
+    origin: float | None,
+    greeting: bool = False,
+    last: bool = False,
+) -> AudioMeta:
+    m = meta(turn, seq, text, last=last)
+    if greeting:
+        m.timings.stream_started = origin
+    else:
+        m.timings.speech_end = origin
+    return m
+
+
+def test_late_audio_of_an_older_turn_never_takes_over() -> None:
+    """A TTS worker died holding turn t2's jobs; they are redelivered after the caller
+    spoke again and t3 started playing: t2 is dropped as stale, t3 plays on."""
+    pb = Playback(16)
+    pb.offer(timed("t3", 0, "Newer.", origin=200.0), b"\x01")
+    assert drain(pb) == [("t3", 0)]
+    drops = [d.reason for d in pb.offer(timed("t2", 0, "Older.", origin=180.0), b"\x02")]
+    assert drops == ["stale"]
+    assert pb.current is not None and pb.current.turn_id == "t3"
+    # the rest of the old turn is dropped too, even without timings
+    assert [d.reason for d in pb.offer(meta("t2", 1, "More."), b"\x02")] == ["stale"]
+    assert [d.reason for d in pb.offer(meta("t2", 2, last=True), b"")] == ["stale"]
+    pb.offer(timed("t3", 1, "Still newer.", origin=200.0), b"\x01")
+    assert drain(pb) == [("t3", 1)]
+    assert not pb.turns["t3"].closed
+    # a greeting turn started before the caller's speech is older as well
+    greeting = timed("g", 0, "Hi.", origin=1.0, greeting=True)
+    assert [d.reason for d in pb.offer(greeting, b"\x03")] == ["stale"]
+    assert pb.current.turn_id == "t3"
+    # a genuinely newer turn still supersedes
+    pb.offer(timed("t4", 0, "Newest.", origin=210.0), b"\x04")
+    assert pb.current.turn_id == "t4" and pb.turns["t3"].closed
+    assert drain(pb) == [("t4", 0)]
+
+
+def test_a_turn_of_unknown_origin_supersedes_as_before() -> None:
+    pb = Playback(16)
+    pb.offer(timed("t3", 0, "Newer.", origin=200.0), b"\x01")
+    pb.offer(meta("t2", 0, "No timings."), b"\x02")  # origin unknown: last seen wins
+    assert pb.current is not None and pb.current.turn_id == "t2"
+    pb2 = Playback(16)
+    pb2.offer(meta("t3", 0, "No timings."), b"\x01")
+    pb2.offer(timed("t2", 0, "Older?", origin=180.0), b"\x02")  # current's origin unknown
+    assert pb2.current is not None and pb2.current.turn_id == "t2"
+    assert drain(pb2) == [("t3", 0), ("t2", 0)]
+
+
+def test_mark_sent_while_a_barge_in_landed_counts_as_cleared() -> None:
+    pb = Playback(16)
+    pb.offer(meta("t1", 0, "Hello there.", ms=2000), b"\x01" * 320)
+    s = pb.queue.get_nowait()
+    pb.sent_chunk(s, 100.0)
+    # the caller barges in while the mark is on its way out
+    [result] = pb.barge_in(100.5)
+    assert result.heard_seqs == []
+    pb.sent_mark(s)
+    pb.finished_sending(s)
+    assert pb.outstanding == 0 and not pb.active()
+    assert pb.turns["t1"].outstanding == set()
+    # Twilio echoes it after the clear: not heard
+    assert not pb.mark_echoed("t1:0", 100.6)
+    assert pb.turns["t1"].heard == {}
+    assert pb.turn_done("t1") and pb.turn_done(None)

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import httpx
+import nats.errors
+import pytest
 from gw_testkit import (
     AUTH_TOKEN,
     PUBLIC_URL,
     Running,
     call_params,
     collect,
+    make_settings,
     post_signed,
+    running_gateway,
     sign,
     stream_parameters,
 )
+from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from dealerline_common import subjects
 from dealerline_common.messages import CallStartedEvent, parse_event
 from dealerline_gateway.tokens import StreamGrant
+from dealerline_sim.nats_server import NatsServer
 
 
 def test_known_twilio_vector() -> None:
@@ -174,3 +181,50 @@ def test_settings_validation() -> None:
             load_settings(GatewaySettings)
     finally:
         mp.undo()
+
+
+async def test_incoming_call_answers_even_when_the_event_publish_hangs(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CallStartedEvent is best-effort: a bus that never acks it must not keep Twilio
+    waiting past event_publish_timeout_s; the call is answered and works."""
+    async with running_gateway(nats_server, event_publish_timeout_s=0.2) as run:
+        never = asyncio.Event()
+
+        async def hanging(subject: str, *args: Any, **kwargs: Any) -> Any:
+            await never.wait()
+
+        monkeypatch.setattr(run.bus, "publish_durable", hanging)
+        with capture_logs() as logs:
+            async with httpx.AsyncClient(base_url=run.base) as client:
+                resp = await post_signed(client, "/api/voice/incoming", call_params())
+                metrics = (await client.get("/metrics")).text
+        assert resp.status_code == 200, resp.text
+        _, params = stream_parameters(resp.text)
+        tokens = run.app.state.gateway.tokens
+        assert await tokens.admit(params["token"], params["session_id"], params["call_sid"])
+        warned = [e for e in logs if e["event"] == "event not published in time; answering anyway"]
+        assert len(warned) == 1 and warned[0]["session_id"] == params["session_id"]
+        assert warned[0]["log_level"] == "warning"
+        assert (
+            'dealerline_gateway_event_publish_failures_total{event="CallStartedEvent"} 1.0'
+            in metrics
+        )
+
+
+async def test_incoming_call_answers_when_the_event_publish_fails(
+    gateway: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(subject: str, *args: Any, **kwargs: Any) -> Any:
+        raise nats.errors.NoRespondersError
+
+    monkeypatch.setattr(gateway.bus, "publish_durable", failing)
+    async with httpx.AsyncClient(base_url=gateway.base) as client:
+        resp = await post_signed(client, "/api/voice/incoming", call_params())
+    assert resp.status_code == 200, resp.text
+    assert stream_parameters(resp.text)[1]["token"]
+
+
+def test_event_publish_timeout_setting() -> None:
+    s = make_settings("nats://127.0.0.1:4222")
+    assert s.event_publish_timeout_s == 2.0

@@ -16,7 +16,7 @@ from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger, mask_phone
-from dealerline_common.messages import CallStartedEvent, new_id
+from dealerline_common.messages import CallStartedEvent, Wire, new_id
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, ops_routes
 
@@ -170,6 +170,31 @@ def create_app(
             return PlainTextResponse("invalid or missing X-Twilio-Signature", status_code=403)
         return form
 
+    async def publish_event(subject: str, event: Wire, session_id: str) -> None:
+        """A best-effort dashboard event from a webhook: Twilio's answer must not wait on
+        a slow or failing bus for longer than ``event_publish_timeout_s``."""
+        kind = type(event).__name__
+        try:
+            await asyncio.wait_for(
+                bus.publish_durable(subject, event), settings.event_publish_timeout_s
+            )
+        except TimeoutError:
+            gw.gm.event_publish_failures.labels(kind).inc()
+            log.warning(
+                "event not published in time; answering anyway",
+                session_id=session_id,
+                event_type=kind,
+                timeout_s=settings.event_publish_timeout_s,
+            )
+        except Exception as exc:
+            gw.gm.event_publish_failures.labels(kind).inc()
+            log.warning(
+                "event not published; answering anyway",
+                session_id=session_id,
+                event_type=kind,
+                error=repr(exc),
+            )
+
     def field(form: FormData, name: str) -> str | None:
         value = form.get(name)
         return value if isinstance(value, str) and value else None
@@ -195,11 +220,12 @@ def create_app(
             call_sid=call_sid,
             caller=mask_phone(from_number),
         )
-        await bus.publish_durable(
+        await publish_event(
             subjects.events(session_id),
             CallStartedEvent(
                 session_id=session_id, call_sid=call_sid, from_masked=mask_phone(from_number)
             ),
+            session_id,
         )
         return _twiml(_stream_twiml(settings, grant, token))
 

@@ -3,7 +3,11 @@ the caller actually heard when they barged in.
 
 Sentences of a turn may arrive out of order (parallel TTS workers); they are released to
 the send queue strictly in ``seq`` order. A newer turn supersedes the older one; a
-barged-in turn is cancelled; audio for either is dropped. Every sentence is followed by
+barged-in turn is cancelled; audio for either is dropped. "Newer" is by the turn's origin
+(``timings.speech_end`` of a caller turn, ``timings.stream_started`` of a greeting or
+resume turn): audio of a turn that started before the current one (a redelivered TTS job
+of an earlier reply) is dropped as stale instead of taking over; when either origin is
+unknown, the turn seen last wins. Every sentence is followed by
 one mark ``<turn_id>:<seq>``; Twilio echoes it once the sentence has played. Marks that
 were pending when we sent ``clear`` are echoed too, but were not heard, so they are
 remembered and ignored.
@@ -62,11 +66,20 @@ class Turn:
     timings: TurnTimings | None = None
     sentence_started: dict[int, float] = field(default_factory=dict)
     gap_since: float | None = None  # when a later sentence arrived while next_seq was missing
+    origin: float | None = None  # when the turn began (see :func:`turn_origin`)
 
     @property
     def done(self) -> bool:
         """Everything of the turn has been played (or it was cancelled)."""
         return self.cancelled or (self.closed and self.queued == 0 and not self.outstanding)
+
+
+def turn_origin(timings: TurnTimings) -> float | None:
+    """When a turn began: the end of the caller's speech it answers, or the start of the
+    stream for a greeting / resume turn; None when the metadata does not say."""
+    if timings.speech_end is not None:
+        return timings.speech_end
+    return timings.stream_started
 
 
 @dataclass(frozen=True)
@@ -100,17 +113,29 @@ class Playback:
         if turn is not None and turn is not self.current:
             return [Dropped("stale")]
         drops: list[Dropped] = []
+        origin = turn_origin(meta.timings)
         if turn is None:
+            cur = self.current
+            if (
+                cur is not None
+                and origin is not None
+                and cur.origin is not None
+                and origin < cur.origin
+            ):
+                # An older turn showing up late (e.g. redelivered after a TTS worker died):
+                # remember it as closed and never current, so the rest of it is dropped too.
+                self._remember(Turn(meta.turn_id, meta.utterance_id, closed=True, origin=origin))
+                return [Dropped("stale")]
             if self.current is not None:
                 old = self.current
                 drops.extend(Dropped("stale") for _ in old.pending)
                 old.pending.clear()
                 old.closed = True
-            turn = Turn(meta.turn_id, utterance_id=meta.utterance_id)
-            self.turns[meta.turn_id] = turn
-            while len(self.turns) > _REMEMBERED_TURNS:
-                self.turns.popitem(last=False)
+            turn = Turn(meta.turn_id, utterance_id=meta.utterance_id, origin=origin)
+            self._remember(turn)
             self.current = turn
+        elif turn.origin is None:
+            turn.origin = origin
         if meta.seq < turn.next_seq or meta.seq in turn.pending or turn.closed:
             return [*drops, Dropped("duplicate")]
         turn.pending[meta.seq] = (meta, payload)
@@ -119,6 +144,11 @@ class Playback:
             turn.gap_since = at
         self.changed.set()
         return drops
+
+    def _remember(self, turn: Turn) -> None:
+        self.turns[turn.turn_id] = turn
+        while len(self.turns) > _REMEMBERED_TURNS:
+            self.turns.popitem(last=False)
 
     def release_stalled(self, now: float, gap_timeout_s: float) -> list[int]:
         """Skip sentences of the current turn that never arrived.
@@ -190,8 +220,17 @@ class Playback:
         return False
 
     def sent_mark(self, sentence: Sentence) -> None:
-        turn = self.turns[sentence.turn_id]
+        """A mark went out after the sentence. If the turn was cancelled meanwhile (a
+        barge-in landed while the mark was being sent), the ``clear`` follows it, so Twilio
+        echoes it without the sentence having been heard: it is remembered as cleared."""
         name = sentence.mark_name
+        turn = self.turns.get(sentence.turn_id)
+        if turn is None:
+            return  # forgotten turn: its echo matches nothing and is ignored
+        if turn.cancelled:
+            self.cleared.add(name)
+            self.changed.set()
+            return
         turn.outstanding.add(name)
         self.marks[name] = _Mark(
             sentence.turn_id,

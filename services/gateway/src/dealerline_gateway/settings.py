@@ -56,6 +56,12 @@ class GatewaySettings(ServiceSettings):
     )
 
     stream_token_ttl_s: float = Field(default=300.0, gt=0)
+    event_publish_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a webhook waits this long for a best-effort event publish (e.g. "
+        "CallStartedEvent), then answers Twilio anyway",
+    )
     conference_status_callback_url: str | None = None
     conference_wait_url: str | None = None
 

@@ -3,7 +3,10 @@ audio from TTS -> ordered media + marks back to Twilio; barge-in; hang-up.
 
 A malformed frame is counted, logged and skipped: it never closes the socket. Every task a
 session starts is named, kept in :attr:`MediaSession._tasks` and cancelled with a deadline
-when the stream ends.
+when the stream ends; a task that dies with an error is logged and closes the stream
+(Twilio then goes on with the TwiML after ``<Connect>``) rather than leaving the call mute
+or deaf. A stream whose admission fails (the token bucket or the bus erring) is refused
+like one with a bad token, leaving nothing registered.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from dealerline_common.messages import (
 )
 
 from .playback import Playback, Sentence
+from .tokens import StreamGrant
 from .vad import Discarded, Endpointer, EndpointerConfig, SpeechStart, Utterance, make_vad
 
 if TYPE_CHECKING:
@@ -56,6 +60,10 @@ POLICY_VIOLATION = 1008
 SILENT_FRAME = bytes([audio.ULAW_SILENCE]) * audio.FRAME_BYTES
 _TASK_DEADLINE_S = 2.0
 _REMEMBERED_UTTERANCES = 16
+_TASK_FAILED = 1011  # WebSocket "internal error"
+# Frame errors that repeat for every frame of a misbehaving stream: logged once per stream
+# (still counted every time).
+_LOG_ONCE = frozenset({"media_before_start"})
 
 
 class BadFrame(Exception):
@@ -119,6 +127,9 @@ class MediaSession:
         self._utt_timings: dict[str, TurnTimings] = {}
         self._hangup: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
+        self._logged_once: set[str] = set()
+        self._finishing = False
+        self._counted = False  # in gateway_active_streams
         self.done = asyncio.Event()
 
     # ----------------------------------------------------------------- tasks
@@ -126,8 +137,35 @@ class MediaSession:
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"{name}:{self.session_id or '-'}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A per-call task ended: if it died with an error, log it and close the stream,
+        so that Twilio ends or continues the call instead of it going on mute or deaf."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        name = task.get_name().split(":", 1)[0]
+        log.error(
+            "per-call task failed",
+            session_id=self.session_id,
+            task=name,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self.gw.gm.task_failures.labels(name).inc()
+        if self._finishing or self._close_reason is not None:
+            return
+        self._close_reason = f"task_failed:{name}"
+        self._spawn("close", self._close_after_failure())
+
+    async def _close_after_failure(self) -> None:
+        async with self._send_lock:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=_TASK_FAILED)
 
     async def _cancel_tasks(self) -> None:
         tasks = [t for t in self._tasks if not t.done()]
@@ -171,6 +209,10 @@ class MediaSession:
 
     def _bad_frame(self, reason: str) -> None:
         self.gw.gm.bad_frames.labels(reason).inc()
+        if reason in _LOG_ONCE:
+            if reason in self._logged_once:
+                return
+            self._logged_once.add(reason)
         log.warning("bad media-stream frame skipped", reason=reason, session_id=self.session_id)
 
     async def _on_frame(self, text: str) -> None:
@@ -213,12 +255,27 @@ class MediaSession:
             subjects.check_session_id(session_id)
         except ValueError:
             await self._refuse("bad_session_id")
-        grant = await self.gw.tokens.admit(
-            token, session_id, str(call_sid) if isinstance(call_sid, str) else None
-        )
-        if grant is None:
-            await self._refuse("bad_token")
+        try:
+            grant = await self.gw.tokens.admit(
+                token, session_id, str(call_sid) if isinstance(call_sid, str) else None
+            )
+        except Exception:
+            log.exception("media stream admission failed", session_id=session_id)
+            await self._refuse("start_failed", session_id)
             return
+        if grant is None:
+            await self._refuse("bad_token", session_id)
+            return
+        try:
+            await self._admit(session_id, stream_sid, params, grant)
+        except Exception:
+            log.exception("media stream start failed", session_id=session_id)
+            await self._abort_start()
+            await self._refuse("start_failed", session_id)
+
+    async def _admit(
+        self, session_id: str, stream_sid: str, params: dict[str, Any], grant: StreamGrant
+    ) -> None:
         self.session_id = session_id
         self.call_sid = grant.call_sid
         self.stream_sid = stream_sid
@@ -226,6 +283,7 @@ class MediaSession:
         to_number = params.get("to") or grant.to_number
         self.gw.register(self)
         self.gw.gm.active_streams.inc()
+        self._counted = True
         self._subs.append(await self.gw.bus.subscribe(subjects.audio(session_id), self._on_audio))
         self._subs.append(
             await self.gw.bus.subscribe(subjects.control(session_id), self._on_control)
@@ -257,9 +315,24 @@ class MediaSession:
             StreamStartedEvent(session_id=session_id, stream_sid=stream_sid, resumed=grant.resumed),
         )
 
-    async def _refuse(self, reason: str) -> None:
+    async def _abort_start(self) -> None:
+        """Undo a start that failed half way, so that nothing of the stream stays
+        registered, subscribed or running (and no end-of-stream is published for it)."""
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        self._finishing = True  # a task cancelled below must not try to close the stream
+        await self._cancel_tasks()
+        if self._counted:
+            self._counted = False
+            self.gw.gm.active_streams.dec()
+        self.session_id = None
+        self.gw.unregister(self)
+
+    async def _refuse(self, reason: str, session_id: str | None = None) -> None:
         self.gw.gm.streams_rejected.labels(reason).inc()
-        log.warning("media stream refused", reason=reason)
+        log.warning("media stream refused", reason=reason, session_id=session_id)
         with contextlib.suppress(Exception):
             await self.ws.close(code=POLICY_VIOLATION, reason=reason)
         raise _Stop("refused")
@@ -386,17 +459,27 @@ class MediaSession:
                 turn_id=r.turn_id,
                 heard_seqs=r.heard_seqs,
             )
-            self._outbox.put_nowait(
-                _Publish(
-                    subjects.control(self.session_id),
+            # Straight onto the core lane, not through the outbox, where it would wait
+            # behind JetStream utterance publishes. The task is created now, so it writes
+            # before the outbox publisher gets to the utterance that caused the barge-in.
+            self._spawn(
+                "barge_in",
+                self._publish_barge_in(
                     BargeIn(
                         session_id=self.session_id,
                         turn_id=r.turn_id,
                         heard_text=r.heard_text,
                         heard_seqs=r.heard_seqs,
-                    ),
-                    durable=False,
-                )
+                    )
+                ),
+            )
+
+    async def _publish_barge_in(self, message: BargeIn) -> None:
+        try:
+            await self.gw.bus.publish(subjects.control(message.session_id), message)
+        except Exception:
+            log.exception(
+                "barge-in not published", session_id=message.session_id, turn_id=message.turn_id
             )
 
     # ----------------------------------------------------------------- keys
@@ -442,6 +525,16 @@ class MediaSession:
             sentence = await self.playback.queue.get()
             try:
                 await self._send_sentence(sentence, per_chunk)
+            except Exception:
+                # One bad sentence (e.g. its turn was forgotten meanwhile) is skipped; the
+                # sender goes on with the next one.
+                self.gw.gm.playback_drops.labels("send_error").inc()
+                log.exception(
+                    "sentence not sent; skipped",
+                    session_id=self.session_id,
+                    turn_id=sentence.turn_id,
+                    seq=sentence.seq,
+                )
             finally:
                 self.playback.finished_sending(sentence)
 
@@ -576,6 +669,7 @@ class MediaSession:
             await self.ws.close(code=code)
 
     async def _finish(self, reason: str) -> None:
+        self._finishing = True
         try:
             if self.session_id is None:
                 return

@@ -21,6 +21,16 @@ class GatewayMetrics:
         self.bad_frames = metrics.counter(
             "gateway_bad_frames_total", "Media-stream frames skipped as malformed", ["reason"]
         )
+        self.task_failures = metrics.counter(
+            "gateway_task_failures_total",
+            "Per-call tasks that died with an error (the stream is then closed)",
+            ["task"],
+        )
+        self.event_publish_failures = metrics.counter(
+            "gateway_event_publish_failures_total",
+            "Best-effort webhook events not published in time",
+            ["event"],
+        )
         self.utterances = metrics.counter("gateway_utterances_total", "Utterances endpointed")
         self.blips = metrics.counter("gateway_vad_blips_total", "Onsets too short to be speech")
         self.barge_ins = metrics.counter("gateway_barge_ins_total", "Caller spoke over playback")
