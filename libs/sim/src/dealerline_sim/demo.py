@@ -129,6 +129,9 @@ async def place_scripted_call(
         async with PhoneSimulator(
             fleet.gateway_url, fleet.public_url, fleet.auth_token, pace=pace
         ) as sim:
+            # Synthesize the caller's lines first: done during the call, it would compete
+            # with the fleet for the CPU and skew the greeting's timings.
+            await sim.prepare(*lines)
             call = await sim.place_call(CALLER_NUMBER, DEALER_NUMBER)
             async with call:
                 sim_turns = await run_script(
