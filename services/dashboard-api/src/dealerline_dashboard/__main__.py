@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from dealerline_common.logs import configure_logging
-from dealerline_common.ops import run_until_signalled
-from dealerline_common.settings import load_settings
+from dealerline_common.service import service_main
 
 from .app import Service
 from .settings import DashboardSettings
 
 
-async def _run() -> None:
-    settings = load_settings(DashboardSettings)
-    configure_logging("dashboard-api", settings.log_level, settings.log_json)
-    service = Service(settings)
-    await run_until_signalled(service.start, service.drain, service.health)
-
-
 def main() -> None:
-    asyncio.run(_run())
+    service_main("dashboard-api", DashboardSettings, Service)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,18 @@ publish a no-op.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from nats.aio.msg import Msg
-from starlette.applications import Starlette
 
 from dealerline_common import subjects
 from dealerline_common.audio import SAMPLE_RATE, ulaw_to_float
-from dealerline_common.bus import Bus, Reject, WorkConsumer, headers_of, msg_payload
+from dealerline_common.bus import Reject, headers_of, msg_payload
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import Transcript, UtteranceMeta, from_header, now
 from dealerline_common.metrics import Metrics
-from dealerline_common.ops import Health, HttpServer, ops_routes
+from dealerline_common.ops import Health
+from dealerline_common.service import ModelWorker
 
 from .engine import WHISPER_RATE, SpeechToText, TranscribeResult, WhisperEngine
 from .settings import SttSettings
@@ -58,7 +57,7 @@ def trace_headers(msg: Msg) -> dict[str, str]:
     return {k: headers[k] for k in TRACE_HEADERS if k in headers}
 
 
-class SttService:
+class SttService(ModelWorker[SpeechToText]):
     """One STT worker process.
 
     In-process use (tests, benchmarks)::
@@ -72,6 +71,11 @@ class SttService:
     or a fake with the ``SpeechToText`` shape).
     """
 
+    name = "stt"
+    subject = subjects.ALL_UTTERANCES
+    stream = subjects.STREAM_UTTERANCES
+    group = subjects.GROUP_STT
+
     def __init__(
         self,
         settings: SttSettings,
@@ -80,75 +84,12 @@ class SttService:
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
-        self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.health = health or Health()
+        super().__init__(settings, engine=engine, metrics=metrics, health=health)
+        self.settings: SttSettings = settings
         self.m = SttMetrics(self.metrics)
-        self.bus = Bus(
-            settings.nats_url,
-            name="stt",
-            metrics=self.metrics,
-            file_storage=settings.js_file_storage,
-        )
-        self.engine: SpeechToText | None = engine
-        self.consumer: WorkConsumer | None = None
-        self.http = HttpServer(
-            Starlette(routes=ops_routes(self.health, self.metrics)),
-            settings.http_host,
-            settings.http_port,
-        )
-        self.health.add_check("bus", lambda: self.bus.is_connected)
-        self.health.add_check("model", lambda: self.engine is not None)
 
-    # ----------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        await self.http.start()
-        await self.bus.connect()
-        await self.bus.ensure_streams()
-        await self.load_model()
-        self.consumer = await self.bus.work(
-            subjects.ALL_UTTERANCES,
-            stream=subjects.STREAM_UTTERANCES,
-            durable=subjects.GROUP_STT,
-            handler=self.handle,
-            concurrency=self.settings.concurrency,
-            ack_wait_s=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
-        )
-        self.health.ready = True
-        log.info(
-            "stt ready",
-            model=self.engine.name if self.engine else None,
-            beam_size=self.settings.beam_size,
-            vad_filter=self.settings.vad_filter,
-            concurrency=self.settings.concurrency,
-        )
-
-    async def load_model(self) -> None:
-        """Load (unless injected) and warm up the model, off the event loop."""
-        started = time.perf_counter()
-        engine = self.engine or await asyncio.to_thread(WhisperEngine, self.settings)
-        warm_up = getattr(engine, "warm_up", None)
-        if callable(warm_up):
-            await asyncio.to_thread(warm_up)
-        self.engine = engine
-        log.info("stt model warm", seconds=round(time.perf_counter() - started, 2))
-
-    async def drain(self) -> None:
-        self.health.draining = True
-        await self.bus.stop_consuming(self.settings.drain_timeout_s)
-        await self.bus.close()
-        await self.http.stop()
-
-    async def kill(self) -> None:
-        """Die like a crashed pod: jobs in flight are neither acked nor finished (tests)."""
-        self.health.ready = False
-        if self.consumer is not None:
-            await self.consumer.stop(0.0)
-        with contextlib.suppress(Exception):
-            await self.bus.nc.close()
-        await self.http.stop()
+    def create_engine(self) -> SpeechToText:
+        return WhisperEngine(self.settings)
 
     # ----------------------------------------------------------------- work
 

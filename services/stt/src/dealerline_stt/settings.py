@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from dealerline_common.settings import ServiceSettings
+from dealerline_common.service import WorkerSettings
 
 # Whisper's prompt biases spelling towards the words a service-desk call uses; it must stay
 # well under the 224-token prompt window and read like a previous utterance, not a list
@@ -22,7 +22,7 @@ DEFAULT_PROMPT = (
 )
 
 
-class SttSettings(ServiceSettings):
+class SttSettings(WorkerSettings):
     model_config = SettingsConfigDict(
         env_prefix="STT_", env_ignore_empty=True, extra="ignore", frozen=True
     )

@@ -18,18 +18,16 @@ stream other than the session's latest started one (a late stop of a replaced st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
-from starlette.applications import Starlette
 
 from dealerline_common import subjects
 from dealerline_common.audio import SAMPLE_RATE, float_to_ulaw
-from dealerline_common.bus import Bus, Reject, WorkConsumer, headers_of
+from dealerline_common.bus import Reject, headers_of
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
     AudioMeta,
@@ -43,7 +41,8 @@ from dealerline_common.messages import (
     parse_control,
 )
 from dealerline_common.metrics import Metrics
-from dealerline_common.ops import Health, HttpServer, ops_routes
+from dealerline_common.ops import Health
+from dealerline_common.service import ModelWorker
 
 from .cancel import CancelledTurns
 from .engine import KokoroEngine, NothingToSay, TextToSpeech
@@ -88,7 +87,7 @@ class TtsMetrics:
         )
 
 
-class TtsService:
+class TtsService(ModelWorker[TextToSpeech]):
     """One TTS worker process.
 
     In-process use (tests, benchmarks)::
@@ -102,6 +101,11 @@ class TtsService:
     a fake with the ``TextToSpeech`` shape).
     """
 
+    name = "tts"
+    subject = subjects.ALL_SAY
+    stream = subjects.STREAM_SAY
+    group = subjects.GROUP_TTS
+
     def __init__(
         self,
         settings: TtsSettings,
@@ -110,77 +114,18 @@ class TtsService:
         metrics: Metrics | None = None,
         health: Health | None = None,
     ) -> None:
-        self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.health = health or Health()
+        super().__init__(settings, engine=engine, metrics=metrics, health=health)
+        self.settings: TtsSettings = settings
         self.m = TtsMetrics(self.metrics)
         self.cancelled = CancelledTurns(settings.cancel_ttl_s, settings.cancel_capacity)
-        self.bus = Bus(
-            settings.nats_url,
-            name="tts",
-            metrics=self.metrics,
-            file_storage=settings.js_file_storage,
-        )
-        self.engine: TextToSpeech | None = engine
-        self.consumer: WorkConsumer | None = None
         self.control: Subscription | None = None
-        self.http = HttpServer(
-            Starlette(routes=ops_routes(self.health, self.metrics)),
-            settings.http_host,
-            settings.http_port,
-        )
-        self.health.add_check("bus", lambda: self.bus.is_connected)
-        self.health.add_check("model", lambda: self.engine is not None)
 
-    # ----------------------------------------------------------------- lifecycle
+    def create_engine(self) -> TextToSpeech:
+        return KokoroEngine(self.settings)
 
-    async def start(self) -> None:
-        await self.http.start()
-        await self.bus.connect()
-        await self.bus.ensure_streams()
-        await self.load_model()
+    async def before_consuming(self) -> None:
         # Control first: a barge-in must be known before the sentences it cancels arrive.
         self.control = await self.bus.subscribe(subjects.ALL_CONTROL, self.on_control)
-        self.consumer = await self.bus.work(
-            subjects.ALL_SAY,
-            stream=subjects.STREAM_SAY,
-            durable=subjects.GROUP_TTS,
-            handler=self.handle,
-            concurrency=self.settings.concurrency,
-            ack_wait_s=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
-        )
-        self.health.ready = True
-        log.info(
-            "tts ready",
-            model=self.engine.name if self.engine else None,
-            concurrency=self.settings.concurrency,
-        )
-
-    async def load_model(self) -> None:
-        """Load (unless injected) and warm up the model, off the event loop."""
-        started = time.perf_counter()
-        engine = self.engine or await asyncio.to_thread(KokoroEngine, self.settings)
-        warm_up = getattr(engine, "warm_up", None)
-        if callable(warm_up):
-            await asyncio.to_thread(warm_up)
-        self.engine = engine
-        log.info("tts model warm", seconds=round(time.perf_counter() - started, 2))
-
-    async def drain(self) -> None:
-        self.health.draining = True
-        await self.bus.stop_consuming(self.settings.drain_timeout_s)
-        await self.bus.close()
-        await self.http.stop()
-
-    async def kill(self) -> None:
-        """Die like a crashed pod: jobs in flight are neither acked nor finished (tests)."""
-        self.health.ready = False
-        if self.consumer is not None:
-            await self.consumer.stop(0.0)
-        with contextlib.suppress(Exception):
-            await self.bus.nc.close()
-        await self.http.stop()
 
     # ----------------------------------------------------------------- control lane
 

@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from dealerline_common.settings import ServiceSettings
+from dealerline_common.service import WorkerSettings
 
 
-class TtsSettings(ServiceSettings):
+class TtsSettings(WorkerSettings):
     model_config = SettingsConfigDict(
         env_prefix="TTS_", env_ignore_empty=True, extra="ignore", frozen=True
     )
