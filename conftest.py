@@ -1,4 +1,4 @@
-"""Fixtures every test folder can use: a real nats-server per test, and a guard that
+"""Fixtures every test folder can use: a real nats-server per test, a bus client on it, and a guard that
 fails a test which leaves asyncio tasks running."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from dealerline_common.bus import Bus
 from dealerline_sim.nats_server import NatsServer
 
 
@@ -18,6 +19,16 @@ def nats_server() -> Iterator[NatsServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+async def client(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    """A bus connection for the test itself, with the fleet's streams in place."""
+    bus = Bus(nats_server.url, "test-client", file_storage=False)
+    await bus.connect()
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
 
 
 @pytest.fixture(autouse=True)

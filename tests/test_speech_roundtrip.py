@@ -7,7 +7,6 @@ It crosses two services, so it lives with the cross-service tests.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import jiwer
 import pytest
@@ -40,15 +39,6 @@ SENTENCES = [
 
 def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
-
-
-@pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    bus = Bus(nats_server.url, "test-client", file_storage=False)
-    await bus.connect()
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
 
 
 @pytest.mark.parametrize("sentence", SENTENCES)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from dealerline_common.audio import float_to_ulaw
-from dealerline_common.bus import Bus
 from dealerline_common.models import bundled_voices_path, kokoro_int8_path
 from dealerline_sim.nats_server import NatsServer
 from dealerline_stt.engine import WhisperEngine
@@ -41,15 +40,6 @@ def speak() -> Speak:
         return float_to_ulaw(np.concatenate([pad, audio, pad]), rate)
 
     return run
-
-
-@pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    bus = Bus(nats_server.url, "test-client", file_storage=False)
-    await bus.connect()
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
 
 
 @pytest.fixture

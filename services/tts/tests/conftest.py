@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from dealerline_common.bus import Bus
 from dealerline_sim.nats_server import NatsServer
 from dealerline_tts.engine import KokoroEngine
 from dealerline_tts.service import TtsService
@@ -20,15 +19,6 @@ StartTts = Callable[..., Awaitable[TtsService]]
 @pytest.fixture(scope="session")
 def kokoro_engine() -> KokoroEngine:
     return KokoroEngine(TtsSettings(device="cpu"))
-
-
-@pytest.fixture
-async def client(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    bus = Bus(nats_server.url, "test-client", file_storage=False)
-    await bus.connect()
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
 
 
 @pytest.fixture
