@@ -223,15 +223,21 @@ class HangupRequest(Wire):
     at: float = Field(default_factory=now)
 
 
-Control = Annotated[
-    StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest, Field(discriminator="type")
-]
-_control = TypeAdapter(Control)
+class TurnPlayed(Wire):
+    """The gateway played the whole of ``turn_id`` to the caller (its last mark came back)."""
+
+    type: Literal["dealerline.control.turn_played.v1"] = "dealerline.control.turn_played.v1"
+    session_id: str
+    turn_id: str
+    at: float = Field(default_factory=now)
 
 
-def parse_control(
-    data: bytes | str,
-) -> StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest:
+ControlMessage = StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest | TurnPlayed
+Control = Annotated[ControlMessage, Field(discriminator="type")]
+_control: TypeAdapter[ControlMessage] = TypeAdapter(Control)
+
+
+def parse_control(data: bytes | str) -> ControlMessage:
     return _control.validate_json(data)
 
 
@@ -249,15 +255,36 @@ class HumanCallStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class StaffContact(Wire):
+    """One person on the escalation hunt list (on duty, in the order to ring them)."""
+
+    name: str
+    phone: str  # E.164
+    role: str | None = None
+    staff_id: int | None = None
+
+
 class EscalationRequest(Wire):
-    """``escalation.request``: start a human call for a session (JetStream work queue)."""
+    """``escalation.request``: start a human call for a session (JetStream work queue).
+
+    ``task_id`` makes the request idempotent (it is also the ``Nats-Msg-Id``); ``staff`` is
+    the hunt list read from the dealership database when the request was made.
+    """
 
     type: Literal["dealerline.escalation.request.v1"] = "dealerline.escalation.request.v1"
     session_id: str
     call_sid: str
+    task_id: str
     reason: str
     customer_name: str | None = None
+    staff: list[StaffContact] = Field(default_factory=list)
     requested_at: float = Field(default_factory=now)
+
+
+def escalation_turn_id(task_id: str, status: str) -> str:
+    """The id of the turn the agent speaks when escalation ``task_id`` reaches ``status``;
+    the escalation service waits for this turn to have played before it moves the call."""
+    return f"turn-esc-{task_id}-{status}"
 
 
 class EscalationStatus(Wire):
