@@ -29,6 +29,17 @@ Scenario file (YAML)::
       - match: '"slots"'             # matched against the tool result that comes back
         on: tool
         reply: "I have Tuesday at nine."
+      - match: 'booked'
+        after_tool: book_appointment   # only when the last message is that tool's result
+        reply: "Done: appointment {last_tool:appointment_id}."
+      - match: 'flaky'
+        error_status: 500            # answer with an HTTP error instead ...
+        times: 2                     # ... the first two times this rule matches
+
+Templates in replies and tool-call arguments: ``{g1}``… (groups of ``match``),
+``{today}`` and ``{date:+N}`` (from the ``TODAY: YYYY-MM-DD`` line of the system prompt,
+else the real date), ``{next:tuesday}`` (the next such weekday after today),
+``{last_tool:key}`` (``key=value`` or ``"key": value`` in the latest tool result).
 
 Run it on its own with ``python -m dealerline_sim.llm --scenario demo --port 8090`` (a
 path, or the name of a scenario shipped in ``dealerline_sim/scenarios``).
@@ -46,6 +57,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,7 +103,12 @@ class Rule(BaseModel):
         "else the last user message; user/tool: only when the last message is of that kind",
     )
     when_system_contains: str | None = None
+    after_tool: str | None = Field(
+        default=None, description="the last message is the result of this tool"
+    )
     case_sensitive: bool = False
+    times: int | None = Field(default=None, ge=1, description="matches only this many times")
+    error_status: int | None = Field(default=None, ge=400, le=599)
     reply: str | list[Segment] | None = None
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
     token_delay_ms: float | None = Field(default=None, ge=0)
@@ -145,11 +162,19 @@ class Scenario(BaseModel):
     def default_rule(self) -> Rule:
         return Rule(reply=self.default)
 
-    def pick(self, messages: list[dict[str, Any]]) -> Rule:
+    def pick(self, messages: list[dict[str, Any]], used: dict[int, int] | None = None) -> Rule:
         """The first rule matching the conversation, else the default."""
+        return self.match(messages, used)[0]
+
+    def match(
+        self, messages: list[dict[str, Any]], used: dict[int, int] | None = None
+    ) -> tuple[Rule, re.Match[str] | None]:
+        """The first matching rule and its regex match; ``used`` counts matches per rule
+        (for ``times``) and is updated."""
         last = messages[-1] if messages else {}
         last_is_tool = last.get("role") == "tool"
         tool_text = content_text(last.get("content")) if last_is_tool else None
+        last_tool_name = _tool_name(messages, last) if last_is_tool else None
         user_text = next(
             (content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
             "",
@@ -159,18 +184,79 @@ class Scenario(BaseModel):
             for m in messages
             if m.get("role") in ("system", "developer")
         )
-        for rule in self.rules:
+        for index, rule in enumerate(self.rules):
             if rule.on == "tool" and not last_is_tool:
                 continue
             if rule.on == "user" and last_is_tool:
                 continue
+            if rule.after_tool is not None and rule.after_tool != last_tool_name:
+                continue
             if rule.when_system_contains and rule.when_system_contains not in system_text:
+                continue
+            if rule.times is not None and used is not None and used.get(index, 0) >= rule.times:
                 continue
             target = tool_text if last_is_tool and tool_text is not None else user_text
             flags = 0 if rule.case_sensitive else re.IGNORECASE
-            if re.search(rule.match, target, flags | re.DOTALL):
-                return rule
-        return self.default_rule()
+            found = re.search(rule.match, target, flags | re.DOTALL)
+            if found:
+                if used is not None:
+                    used[index] = used.get(index, 0) + 1
+                return rule, found
+        return self.default_rule(), None
+
+
+def _tool_name(messages: list[dict[str, Any]], tool_message: dict[str, Any]) -> str | None:
+    call_id = tool_message.get("tool_call_id")
+    for m in reversed(messages):
+        for tc in m.get("tool_calls") or []:
+            if tc.get("id") == call_id:
+                return str(tc.get("function", {}).get("name"))
+    return None
+
+
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_TEMPLATE = re.compile(r"\{(g\d|today|date:[+-]?\d+|next:[a-z]+|last_tool:[A-Za-z_]+)\}")
+
+
+def render(text: str, messages: list[dict[str, Any]], found: re.Match[str] | None) -> str:
+    """Fill the templates of a reply or of tool-call arguments (see the module doc)."""
+    if "{" not in text:
+        return text
+
+    def today() -> date:
+        system = "\n".join(
+            content_text(m.get("content")) for m in messages if m.get("role") == "system"
+        )
+        seen = re.search(r"TODAY:\s*(\d{4}-\d{2}-\d{2})", system)
+        return date.fromisoformat(seen.group(1)) if seen else date.today()
+
+    def last_tool(key: str) -> str:
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                continue
+            body = content_text(m.get("content"))
+            hit = re.search(rf'"?{re.escape(key)}"?\s*[=:]\s*"?([^",}}|\s]+)', body)
+            if hit:
+                return hit.group(1)
+        return ""
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("g"):
+            index = int(name[1:])
+            return (found.group(index) or "") if found and index <= (found.re.groups) else ""
+        if name == "today":
+            return today().isoformat()
+        if name.startswith("date:"):
+            return (today() + timedelta(days=int(name[5:]))).isoformat()
+        if name.startswith("next:"):
+            wanted = _WEEKDAYS.index(name[5:])
+            base = today()
+            ahead = (wanted - base.weekday()) % 7 or 7
+            return (base + timedelta(days=ahead)).isoformat()
+        return last_tool(name.split(":", 1)[1])
+
+    return _TEMPLATE.sub(one, text)
 
 
 def content_text(content: Any) -> str:
@@ -255,6 +341,7 @@ class CompletionRecord:
     first_chunk_at: float | None = None
     finished_at: float | None = None  # the last chunk (or the whole body) was sent
     cancelled: bool = False  # the client went away before the reply ended
+    error_status: int | None = None  # answered with this HTTP error (``error_status`` rule)
 
     @property
     def finished(self) -> bool:
@@ -278,6 +365,7 @@ def create_llm_app(scenario: Scenario, recorder: Recorder | None = None) -> Fast
     app.state.recorder = rec
     app.state.scenario = scenario
     counter = itertools.count(1)
+    used: dict[int, int] = {}  # matches per rule index, for ``times``
 
     async def pause(ms: float) -> None:
         if ms <= 0:
@@ -317,8 +405,38 @@ def create_llm_app(scenario: Scenario, recorder: Recorder | None = None) -> Fast
         rec.requests.append(body)
         n = next(counter)
         messages = [m.model_dump() for m in req.messages]
-        rule = scenario.pick(messages)
-        segments = rule.segments()
+        rule, found = scenario.match(messages, used)
+        if rule.error_status is not None:
+            rec.completions.append(
+                CompletionRecord(
+                    index=n,
+                    stream=req.stream,
+                    reply="",
+                    tool_calls=[],
+                    started_at=time.monotonic(),
+                    error_status=rule.error_status,
+                )
+            )
+            await pause(
+                rule.first_token_delay_ms
+                if rule.first_token_delay_ms is not None
+                else scenario.first_token_delay_ms
+            )
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "The scripted endpoint was told to fail this request.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status_code=rule.error_status,
+            )
+        segments = [
+            Segment(text=render(seg.text, messages, found), delay_ms=seg.delay_ms)
+            for seg in rule.segments()
+        ]
         reply = "".join(s.text for s in segments)
         token_delay = (
             rule.token_delay_ms if rule.token_delay_ms is not None else scenario.token_delay_ms
@@ -329,7 +447,7 @@ def create_llm_app(scenario: Scenario, recorder: Recorder | None = None) -> Fast
             else scenario.first_token_delay_ms
         )
         calls = [
-            (tc.id or f"call_{n}_{i}", tc.name, tc.arguments_json())
+            (tc.id or f"call_{n}_{i}", tc.name, render(tc.arguments_json(), messages, found))
             for i, tc in enumerate(rule.tool_calls)
         ]
         record = CompletionRecord(
