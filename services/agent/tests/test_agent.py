@@ -7,31 +7,33 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from nats.aio.msg import Msg
+from langchain_core.messages import BaseMessage
 
-from dealerline_agent.graph import ai_message_id
+from dealerline_agent.history import ai_message_id, from_dicts
 from dealerline_agent.prompts import build_system_prompt, context_for
-from dealerline_agent.service import AgentService, turn_id_for_stream, turn_id_for_utterance
+from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.db.migrate import upgrade
+from dealerline_common.db.seed import seed
+from dealerline_common.db.testing import run_sync
 from dealerline_common.messages import (
     BargeIn,
     Say,
     StateUpdateEvent,
-    StreamStarted,
     StreamStopped,
-    Transcript,
     TranscriptEvent,
-    TurnTimings,
     loads,
-    parse_event,
 )
 from dealerline_common.settings import SettingsError
+from dealerline_common.state_store import MemoryStateStore
+from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import Scenario, ScriptedLLM
 from dealerline_sim.nats_server import NatsServer
 
@@ -62,83 +64,6 @@ def scenario(pause_ms: float = 1500) -> Scenario:
     return demo.model_copy(update={"rules": rules, "first_token_delay_ms": 0, "token_delay_ms": 1})
 
 
-class Caller:
-    """The rest of the fleet as the agent sees it: publishes transcripts and control,
-    collects what the agent says and the dashboard events."""
-
-    def __init__(self, bus: Bus, sid: str) -> None:
-        self.bus = bus
-        self.sid = sid
-        self.says: asyncio.Queue[Say] = asyncio.Queue()
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-        self.heard: list[Say] = []  # every sentence, in arrival order
-        self.index = 0
-
-    async def start(self) -> None:
-        async def on_say(msg: Msg) -> None:
-            say = loads(Say, msg.data)
-            self.heard.append(say)
-            self.says.put_nowait(say)
-
-        async def on_event(msg: Msg) -> None:
-            self.events.put_nowait(parse_event(msg.data))
-
-        await self.bus.subscribe(subjects.say(self.sid), on_say)
-        await self.bus.subscribe(subjects.events(self.sid), on_event)
-
-    async def started(self, stream_sid: str = "MZ0001", **kw: Any) -> str:
-        await self.bus.publish(
-            subjects.control(self.sid),
-            StreamStarted(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid, **kw),
-        )
-        return turn_id_for_stream(stream_sid)
-
-    async def stopped(self, stream_sid: str | None = "MZ0001") -> None:
-        await self.bus.publish(
-            subjects.control(self.sid),
-            StreamStopped(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid),
-        )
-
-    def transcript(self, text: str, **kw: Any) -> Transcript:
-        self.index += 1
-        fields: dict[str, Any] = {
-            "session_id": self.sid,
-            "utterance_id": f"utt_{self.sid}_{self.index}",
-            "text": text,
-            "audio_ms": 900.0,
-            "stt_ms": 120.0,
-            "model": "tiny.en",
-            "timings": TurnTimings(speech_end=1.0, transcript_published=2.0),
-        }
-        fields.update(kw)
-        return Transcript(**fields)
-
-    async def say(self, text: str, **kw: Any) -> str:
-        t = self.transcript(text, **kw)
-        await self.bus.publish_durable(subjects.transcript(self.sid), t)
-        return turn_id_for_utterance(t.utterance_id)
-
-    async def next_say(self) -> Say:
-        return await asyncio.wait_for(self.says.get(), 30)
-
-    async def turn(self, turn_id: str) -> list[Say]:
-        """Every sentence of ``turn_id`` up to its last=True message."""
-        out: list[Say] = []
-        while True:
-            say = await self.next_say()
-            if say.turn_id != turn_id:
-                continue
-            out.append(say)
-            if say.last:
-                return out
-
-    async def event(self, predicate: Callable[[Any], bool]) -> Any:
-        while True:
-            event = await asyncio.wait_for(self.events.get(), 30)
-            if predicate(event):
-                return event
-
-
 @pytest.fixture
 async def llm() -> AsyncIterator[ScriptedLLM]:
     async with ScriptedLLM(scenario()) as server:
@@ -153,6 +78,19 @@ async def test_bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await bus.close()
 
 
+def seeded_sqlite(path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{path}"
+    run_sync(upgrade(url))
+    run_sync(seed(url))
+    return url
+
+
+@pytest.fixture(scope="module")
+def dealer_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo dealership in a SQLite file, migrated and seeded once for this module."""
+    return seeded_sqlite(tmp_path_factory.mktemp("dealer") / "dealer.db")
+
+
 def agent_settings(nats_server: NatsServer, llm: ScriptedLLM, **kw: Any) -> AgentSettings:
     values: dict[str, Any] = {
         "nats_url": nats_server.url,
@@ -163,14 +101,34 @@ def agent_settings(nats_server: NatsServer, llm: ScriptedLLM, **kw: Any) -> Agen
         "js_file_storage": False,
         "ack_wait_s": 5.0,
         "drain_timeout_s": 5.0,
+        "database_url": DEALER_DB[0],
     }
     values.update(kw)
     return AgentSettings(**values)
 
 
+DEALER_DB: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _dealer_db(dealer_db: str) -> None:
+    DEALER_DB[:] = [dealer_db]
+
+
+def make_agent(settings: AgentSettings, **kw: Any) -> AgentService:
+    """An agent without the dealership tools: these tests are about turns, streaming,
+    barge-in and sessions (the tools have their own scenario tests)."""
+    kw.setdefault("tools", [])
+    return AgentService(settings, **kw)
+
+
+async def history(agent: AgentService, sid: str) -> list[BaseMessage]:
+    return from_dicts((await agent.store.get_state(sid)).messages)
+
+
 @pytest.fixture
 async def agent(nats_server: NatsServer, llm: ScriptedLLM) -> AsyncIterator[AgentService]:
-    service = AgentService(agent_settings(nats_server, llm))
+    service = make_agent(agent_settings(nats_server, llm))
     await service.start()
     yield service
     await service.drain()
@@ -368,8 +326,7 @@ async def test_barge_in_after_the_reply_was_generated_edits_history(
         BargeIn(session_id=caller.sid, turn_id=turn_id, heard_text=GREETING[0], heard_seqs=[0]),
     )
     await caller.event(lambda e: isinstance(e, TranscriptEvent) and e.interrupted)
-    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
-    ai = [m for m in state.values["messages"] if m.id == ai_message_id(turn_id)]
+    ai = [m for m in await history(agent, caller.sid) if m.id == ai_message_id(turn_id)]
     assert len(ai) == 1 and ai[0].content == GREETING[0]
 
     await caller.turn(await caller.say("oil change"))
@@ -380,7 +337,7 @@ async def test_stream_stopped_forgets_the_session(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
     # A stopped session is forgotten once idle for the TTL (short here; 30 min by default).
-    agent = AgentService(agent_settings(nats_server, llm, session_idle_ttl_s=0.2), serve_http=False)
+    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.2), serve_http=False)
     await agent.start()
     try:
         caller = Caller(test_bus, "sess_a")
@@ -389,8 +346,8 @@ async def test_stream_stopped_forgets_the_session(
         assert caller.sid in agent.sessions
         await caller.bus.publish(subjects.control(caller.sid), StreamStopped(session_id=caller.sid))
         await eventually(lambda: caller.sid not in agent.sessions)
-        state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
-        assert not state.values
+        # The replica's bookkeeping is gone; the stored state stays until its TTL.
+        assert len(await history(agent, caller.sid)) == 2
     finally:
         await agent.drain()
 
@@ -426,8 +383,7 @@ async def test_stream_stopped_keeps_the_history_for_the_resumed_stream(
     await eventually(lambda: not agent.sessions[caller.sid].streaming)
     assert metric(agent, 'dealerline_agent_turns_cancelled_total{reason="hangup"} 1.0')
     assert caller.sid in agent.sessions
-    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
-    assert len(state.values["messages"]) >= 4
+    assert len(await history(agent, caller.sid)) >= 4
 
     back = await caller.started("MZ0002", resumed=True, reason="human_ended")
     says = await caller.turn(back)
@@ -494,7 +450,7 @@ async def test_idle_sessions_are_swept_after_the_ttl(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
     """A stopped session and one whose stop was lost are both forgotten by the sweep."""
-    agent = AgentService(agent_settings(nats_server, llm, session_idle_ttl_s=0.3), serve_http=False)
+    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.3), serve_http=False)
     await agent.start()
     try:
         stopped, lost = Caller(test_bus, "sess_stopped"), Caller(test_bus, "sess_lost")
@@ -503,13 +459,11 @@ async def test_idle_sessions_are_swept_after_the_ttl(
             await c.turn(await c.started())
         await stopped.stopped()
         await eventually(lambda: not agent.sessions)
-        for c in (stopped, lost):
-            state = await agent.graph.aget_state({"configurable": {"thread_id": c.sid}})
-            assert not state.values
         assert metric(agent, "dealerline_agent_active_sessions 0.0")
-        # A forgotten call that comes back starts over.
+        # A forgotten call that comes back continues from the stored history.
         await lost.turn(await lost.started("MZ0009", resumed=True))
-        assert [m["role"] for m in llm.requests[-1]["messages"]] == ["system", "user"]
+        roles = [m["role"] for m in llm.requests[-1]["messages"]]
+        assert roles == ["system", "user", "assistant", "user"]
     finally:
         await agent.drain()
 
@@ -535,15 +489,14 @@ async def test_sweep_spares_a_session_with_a_turn_running(
     # ...and a TTL later it is.
     later = time.monotonic() + agent.settings.session_idle_ttl_s + 1
     assert await agent.sweep_idle_sessions(now=later) == [caller.sid]
-    state = await agent.graph.aget_state({"configurable": {"thread_id": caller.sid}})
-    assert not state.values
 
 
 async def test_two_replicas_greet_once(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
     settings = agent_settings(nats_server, llm)
-    replicas = [AgentService(settings, serve_http=False) for _ in range(2)]
+    store = MemoryStateStore()  # shared, as Redis is between real replicas
+    replicas = [make_agent(settings, serve_http=False, store=store) for _ in range(2)]
     for replica in replicas:
         await replica.start()
     try:
@@ -616,7 +569,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
     """An agent dies after speaking the first sentence; the transcript is redelivered to
     another agent, whose turn has the same id, so the say stream drops the repeat."""
     settings = agent_settings(nats_server, llm, ack_wait_s=1.0, drain_timeout_s=1.0)
-    first = AgentService(settings, serve_http=False)
+    first = make_agent(settings, serve_http=False)
     await first.start()
     caller = Caller(test_bus, "sess_r")
     await caller.start()
@@ -628,7 +581,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
     await first.bus.nc.close()
     await first.drain()
 
-    second = AgentService(settings, serve_http=False)
+    second = make_agent(settings, serve_http=False)
     await second.start()
     try:
         says = await caller.turn(turn_id)
@@ -653,9 +606,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
 async def test_llm_history_is_capped(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
-    service = AgentService(
-        agent_settings(nats_server, llm, max_history_messages=2), serve_http=False
-    )
+    service = make_agent(agent_settings(nats_server, llm, max_history_messages=2), serve_http=False)
     await service.start()
     try:
         caller = Caller(test_bus, "sess_h")

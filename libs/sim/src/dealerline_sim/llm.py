@@ -39,7 +39,8 @@ Scenario file (YAML)::
 Templates in replies and tool-call arguments: ``{g1}``… (groups of ``match``),
 ``{today}`` and ``{date:+N}`` (from the ``TODAY: YYYY-MM-DD`` line of the system prompt,
 else the real date), ``{next:tuesday}`` (the next such weekday after today),
-``{last_tool:key}`` (``key=value`` or ``"key": value`` in the latest tool result).
+``{last_tool:key}`` (``key=value`` or ``"key": value`` in the latest tool result),
+``{sys:some words}`` (the token after ``some words`` in the system prompt).
 
 Run it on its own with ``python -m dealerline_sim.llm --scenario demo --port 8090`` (a
 path, or the name of a scenario shipped in ``dealerline_sim/scenarios``).
@@ -64,7 +65,14 @@ from typing import Any, Literal
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dealerline_common.ops import HttpServer
 
@@ -113,6 +121,15 @@ class Rule(BaseModel):
     tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
     token_delay_ms: float | None = Field(default=None, ge=0)
     first_token_delay_ms: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare ``on:`` key as the boolean True.
+        if isinstance(data, dict) and True in data:
+            data = dict(data)
+            data["on"] = data.pop(True)
+        return data
 
     @field_validator("match")
     @classmethod
@@ -215,7 +232,9 @@ def _tool_name(messages: list[dict[str, Any]], tool_message: dict[str, Any]) -> 
 
 
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-_TEMPLATE = re.compile(r"\{(g\d|today|date:[+-]?\d+|next:[a-z]+|last_tool:[A-Za-z_]+)\}")
+_TEMPLATE = re.compile(
+    r"\{(g\d|today|date:[+-]?\d+|next:[a-z]+|last_tool:[A-Za-z_]+|sys:[A-Za-z_ ]+)\}"
+)
 
 
 def render(text: str, messages: list[dict[str, Any]], found: re.Match[str] | None) -> str:
@@ -240,8 +259,17 @@ def render(text: str, messages: list[dict[str, Any]], found: re.Match[str] | Non
                 return hit.group(1)
         return ""
 
+    def from_system(words: str) -> str:
+        system = "\n".join(
+            content_text(m.get("content")) for m in messages if m.get("role") == "system"
+        )
+        hit = re.search(rf"{re.escape(words)}\s*[=:]?\s*([^\s,;)]+)", system)
+        return hit.group(1) if hit else ""
+
     def one(m: re.Match[str]) -> str:
         name = m.group(1)
+        if name.startswith("sys:"):
+            return from_system(name[4:])
         if name.startswith("g"):
             index = int(name[1:])
             return (found.group(index) or "") if found and index <= (found.re.groups) else ""

@@ -33,3 +33,18 @@ class AgentMetrics:
             "Control messages ignored as stale (a stop or start of an earlier stream)",
             ["reason"],
         )  # stale_stop | stale_start
+        self.llm_failures = m.counter(
+            "agent_llm_failures_total", "LLM calls that failed or were too slow", ["kind"]
+        )
+        self.llm_fallbacks = m.counter(
+            "agent_llm_fallbacks_total",
+            "Apologies spoken after the LLM failed twice, by where the words came from",
+            ["source"],
+        )  # model | cached | last_resort
+        self.tool_calls = m.counter("agent_tool_calls_total", "Tool calls by tool", ["tool"])
+        self.state_conflicts = m.counter(
+            "agent_state_conflicts_total", "Turn commits that lost the optimistic lock for good"
+        )
+        self.escalations = m.counter(
+            "agent_escalation_turns_total", "Turns spoken on an escalation status", ["status"]
+        )

@@ -3,38 +3,125 @@ marker means. No text the caller hears is written here: the LLM says every word.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from dealerline_common.state import ConversationState, HumanCallStatus
+
 CALL_STARTED = "[CALL_STARTED]"
 CALL_RESUMED = "[CALL_RESUMED]"
+_MARKER = re.compile(r"\[(CALL_STARTED|CALL_RESUMED|ESCALATION_RETURNED|NOTIFICATION)(:[^\]]*)?\]")
 
 
 def escalation_returned(reason: str) -> str:
     return f"[ESCALATION_RETURNED:{reason}]"
 
 
+def notification_marker(kind: str, value: str) -> str:
+    return f"[NOTIFICATION:{kind}:{value}]"
+
+
+def markers_in(text: str) -> list[str]:
+    """The marker names (``CALL_STARTED``, ``NOTIFICATION``…) that ``text`` carries."""
+    return [m.group(1) for m in _MARKER.finditer(text)]
+
+
 @dataclass(frozen=True)
 class TurnContext:
-    """What the agent knows about the call at the start of a turn."""
+    """What the agent knows about the call at the start of a turn (the seed's
+    ``build_context()``)."""
 
     today: datetime
     customer: str = "Not yet identified"
     booking: str = "No booking in progress"
+    appointment: str = "None this call"
+    escalation: str = "None"
     interface: str = "Voice call - keep responses SHORT"
 
 
-def context_for(now: datetime, timezone: str) -> TurnContext:
-    return TurnContext(today=now.astimezone(ZoneInfo(timezone)))
+def context_for(
+    now: datetime, timezone: str, state: ConversationState | None = None
+) -> TurnContext:
+    today = now.astimezone(ZoneInfo(timezone))
+    if state is None:
+        return TurnContext(today=today)
+    return TurnContext(
+        today=today,
+        customer=_customer_line(state),
+        booking=_booking_line(state),
+        appointment=_appointment_line(state, timezone),
+        escalation=_escalation_line(state),
+        interface="Voice call - keep responses SHORT"
+        if state.interface == "voice"
+        else "Text chat",
+    )
+
+
+def _customer_line(state: ConversationState) -> str:
+    c = state.customer
+    if c is None:
+        if state.caller_phone:
+            return "Not yet identified (caller ID not on file)"
+        return "Not yet identified (no caller ID)"
+    who = c.name or "name unknown"
+    kind = "returning customer, recognised by caller ID" if c.returning else "customer"
+    parts = [f"{who} (customer id {c.id}, {kind})"]
+    if c.vehicles:
+        cars = "; ".join(
+            f"{v.describe()} (vehicle id {v.id})" if v.id else v.describe() for v in c.vehicles
+        )
+        parts.append(f"vehicles: {cars}")
+    return ", ".join(parts)
+
+
+def _booking_line(state: ConversationState) -> str:
+    slots = state.booking_slots
+    if slots.is_empty():
+        return "No booking in progress"
+    filled = ", ".join(f"{k}={v}" for k, v in slots.filled().items())
+    missing = slots.missing()
+    todo = f"; still needed: {', '.join(missing)}" if missing else "; all slots filled"
+    return f"In progress: {filled}{todo}"
+
+
+def _appointment_line(state: ConversationState, timezone: str) -> str:
+    a = state.confirmed_appointment
+    if a is None:
+        return "None this call"
+    start = a.start.astimezone(ZoneInfo(timezone))
+    return f"#{a.id} {a.service} on {start:%A %Y-%m-%d at %H:%M} ({a.status})"
+
+
+_ESCALATION_TEXT = {
+    HumanCallStatus.CALLING: "In progress - calling a team member",
+    HumanCallStatus.RINGING: "In progress - a team member's phone is ringing",
+    HumanCallStatus.WAITING_CONFIRMATION: "In progress - a team member answered, confirming",
+    HumanCallStatus.CONFIRMED: "A team member accepted; the caller is being connected",
+    HumanCallStatus.IN_CONFERENCE: "The caller is with a team member",
+    HumanCallStatus.COMPLETED: "Finished - the caller talked with a team member",
+    HumanCallStatus.FAILED: "Could not reach a team member",
+}
+
+
+def _escalation_line(state: ConversationState) -> str:
+    esc = state.escalation
+    if esc.status == HumanCallStatus.NONE:
+        return "In progress - calling a team member" if state.escalation_in_progress else "None"
+    text = _ESCALATION_TEXT[esc.status]
+    if esc.reason:
+        text += f" (reason: {esc.reason})"
+    return text
 
 
 def build_system_prompt(dealership: str, ctx: TurnContext) -> str:
     today = ctx.today
     return f"""You are the phone receptionist of {dealership}, a car dealership. You answer \
-callers for sales and the service department: booking service appointments, answering \
-questions about the dealership, and connecting callers with the team. Be warm, calm and \
-efficient, like a friendly person at the front desk.
+callers for sales and the service department: booking, moving and cancelling service \
+appointments, answering questions about services, prices, hours and vehicles, and \
+connecting callers with the team. Be warm, calm and efficient, like a friendly person at \
+the front desk.
 
 VOICE RULES (everything you write is spoken aloud by a text-to-speech voice):
 - Speak in short, natural sentences; one or two sentences per reply is usually enough.
@@ -42,22 +129,50 @@ VOICE RULES (everything you write is spoken aloud by a text-to-speech voice):
 - No markdown, no emoji, no bullet points or numbered lists, no headings, no URLs.
 - Say numbers, dates, times and prices as a person would speak them \
 ("Tuesday at nine thirty a.m.", "about eighty dollars").
-- Never invent facts about prices, availability or the caller. If you do not know, say so \
-and offer to help another way.
+- Never invent facts about prices, availability, appointments or the caller: use the \
+tools. If you do not know, say so and offer to help another way.
+
+TOOLS: use them for every fact and every change. Identify the caller before booking \
+(look them up; create them if new). Fill the booking slots as the caller gives details. \
+Check availability before offering a time. Before booking, moving or cancelling, read \
+back the service, day, time and vehicle and wait for the caller's yes; only then call \
+the tool with confirmed=true. A tool result starting with ERROR tells you what to ask. \
+When the caller asks for a person, call request_human_agent and keep helping meanwhile. \
+When the caller is done, say goodbye and call end_call.
 
 CONTEXT:
 INTERFACE: {ctx.interface}
-TODAY: {today:%Y-%m-%d} ({today:%A})
+TODAY: {today:%Y-%m-%d} ({today:%A}), local time {today:%H:%M}
 DEALERSHIP: {dealership}
 CUSTOMER: {ctx.customer}
 BOOKING: {ctx.booking}
+APPOINTMENT: {ctx.appointment}
+ESCALATION: {ctx.escalation}
 
 MARKERS (sent in place of a caller message; never repeat a marker aloud):
 - {CALL_STARTED}: the call has just been answered. Greet the caller warmly, name \
-{dealership}, and offer to help.
+{dealership}, and offer to help (by name if the CUSTOMER line knows them).
 - {CALL_RESUMED}: the caller is back with you after being away (for example on hold). \
 Briefly say you are back with them and offer help.
-- [ESCALATION_RETURNED:<reason>]: you tried to connect the caller with a team member \
-and it did not work out (the reason says why, e.g. busy, no_answer, declined, failed). \
-Explain kindly what happened in plain words and offer to keep helping or arrange a call back.
+- [ESCALATION_RETURNED:<reason>]: the caller is back with you after a team member, or \
+connecting them did not work out (the reason says why: human_ended, busy, no_answer, \
+declined, exhausted…). Explain kindly in plain words and offer to keep helping; if nobody \
+could be reached, offer to book a callback appointment.
+- [NOTIFICATION:human_available:<name>]: a team member (<name>) accepted the call. Tell \
+the caller in one short sentence that you are connecting them with <name> now.
+- [NOTIFICATION:escalation_failed:<reason>]: nobody on the team could be reached. \
+Apologise, and offer to keep helping or to book a callback appointment.
 """
+
+
+def marker_instructions(text: str) -> str:
+    """An explicit instruction for the markers in this turn's input (appended to the
+    system prompt for that turn only)."""
+    names = markers_in(text)
+    if not names:
+        return ""
+    return (
+        "\nTHIS TURN: the input is "
+        + ", ".join(f"[{n}]" for n in dict.fromkeys(names))
+        + " - follow the MARKERS rules above; do not read the marker aloud.\n"
+    )

@@ -23,14 +23,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, RemoveMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.memory import MemorySaver
+from langchain_core.tools import BaseTool
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
@@ -41,6 +40,8 @@ from dealerline_common.bus import Bus, Reject, WorkConsumer
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
     BargeIn,
+    EscalationRequest,
+    EscalationStatus,
     HangupRequest,
     Say,
     StateUpdateEvent,
@@ -49,22 +50,39 @@ from dealerline_common.messages import (
     Transcript,
     TranscriptEvent,
     TurnTimings,
+    escalation_turn_id,
     loads,
     now,
     parse_control,
 )
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, HttpServer, ops_routes
+from dealerline_common.state import ConversationState, HumanCallStatus
+from dealerline_common.state_store import StateConflictError, StateStore, state_store_from_url
 
+from .dealership.context import ToolContext
+from .dealership.effects import apply_effect
+from .dealership.repo import Dealership
 from .graph import (
     AGENT_NODE,
-    LlmTrace,
-    ai_message_id,
+    UNSTREAMED,
+    TurnRecord,
     build_graph,
     build_llm,
-    current_trace,
+    current_turn,
+)
+from .history import (
+    ai_message_id,
+    append_new,
+    apply_heard,
+    complete_messages,
+    from_dicts,
+    is_turn_ai_id,
+    text_of,
+    turn_reply,
     user_message_id,
 )
+from .identify import identify_caller, open_dealership
 from .metrics import AgentMetrics
 from .prompts import CALL_RESUMED, CALL_STARTED, escalation_returned
 from .sentences import SentenceSplitter, split_sentences
@@ -73,6 +91,9 @@ from .settings import AgentSettings
 log = get_logger(__name__)
 
 TurnResult = Literal["ok", "cancelled", "replayed", "skipped"]
+
+# Escalation statuses the agent speaks on (the others change only the context block).
+_SPOKEN_ESCALATION = {HumanCallStatus.CONFIRMED, HumanCallStatus.FAILED}
 
 _MAX_STOPPED = 10_000  # hung-up sessions remembered, so late transcripts start nothing
 _MAX_CLOSED_STREAMS = 8  # stopped stream ids remembered per session
@@ -130,7 +151,9 @@ class AgentService:
         bus: Bus | None = None,
         metrics: Metrics | None = None,
         llm: BaseChatModel | None = None,
-        checkpointer: BaseCheckpointSaver[Any] | None = None,
+        store: StateStore | None = None,
+        dealership: Dealership | None = None,
+        tools: list[BaseTool] | None = None,
         clock: Callable[[], datetime] | None = None,
         serve_http: bool = True,
     ) -> None:
@@ -142,9 +165,21 @@ class AgentService:
             metrics=self.metrics.base,
             file_storage=settings.js_file_storage,
         )
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.llm = llm or build_llm(settings)
-        self.checkpointer = checkpointer or MemorySaver()
-        self.graph = build_graph(self.llm, settings, self.checkpointer, clock)
+        self.store = store or state_store_from_url(
+            settings.state_url, namespace=settings.state_namespace, ttl_s=settings.state_ttl_s
+        )
+        self._owns_dealership = dealership is None
+        self.dealership = dealership or open_dealership(settings, self.clock)
+        if tools is None:
+            from .dealership.tools import build_tools
+
+            tools = build_tools()
+        self.tools = tools
+        self.graph, self.llm_caller = build_graph(
+            self.llm, self.tools, settings, self.metrics, self.clock
+        )
         self.health = Health()
         self.health.add_check("bus", lambda: self.bus.is_connected)
         self.http: HttpServer | None = None
@@ -156,6 +191,7 @@ class AgentService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control_sub: Subscription | None = None
         self._started_sub: Subscription | None = None
+        self._escalation_sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._consumer: WorkConsumer | None = None
         self._started = False
@@ -173,6 +209,10 @@ class AgentService:
         # queue group: every replica sees barge-ins and stops, one replica greets.
         self._started_sub = await self.bus.subscribe(
             subjects.ALL_CONTROL, self._on_control_queued, queue=subjects.GROUP_AGENT
+        )
+        # Human-call status changes: one replica speaks on each (no polling).
+        self._escalation_sub = await self.bus.subscribe(
+            subjects.ALL_ESCALATION, self._on_escalation, queue=subjects.GROUP_AGENT
         )
         self._consumer = await self.bus.work(
             subjects.ALL_TRANSCRIPTS,
@@ -194,11 +234,11 @@ class AgentService:
         """Stop taking work, let turns in flight finish, then disconnect."""
         self.health.draining = True
         timeout = self.settings.drain_timeout_s
-        for sub in (self._control_sub, self._started_sub):
+        for sub in (self._control_sub, self._started_sub, self._escalation_sub):
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-        self._control_sub = self._started_sub = None
+        self._control_sub = self._started_sub = self._escalation_sub = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -220,6 +260,11 @@ class AgentService:
             if pending:
                 await asyncio.wait(pending, timeout=self.settings.cancel_timeout_s)
         await self.bus.close()
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if self._owns_dealership:
+            with contextlib.suppress(Exception):
+                await self.dealership.close()
         if self.http is not None:
             await self.http.stop()
         self._started = False
@@ -350,13 +395,52 @@ class AgentService:
         else:
             marker = CALL_RESUMED
         turn_id = turn_id_for_stream(started.stream_sid)
+        self._spawn(self._greet(started, turn_id, marker), name=f"turn:{turn_id}")
+
+    async def _greet(self, started: StreamStarted, turn_id: str, marker: str) -> None:
+        """Record the call on the session's state (and recognise the caller by caller ID
+        on a new call) before the turn that greets them."""
+        try:
+            await identify_caller(self.store, self.dealership, started)
+        except Exception:
+            # The greeting must not wait on a broken lookup: greet as an unknown caller.
+            log.exception("caller identification failed", session_id=started.session_id)
+        await self._turn(
+            started.session_id,
+            turn_id,
+            marker,
+            utterance_id=None,
+            timings=TurnTimings(stream_started=started.at),
+            caller_text=False,
+        )
+
+    async def _on_escalation(self, msg: Msg) -> None:
+        """A human-call status change: speak at once on acceptance and on final failure
+        (the notification the escalation service pushed first carries the details)."""
+        try:
+            status = loads(EscalationStatus, msg.data)
+        except ValidationError:
+            log.warning("unreadable escalation status", subject=msg.subject)
+            return
+        sid = status.session_id
+        task_id = status.task_id
+        if status.status not in _SPOKEN_ESCALATION or task_id is None:
+            return
+        if status.status == HumanCallStatus.FAILED and not status.final:
+            return  # one person of the hunt list failed; the next is being rung
+        session = self.sessions.get(sid)
+        if sid in self._stopped or (session is not None and not session.streaming):
+            log.info("escalation status for a call not streaming", session_id=sid)
+            return
+        self.metrics.escalations.labels(status.status.value).inc()
+        turn_id = escalation_turn_id(task_id, status.status.value)
         self._spawn(
             self._turn(
                 sid,
                 turn_id,
-                marker,
+                "",
                 utterance_id=None,
-                timings=TurnTimings(stream_started=started.at),
+                timings=TurnTimings(),
                 caller_text=False,
             ),
             name=f"turn:{turn_id}",
@@ -455,16 +539,14 @@ class AgentService:
             # A turn that arrived meanwhile touched the session and now waits on the lock.
             if self.sessions.get(sid) is not session or not self._expired(session, now):
                 return False
-            await self.checkpointer.adelete_thread(sid)
+            # The stored state stays (its TTL ends it): another replica or the escalation
+            # service may still need it. Only this replica's bookkeeping goes.
             del self.sessions[sid]
             self.metrics.active_sessions.set(len(self.sessions))
         log.info("session forgotten", session_id=sid)
         return True
 
     # ------------------------------------------------------------------ turns
-
-    def _config(self, sid: str) -> RunnableConfig:
-        return {"configurable": {"thread_id": sid}}
 
     async def run_turn(
         self,
@@ -529,23 +611,27 @@ class AgentService:
         caller_text: bool,
     ) -> TurnResult:
         sid = session.session_id
-        config = self._config(sid)
-        state = await self.graph.aget_state(config)
-        history = state.values.get("messages", []) if state.values else []
-        done = next((m for m in history if m.id == ai_message_id(turn_id)), None)
-        if done is not None:
+        # Background results (escalation outcomes) join the state first, exactly once.
+        state = await self.store.sync_atomic_updates_to_state(sid)
+        history = from_dicts(state.messages)
+        if any(isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn_id) for m in history):
             # A redelivered turn whose reply is already in the history: speak it again
             # under the same message ids (the stream drops what it already has).
-            reply = _text_of(done)
             await self._publish_sentences(
                 session,
                 turn_id,
                 utterance_id,
-                split_sentences(reply, self.settings.clause_min_chars),
+                split_sentences(turn_reply(history, turn_id), self.settings.clause_min_chars),
                 timings,
             )
             log.info("turn replayed", session_id=sid, turn_id=turn_id)
             return "replayed"
+        if not text and not state.pending_notifications:
+            # A proactive turn whose news an earlier turn already told: say nothing, but
+            # end the turn so whoever waits for it to have played is not kept waiting.
+            await self._say(session, turn_id, utterance_id, 0, "", timings, last=True)
+            log.info("nothing new to say", session_id=sid, turn_id=turn_id)
+            return "skipped"
 
         if caller_text:
             await self.bus.publish_durable(
@@ -557,43 +643,94 @@ class AgentService:
         session.last_turn_id = turn_id
         session.generating = True
 
+        record = TurnRecord(turn_id)
+        new_input: list[BaseMessage] = []
+        if text:
+            new_input.append(HumanMessage(content=text, id=user_message_id(turn_id)))
+            record.add(new_input)
+        ctx = ToolContext(
+            session_id=sid,
+            state=state.model_copy(deep=True),
+            repo=self.dealership,
+            clock=self.clock,
+            timezone=self.settings.dealership_timezone,
+            publish_escalation=self._publish_escalation,
+        )
+        config: RunnableConfig = {
+            "configurable": {"tool_context": ctx},
+            "recursion_limit": 4 * self.settings.max_tool_rounds + 10,
+        }
         splitter = SentenceSplitter(clause_min_chars=self.settings.clause_min_chars)
-        trace = LlmTrace()
-        token = current_trace.set(trace)
         parts: list[str] = []
+        step_parts: list[str] = []
+        steps_done = 0
         seq = 0
+        token = current_turn.set(record)
         try:
             inputs = {
-                "messages": [HumanMessage(content=text, id=user_message_id(turn_id))],
+                "messages": [*history, *new_input],
                 "session_id": sid,
                 "turn_id": turn_id,
             }
-            async for chunk, meta in self.graph.astream(inputs, config, stream_mode="messages"):
-                node = meta.get("langgraph_node") if isinstance(meta, dict) else None
-                if node != AGENT_NODE or not isinstance(chunk, AIMessageChunk):
-                    continue
+            async for mode, payload in self.graph.astream(
+                inputs, config, stream_mode=["messages", "updates"]
+            ):
                 raise_if_cancelled()
-                piece = chunk.content if isinstance(chunk.content, str) else _text_of(chunk)
-                if not piece:
-                    continue
-                if timings.first_token is None:
-                    timings.first_token = now()
-                    timings.llm_request = trace.llm_request
-                    if trace.llm_request is not None:
-                        self.metrics.llm_first_token.observe(
-                            timings.first_token - trace.llm_request
-                        )
-                parts.append(piece)
-                for sentence in splitter.push(piece):
-                    await self._say(session, turn_id, utterance_id, seq, sentence, timings)
-                    seq += 1
+                pieces: list[str] = []
+                if mode == "messages":
+                    chunk, meta = payload
+                    node = meta.get("langgraph_node") if isinstance(meta, dict) else None
+                    if node != AGENT_NODE or not isinstance(chunk, AIMessageChunk):
+                        continue
+                    piece = text_of(chunk)
+                    if piece:
+                        pieces.append(piece)
+                elif mode == "updates" and isinstance(payload, dict):
+                    done = payload.get(AGENT_NODE)
+                    if isinstance(done, dict):
+                        steps_done += 1
+                        step_parts = []
+                        message = done["messages"][-1]
+                        if message.additional_kwargs.get(UNSTREAMED):
+                            pieces.append(text_of(message))
+                        if message.tool_calls:
+                            for name in (tc["name"] for tc in message.tool_calls):
+                                self.metrics.tool_calls.labels(name).inc()
+                for piece in pieces:
+                    if timings.first_token is None:
+                        timings.first_token = now()
+                        timings.llm_request = record.llm_request
+                        if record.llm_request is not None:
+                            self.metrics.llm_first_token.observe(
+                                timings.first_token - record.llm_request
+                            )
+                    parts.append(piece)
+                    step_parts.append(piece)
+                    for sentence in splitter.push(piece):
+                        await self._say(session, turn_id, utterance_id, seq, sentence, timings)
+                        seq += 1
+                if mode == "updates" and isinstance(payload, dict) and AGENT_NODE in payload:
+                    # Words said before a tool call go out now, not after the tool runs.
+                    for sentence in splitter.flush():
+                        await self._say(session, turn_id, utterance_id, seq, sentence, timings)
+                        seq += 1
             for sentence in splitter.flush():
                 await self._say(session, turn_id, utterance_id, seq, sentence, timings)
                 seq += 1
+        except asyncio.CancelledError:
+            # Barge-in or hang-up: keep what the turn did (tool calls committed, words
+            # generated so far); the heard text trims the reply once the barge-in lands.
+            partial = "".join(step_parts).strip()
+            if partial:
+                record.add([AIMessage(content=partial, id=ai_message_id(turn_id, steps_done))])
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._commit(sid, record))
+            raise
         finally:
-            current_trace.reset(token)
+            current_turn.reset(token)
         session.generating = False
-        timings.llm_request = timings.llm_request or trace.llm_request
+        timings.llm_request = timings.llm_request or record.llm_request
+        stored = await self._commit(sid, record)
         await self._say(session, turn_id, utterance_id, seq, "", timings, last=True)
 
         reply = "".join(parts).strip()
@@ -602,9 +739,56 @@ class AgentService:
             TranscriptEvent(session_id=sid, role="assistant", text=reply, turn_id=turn_id),
             msg_id=f"{turn_id}:event:assistant",
         )
-        await self._publish_state(session)
-        log.info("turn done", session_id=sid, turn_id=turn_id, sentences=seq)
+        await self._publish_state(session, stored)
+        if any(e.end_call for e in record.effects):
+            await self.bus.publish(
+                subjects.control(sid),
+                HangupRequest(session_id=sid, after_turn=turn_id, reason="end_call"),
+            )
+            log.info("hang-up after this turn", session_id=sid, turn_id=turn_id)
+        log.info(
+            "turn done",
+            session_id=sid,
+            turn_id=turn_id,
+            sentences=seq,
+            tools=record.tool_calls,
+            llm_failures=record.llm_failures,
+            fallback=record.fallback,
+        )
         return "ok"
+
+    async def _commit(self, sid: str, record: TurnRecord) -> ConversationState:
+        """Write what the turn added onto the latest stored state (optimistic locking:
+        a concurrent writer — the escalation service, another replica — loses nothing)."""
+        messages = complete_messages(record.messages())
+        consumed = set(record.consumed_notifications)
+
+        def mutate(state: ConversationState) -> None:
+            append_new(state.messages, messages)
+            for effect in record.effects:
+                apply_effect(state, effect)
+            if consumed:
+                state.pending_notifications = [
+                    n for n in state.pending_notifications if n.id not in consumed
+                ]
+
+        try:
+            return await self.store.update(sid, mutate)
+        except StateConflictError:
+            self.metrics.state_conflicts.inc()
+            log.error("turn commit lost the state lock", session_id=sid, turn_id=record.turn_id)
+            raise
+
+    async def _publish_escalation(self, request: EscalationRequest) -> None:
+        await self.bus.publish_durable(
+            subjects.ESCALATION_REQUEST, request, msg_id=f"escalation:{request.task_id}"
+        )
+        log.info(
+            "escalation requested",
+            session_id=request.session_id,
+            task_id=request.task_id,
+            staff=len(request.staff),
+        )
 
     async def _say(
         self,
@@ -647,7 +831,11 @@ class AgentService:
             await self._say(session, turn_id, utterance_id, seq, sentence, timings)
         await self._say(session, turn_id, utterance_id, len(sentences), "", timings, last=True)
 
-    async def _publish_state(self, session: Session) -> None:
+    async def _publish_state(
+        self, session: Session, state: ConversationState | None = None
+    ) -> None:
+        if state is None:
+            state = await self.store.get_state(session.session_id)
         await self.bus.publish_durable(
             subjects.events(session.session_id),
             StateUpdateEvent(
@@ -656,7 +844,16 @@ class AgentService:
                     "turns": session.turns,
                     "last_turn_id": session.last_turn_id,
                     "last_result": session.last_result,
-                    "interface": "voice",
+                    "interface": state.interface,
+                    "version": state.version,
+                    "customer": state.customer.model_dump(mode="json") if state.customer else None,
+                    "booking_slots": state.booking_slots.filled(),
+                    "confirmed_appointment": state.confirmed_appointment.model_dump(mode="json")
+                    if state.confirmed_appointment
+                    else None,
+                    "escalation_in_progress": state.escalation_in_progress,
+                    "human_call_status": state.escalation.status.value,
+                    "pending_tasks": [t.model_dump(mode="json") for t in state.pending_tasks],
                 },
             ),
         )
@@ -676,30 +873,28 @@ class AgentService:
 
     async def _apply_heard(self, session: Session, turn_id: str, heard: str) -> None:
         sid = session.session_id
-        config = self._config(sid)
-        state = await self.graph.aget_state(config)
-        history = state.values.get("messages", []) if state.values else []
-        ids = {m.id for m in history}
-        ai_id = ai_message_id(turn_id)
-        heard = heard.strip()
-        update: list[Any] = []
-        if ai_id in ids:
-            update = [AIMessage(content=heard, id=ai_id)] if heard else [RemoveMessage(id=ai_id)]
-        elif user_message_id(turn_id) in ids and heard:
-            update = [AIMessage(content=heard, id=ai_id)]
-        elif user_message_id(turn_id) not in ids:
+        found = False
+
+        def mutate(state: ConversationState) -> None:
+            nonlocal found
+            found = apply_heard(state.messages, turn_id, heard)
+
+        stored = await self.store.update(sid, mutate)
+        if not found:
             log.info("barge-in for an unknown turn", session_id=sid, turn_id=turn_id)
             return
-        if update:
-            await self.graph.aupdate_state(config, {"messages": update}, as_node=AGENT_NODE)
         await self.bus.publish_durable(
             subjects.events(sid),
             TranscriptEvent(
-                session_id=sid, role="assistant", text=heard, turn_id=turn_id, interrupted=True
+                session_id=sid,
+                role="assistant",
+                text=heard.strip(),
+                turn_id=turn_id,
+                interrupted=True,
             ),
             msg_id=f"{turn_id}:event:heard",
         )
-        await self._publish_state(session)
+        await self._publish_state(session, stored)
         log.info("history trimmed to what was heard", session_id=sid, turn_id=turn_id)
 
 
@@ -718,11 +913,3 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _text_of(message: AIMessage) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    return "".join(
-        str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in message.content
-    )

@@ -26,8 +26,37 @@ class AgentSettings(ServiceSettings):
         validation_alias=AliasChoices("AGENT_LLM_API_KEY", "OPENAI_API_KEY", "llm_api_key"),
     )
     llm_temperature: float = Field(default=0.3, ge=0.0, le=2.0)
-    llm_timeout_s: float = Field(default=30.0, gt=0)
-    llm_max_retries: int = Field(default=1, ge=0)
+    llm_timeout_s: float = Field(default=30.0, gt=0, description="a whole LLM reply")
+    llm_first_token_timeout_s: float = Field(
+        default=2.5, gt=0, description="a call with no token by then is retried"
+    )
+    llm_retries: int = Field(default=1, ge=0, le=3, description="retries before the apology")
+    llm_fallback_timeout_s: float = Field(
+        default=2.0, gt=0, description="the apology asked of the model after the retries"
+    )
+    last_resort_apology: str = Field(
+        default="I'm sorry, I'm having trouble right now. Could you say that again?",
+        description="spoken only if the model has never answered the fallback (the one "
+        "sentence not written by the model)",
+    )
+    max_tool_rounds: int = Field(
+        default=6, ge=1, description="LLM steps with tools bound per turn; then it must reply"
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENT_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="the dealership database (postgresql+asyncpg://… or sqlite+aiosqlite://…); "
+        "None: the embedded SQLite file",
+    )
+    state_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENT_STATE_URL", "REDIS_URL", "state_url"),
+        description="conversation state store: redis://… (every replica shares it) or "
+        "memory:// (one replica)",
+    )
+    state_ttl_s: float = Field(default=86400.0, gt=0, description="state kept after last write")
+    state_namespace: str = Field(default="", description="key prefix in Redis")
 
     dealership_name: str = "Sunrise Motors"
     dealership_timezone: str = "America/Los_Angeles"

@@ -1,0 +1,109 @@
+"""The rest of the fleet as the agent sees it, for agent tests: publishes transcripts and
+control messages on a real bus, collects what the agent says and the dashboard events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from dealerline_common import subjects
+from dealerline_common.bus import Bus
+from dealerline_common.messages import (
+    Say,
+    StreamStarted,
+    StreamStopped,
+    Transcript,
+    TurnTimings,
+    loads,
+    parse_event,
+)
+
+
+def turn_id_for_stream(stream_sid: str) -> str:
+    """The agent's turn id for the greeting of a stream (``dealerline_agent.service``)."""
+    return f"turn-{stream_sid}"
+
+
+def turn_id_for_utterance(utterance_id: str) -> str:
+    return f"turn-{utterance_id}"
+
+
+class Caller:
+    """The rest of the fleet as the agent sees it: publishes transcripts and control,
+    collects what the agent says and the dashboard events."""
+
+    def __init__(self, bus: Bus, sid: str) -> None:
+        self.bus = bus
+        self.sid = sid
+        self.says: asyncio.Queue[Say] = asyncio.Queue()
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.heard: list[Say] = []  # every sentence, in arrival order
+        self.index = 0
+
+    async def start(self) -> None:
+        async def on_say(msg: Msg) -> None:
+            say = loads(Say, msg.data)
+            self.heard.append(say)
+            self.says.put_nowait(say)
+
+        async def on_event(msg: Msg) -> None:
+            self.events.put_nowait(parse_event(msg.data))
+
+        await self.bus.subscribe(subjects.say(self.sid), on_say)
+        await self.bus.subscribe(subjects.events(self.sid), on_event)
+
+    async def started(self, stream_sid: str = "MZ0001", **kw: Any) -> str:
+        kw.setdefault("call_sid", "CA1")
+        await self.bus.publish(
+            subjects.control(self.sid),
+            StreamStarted(session_id=self.sid, stream_sid=stream_sid, **kw),
+        )
+        return turn_id_for_stream(stream_sid)
+
+    async def stopped(self, stream_sid: str | None = "MZ0001") -> None:
+        await self.bus.publish(
+            subjects.control(self.sid),
+            StreamStopped(session_id=self.sid, call_sid="CA1", stream_sid=stream_sid),
+        )
+
+    def transcript(self, text: str, **kw: Any) -> Transcript:
+        self.index += 1
+        fields: dict[str, Any] = {
+            "session_id": self.sid,
+            "utterance_id": f"utt_{self.sid}_{self.index}",
+            "text": text,
+            "audio_ms": 900.0,
+            "stt_ms": 120.0,
+            "model": "tiny.en",
+            "timings": TurnTimings(speech_end=1.0, transcript_published=2.0),
+        }
+        fields.update(kw)
+        return Transcript(**fields)
+
+    async def say(self, text: str, **kw: Any) -> str:
+        t = self.transcript(text, **kw)
+        await self.bus.publish_durable(subjects.transcript(self.sid), t)
+        return turn_id_for_utterance(t.utterance_id)
+
+    async def next_say(self) -> Say:
+        return await asyncio.wait_for(self.says.get(), 30)
+
+    async def turn(self, turn_id: str) -> list[Say]:
+        """Every sentence of ``turn_id`` up to its last=True message."""
+        out: list[Say] = []
+        while True:
+            say = await self.next_say()
+            if say.turn_id != turn_id:
+                continue
+            out.append(say)
+            if say.last:
+                return out
+
+    async def event(self, predicate: Callable[[Any], bool]) -> Any:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), 30)
+            if predicate(event):
+                return event
