@@ -4,7 +4,9 @@ real with ``python -m <package>`` and its own environment.
 
 Used by ``make run`` (``python -m dealerline_sim.fleet``), ``make demo``, ``make bench`` and
 the end-to-end tests. Every process it starts is stopped again (SIGTERM, then SIGKILL after
-a grace period), also when the caller is interrupted.
+a grace period), also when the caller is interrupted. ``replicas`` runs more than one
+process of a service (``{"stt": 2}`` starts ``stt`` and ``stt-2``), and :meth:`Fleet.terminate`
+/ :meth:`Fleet.wait_exit` let a test drain one of them as Kubernetes would.
 """
 
 from __future__ import annotations
@@ -107,9 +109,17 @@ class Fleet:
     ready_timeout_s: float = 180.0
     quiet: bool = False
     ports: dict[str, int] = field(default_factory=dict)  # fixed ports; others are free ones
+    replicas: dict[str, int] = field(default_factory=dict)  # processes per service (default 1)
     procs: dict[str, Proc] = field(default_factory=dict)
+    specs: dict[str, ServiceSpec] = field(default_factory=dict)  # by process name
     nats: NatsServer | None = None
     llm_base_url: str | None = None
+    # The dealership database: None = a fresh SQLite file in log_dir, migrated and seeded
+    # with the demo dealership. The state store: None = the local Redis when one answers
+    # (under a namespace of this fleet's own), else the in-memory store.
+    database_url: str | None = None
+    state_url: str | None = None
+    state_namespace: str = field(default_factory=lambda: f"dl-fleet-{secrets.token_hex(4)}:")
 
     def _say(self, text: str) -> None:
         if not self.quiet:
@@ -156,15 +166,41 @@ class Fleet:
         else:
             self.llm_base_url = self.llm.base_url
         self._say(f"LLM: {self.llm.describe()}")
+        await self._prepare_stores()
         for spec in self.services:
-            port = self.ports.get(spec.name) or free_port()
-            self._spawn(
-                spec.name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port)
-            )
+            for name in self.instances(spec):
+                port = self.ports.get(name) or free_port()
+                self.specs[name] = spec
+                self._spawn(
+                    name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port)
+                )
         await asyncio.gather(
-            *(self._wait_http(s.name, f"{self.url(s.name)}/readyz", s.what) for s in self.services)
+            *(
+                self._wait_http(name, f"{self.url(name)}/readyz", spec.what)
+                for name, spec in self.specs.items()
+            )
         )
         self._say("fleet ready: " + ", ".join(f"{n} :{p.port}" for n, p in self.procs.items()))
+
+    async def _prepare_stores(self) -> None:
+        from dealerline_common.db.engine import display_url
+        from dealerline_common.db.migrate import upgrade
+        from dealerline_common.db.seed import seed
+
+        if self.database_url is None:
+            assert self.log_dir is not None
+            self.database_url = f"sqlite+aiosqlite:///{self.log_dir / 'dealership.db'}"
+            await upgrade(self.database_url)
+            await seed(self.database_url)
+            self._say(f"dealership database {display_url(self.database_url)}: migrated, seeded")
+        if self.state_url is None:
+            self.state_url = await _local_redis() or "memory://"
+        self._say(f"conversation state: {self.state_url} (namespace {self.state_namespace})")
+
+    def instances(self, spec: ServiceSpec) -> list[str]:
+        """Process names of a service: ``stt``, then ``stt-2``, ``stt-3`` ... for replicas."""
+        count = max(1, self.replicas.get(spec.name, 1))
+        return [spec.name] + [f"{spec.name}-{i}" for i in range(2, count + 1)]
 
     def _env_for(self, spec: ServiceSpec, port: int) -> dict[str, str]:
         p = spec.env_prefix
@@ -181,6 +217,10 @@ class Fleet:
                 env["AGENT_LLM_BASE_URL"] = self.llm_base_url
             env["AGENT_LLM_MODEL"] = self.llm.model
             env["AGENT_LLM_API_KEY"] = self.llm.api_key or "scripted-endpoint-needs-no-key"
+        if spec.name in ("agent", "escalation", "dashboard-api"):
+            env[f"{p}DATABASE_URL"] = self.database_url or ""
+            env[f"{p}STATE_URL"] = self.state_url or ""
+            env[f"{p}STATE_NAMESPACE"] = self.state_namespace
         env.update(self.extra_env)
         return env
 
@@ -226,8 +266,8 @@ class Fleet:
                 await asyncio.sleep(0.1)
 
     async def restart(self, name: str) -> None:
-        """Kill one service hard (as a crash would) and start it again."""
-        spec = next(s for s in self.services if s.name == name)
+        """Kill one service process hard (as a crash would) and start it again."""
+        spec = self.specs[name]
         self.kill(name)
         port = self.procs[name].port
         self._spawn(name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port))
@@ -238,6 +278,21 @@ class Fleet:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+    def terminate(self, name: str) -> None:
+        """Send SIGTERM to one process, as Kubernetes does to a pod it stops: it drains."""
+        proc = self.procs[name].process
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    async def wait_exit(self, name: str, timeout_s: float) -> int | None:
+        """The process's exit status once it ends, or None if it still runs after
+        ``timeout_s`` (it is left running)."""
+        proc = self.procs[name].process
+        try:
+            return await asyncio.to_thread(proc.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     async def stop(self, grace_s: float = 20.0) -> None:
         running = [p for p in self.procs.values() if p.process.poll() is None]
@@ -314,3 +369,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def _local_redis(url: str = "redis://127.0.0.1:6379/0") -> str | None:
+    """``url`` if a Redis answers there within a second, else None."""
+    url = os.environ.get("REDIS_URL") or url
+    try:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+    except Exception:
+        return None
+    return url

@@ -22,6 +22,16 @@ Typical use::
             await call.say("I'd like to book an oil change.")
             await call.wait_until_quiet(quiet_s=1.0, timeout_s=60)   # the reply
         await call.transcribe_heard(Transcriber())
+
+With Twilio's REST side (``dealerline_sim.twilio_rest.TwilioSim``) a call lives on after its
+first stream: ``TwilioSim.phone(...)`` (or ``TwilioSim.attach``) makes the simulator hand
+every placed call to it, so the application can redirect the call (``calls(sid).update(url=…)``:
+the stream gets ``stop`` and closes, the new TwiML runs — a ``<Dial><Conference>`` or a new
+``<Connect><Stream>``), hang it up, or find it in a conference. The same :class:`Call` keeps
+working across streams: ``call.streams`` lists them (:class:`StreamRecord`, each with its
+own heard segments), ``await call.wait_for_stream(2)`` waits for the second one,
+``call.say`` always speaks into the current one, and ``call.closed`` is set only when the
+*call* ends. Without a host, the server closing the socket ends the call, as before.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -67,6 +77,7 @@ from dealerline_sim.voice import Transcriber, synthesize_ulaw
 
 __all__ = [
     "Call",
+    "CallHost",
     "CallerScript",
     "ClearRecord",
     "HeardSegment",
@@ -76,6 +87,7 @@ __all__ = [
     "SilenceMode",
     "SimulatorError",
     "StreamInstruction",
+    "StreamRecord",
     "Transcriber",
     "Turn",
     "TwimlError",
@@ -131,10 +143,61 @@ class HeardSegment:
     mark_received_at: float | None = None
     mark_echoed_at: float | None = None
     text: str | None = None
+    stream_sid: str | None = None
 
     @property
     def heard_ms(self) -> float:
         return len(self.audio) * 1000.0 / SAMPLE_RATE
+
+
+StreamEndReason = Literal["caller-hangup", "server-closed", "redirect", "api-hangup", "open-failed"]
+
+
+@dataclass(eq=False)
+class StreamRecord:
+    """One Media Stream of a call. A call redirected back to ``<Connect><Stream>`` gets a
+    new one (new ``streamSid``, its own ``customParameters``, counters from 1 again).
+
+    ``end_reason``: ``caller-hangup`` (the test hung up), ``server-closed`` (the gateway
+    closed the socket), ``redirect`` (a REST redirect: ``stop`` was sent), ``api-hangup``
+    (REST ``Status=completed``: ``stop`` was sent), ``open-failed`` (no WebSocket).
+    """
+
+    index: int  # 1-based: call.streams[index - 1]
+    stream_sid: str
+    url: str
+    local_url: str
+    parameters: dict[str, str]
+    started_at: float | None = None
+    ended_at: float | None = None
+    end_reason: StreamEndReason | None = None
+    stop_sent: bool = False
+    closed_by_server: bool = False
+    close_code: int | None = None
+    close_reason: str | None = None
+    segments: list[HeardSegment] = field(default_factory=list)
+    ready: bool = False  # ``connected`` and ``start`` sent, media flowing
+    closed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def heard_audio(self) -> bytes:
+        return b"".join(bytes(s.audio) for s in self.segments)
+
+    @property
+    def is_open(self) -> bool:
+        return self.started_at is not None and not self.closed.is_set()
+
+
+class CallHost(Protocol):
+    """What owns a call's life beyond its Media Stream (``TwilioSim``'s call leg)."""
+
+    def stream_started(self, call: Call, stream: StreamRecord) -> None: ...
+
+    def stream_ended(self, call: Call, stream: StreamRecord) -> None: ...
+
+    def spoke_without_stream(self, call: Call, text: str | None) -> None: ...
+
+    async def caller_hung_up(self, call: Call) -> None: ...
 
 
 @dataclass
@@ -251,9 +314,15 @@ class PhoneSimulator:
         self.forwarded_headers = forwarded_headers
         self.validator = RequestValidator(auth_token)
         self.calls: list[Call] = []
+        self._call_observers: list[Callable[[Call], None]] = []
         self._http = httpx.AsyncClient(
             base_url=self.http_base, timeout=http_timeout_s, trust_env=False
         )
+
+    def add_call_observer(self, observer: Callable[[Call], None]) -> None:
+        """``observer(call)`` runs for every placed call once its TwiML has been accepted,
+        before its stream opens (``TwilioSim`` registers the call and becomes its host)."""
+        self._call_observers.append(observer)
 
     # -- signing and webhooks ------------------------------------------------------------
 
@@ -409,7 +478,11 @@ class PhoneSimulator:
             instruction=instruction,
             silence=silence or self.silence,
         )
+        call.webhook_params = params
+        call.webhook_url = self.public_url_for(path)
         self.calls.append(call)
+        for observer in self._call_observers:
+            observer(call)
         await call._open()
         return call
 
@@ -456,6 +529,11 @@ class Call:
         self.stream_url = instruction.url
         self.local_stream_url = sim.local_ws_url(instruction.url)
         self.silence: SilenceMode = silence
+        self.webhook_params: dict[str, str] = {}  # the incoming-call webhook, as sent
+        self.webhook_url = ""
+        self.streams: list[StreamRecord] = []
+        self.host: CallHost | None = None
+        self.in_conference: str | None = None  # the room name while a host has it in one
         # what we sent / received
         self.sent: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
@@ -496,6 +574,7 @@ class Call:
         self._noise = _comfort_noise_frames() if silence == "comfort_noise" else []
         self._noise_pos = 0
         self._hanging_up = False
+        self._ending_stream: StreamEndReason | None = None
         self._sender_task: asyncio.Task[None] | None = None
         self._playout_task: asyncio.Task[None] | None = None
         self._receiver_task: asyncio.Task[None] | None = None
@@ -505,6 +584,36 @@ class Call:
     @property
     def is_open(self) -> bool:
         return not self.closed.is_set()
+
+    @property
+    def current_stream(self) -> StreamRecord | None:
+        """The Media Stream open now (None in a conference, between streams, or ended)."""
+        if self.streams and self.streams[-1].is_open and self._ws is not None:
+            return self.streams[-1]
+        return None
+
+    async def wait_for_stream(self, n: int, timeout_s: float = 10.0) -> StreamRecord:
+        """Wait until the ``n``-th stream (1-based) has started; returns its record."""
+        if n < 1:
+            raise ValueError("streams are counted from 1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            if len(self.streams) >= n and self.streams[n - 1].ready:
+                return self.streams[n - 1]
+            if self.closed.is_set():
+                raise SimulatorError(f"the call ended with {len(self.streams)} stream(s), not {n}")
+            if loop.time() >= deadline:
+                raise TimeoutError(f"stream {n} did not start within {timeout_s}s")
+            await asyncio.sleep(0.005)
+
+    def heard_on_stream(self, n: int) -> bytes:
+        """Everything played to the caller on the ``n``-th stream (1-based)."""
+        return self.streams[n - 1].heard_audio
+
+    async def transcribe_stream(self, n: int, transcriber: Transcriber) -> str:
+        audio = self.heard_on_stream(n)
+        return await transcriber.transcribe_ulaw(audio) if audio else ""
 
     @property
     def first_media_received_at(self) -> float | None:
@@ -519,14 +628,31 @@ class Call:
         return self._queued_bytes + inflight
 
     async def say(self, text: str, *, voice: str | None = None) -> SaidUtterance:
-        """Speak ``text`` in the caller's Kokoro voice; returns after the last frame."""
+        """Speak ``text`` in the caller's Kokoro voice; returns after the last frame.
+
+        With no stream open but a host (the call is in a conference), the words are
+        recorded on the host's timeline instead (kind ``speech``) and nothing is sent."""
+        if self.is_open and self.current_stream is None and self.host is not None:
+            return self._speak_without_stream(text, 0)
         ulaw = await synthesize_ulaw(text, voice or self.sim.caller_voice)
         return await self.say_audio(ulaw, text=text)
+
+    def _speak_without_stream(self, text: str | None, size: int) -> SaidUtterance:
+        now = time.time()
+        record = SaidUtterance(text, size, started_at=now, speech_ended_at=now, finished_at=now)
+        self.said.append(record)
+        assert self.host is not None
+        self.host.spoke_without_stream(self, text)
+        return record
 
     async def say_audio(self, mulaw: bytes, *, text: str | None = None) -> SaidUtterance:
         """Send raw 8 kHz mu-law as the caller's voice (20 ms frames, the last padded)."""
         if not self.is_open:
             raise SimulatorError("the call has ended")
+        if self.current_stream is None:
+            if self.host is not None:
+                return self._speak_without_stream(text, len(mulaw))
+            raise SimulatorError("no media stream is open")
         record = SaidUtterance(text=text, audio_bytes=len(mulaw))
         self.said.append(record)
         if not mulaw:
@@ -551,30 +677,83 @@ class Call:
             }
         )
         if not ok:
-            raise SimulatorError("the call has ended")
+            raise SimulatorError(
+                "the call has ended" if self.closed.is_set() else "no media stream is open"
+            )
         self.dtmf_sent.append(digit)
 
     async def hangup(self) -> None:
-        """The caller hangs up: ``stop`` then the socket closes. Idempotent."""
+        """The caller hangs up: ``stop`` then the socket closes (if a stream is open), and
+        the host learns the call has ended (a conference it was in may end). Idempotent."""
         if self._hanging_up:
             await self._join_receiver()
             return
         self._hanging_up = True
+        was_open = not self.closed.is_set()
+        if self.current_stream is not None:
+            await self._stop_workers()
+            self.stop_sent = await self._send_stop()
+            await self._close_ws()
+            await self._join_receiver()
+            self._finish_stream("caller-hangup")
+        self._mark_closed()
+        if self.host is not None and was_open:
+            await self.host.caller_hung_up(self)
+
+    # -- what the host (TwilioSim) does to the call ----------------------------------------
+
+    async def open_stream(self, instruction: StreamInstruction) -> StreamRecord:
+        """Open a new Media Stream for ``<Connect><Stream>`` after a redirect; returns once
+        ``connected`` and ``start`` (with the new ``customParameters``) have been sent."""
+        if self.closed.is_set():
+            raise SimulatorError("the call has ended")
+        if self.current_stream is not None:
+            raise SimulatorError("one bidirectional stream per call: the current one is open")
+        self.instruction = instruction
+        self.custom_parameters = dict(instruction.parameters)
+        self.stream_url = instruction.url
+        self.local_stream_url = self.sim.local_ws_url(instruction.url)
+        self.stream_sid = new_sid("MZ")
+        self._seq = itertools.count(1)
+        self._ending_stream = None
+        self._reply_bytes = 0
+        self.stop_sent = False
+        self.closed_by_server = False
+        await self._open()
+        return self.streams[-1]
+
+    async def end_stream(self, reason: StreamEndReason, *, send_stop: bool = True) -> None:
+        """Twilio ends the stream (REST redirect or hang-up): ``stop``, then the socket
+        closes. The call itself stays open unless the host ends it."""
+        stream = self.current_stream
+        if stream is None:
+            return
+        self._ending_stream = reason
         await self._stop_workers()
-        if self._ws is not None and not self.closed.is_set():
-            sent = await self._send(
-                lambda seq: {
-                    "event": "stop",
-                    "sequenceNumber": seq,
-                    "streamSid": self.stream_sid,
-                    "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                }
-            )
-            self.stop_sent = sent
+        if send_stop:
+            self.stop_sent = await self._send_stop()
+        await self._close_ws()
+        await self._join_receiver()
+        self._finish_stream(reason)
+
+    def end_call(self) -> None:
+        """The host ended the call (after :meth:`end_stream` if one was open)."""
+        self._mark_closed()
+
+    async def _send_stop(self) -> bool:
+        return await self._send(
+            lambda seq: {
+                "event": "stop",
+                "sequenceNumber": seq,
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            }
+        )
+
+    async def _close_ws(self) -> None:
+        if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        await self._join_receiver()
-        self._mark_closed()
 
     async def wait_closed(self, timeout_s: float = 10.0) -> None:
         await asyncio.wait_for(self.closed.wait(), timeout_s)
@@ -598,10 +777,10 @@ class Call:
                 and (now - self._last_activity) * self.pace >= quiet_s
             ):
                 return
-            if self.closed.is_set():
+            if self.closed.is_set() or self.current_stream is None:
                 if self._reply_bytes >= min_bytes:
                     return
-                raise SimulatorError("the call ended before the agent said anything")
+                raise SimulatorError("the stream ended before the agent said anything")
             if now >= deadline:
                 raise TimeoutError(
                     f"agent not quiet within {timeout_s}s "
@@ -640,6 +819,14 @@ class Call:
     # -- connection -----------------------------------------------------------------------
 
     async def _open(self) -> None:
+        record = StreamRecord(
+            index=len(self.streams) + 1,
+            stream_sid=self.stream_sid,
+            url=self.stream_url,
+            local_url=self.local_stream_url,
+            parameters=dict(self.custom_parameters),
+        )
+        self.streams.append(record)
         headers: dict[str, str] = {}
         if self.sim.sign_stream_handshake:
             headers["X-Twilio-Signature"] = self.sim.sign(self.stream_url, {})
@@ -653,13 +840,18 @@ class Call:
                 open_timeout=10,
             )
         except Exception as exc:
-            self._mark_closed()
+            self._ws = None
+            self._finish_stream("open-failed")
+            if self.host is None:
+                self._mark_closed()
             raise SimulatorError(
                 f"could not open the Media Stream at {self.local_stream_url} "
                 f"(public {self.stream_url}): {exc!r} — Twilio error 31920"
             ) from exc
         loop = asyncio.get_running_loop()
-        self.started_at = time.time()
+        record.started_at = time.time()
+        if self.started_at is None:
+            self.started_at = record.started_at
         self._last_activity = loop.time()
         await self._send_raw({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send(
@@ -685,6 +877,9 @@ class Call:
         self._receiver_task = asyncio.create_task(self._receiver(), name="phone-sim-receiver")
         self._playout_task = asyncio.create_task(self._playout(), name="phone-sim-playout")
         self._sender_task = asyncio.create_task(self._media_sender(t0), name="phone-sim-sender")
+        record.ready = True
+        if self.host is not None:
+            self.host.stream_started(self, record)
 
     async def _send_raw(self, msg: dict[str, Any]) -> bool:
         assert self._ws is not None
@@ -698,7 +893,7 @@ class Call:
 
     async def _send(self, build: Callable[[str], dict[str, Any]]) -> bool:
         """Send a sequenced message; the counter is shared by every message type."""
-        if self._ws is None or self.closed.is_set():
+        if self._ws is None or self.current_stream is None:
             return False
         async with self._send_lock:
             msg = build(str(next(self._seq)))
@@ -709,18 +904,40 @@ class Call:
             self.sent.append(msg)
             return True
 
-    def _mark_closed(self) -> None:
-        if self.closed.is_set():
-            return
-        self.ended_at = time.time()
+    def _finish_stream(self, reason: StreamEndReason) -> None:
+        """The current stream is over: drop what was not played, fail pending speech."""
         self.dropped_on_close_bytes += self.pending_audio_bytes
         self._queue.clear()
         self._queued_bytes = 0
         self._inflight = None
+        self._open_segment = None
         while self._speech:
             u = self._speech.popleft()
             if not u.future.done():
-                u.future.set_exception(SimulatorError("the call ended while the caller spoke"))
+                u.future.set_exception(SimulatorError("the stream ended while the caller spoke"))
+        if not self.streams:
+            return
+        record = self.streams[-1]
+        if record.closed.is_set():
+            return
+        record.ended_at = time.time()
+        record.end_reason = reason
+        record.stop_sent = self.stop_sent
+        record.closed_by_server = self.closed_by_server
+        record.close_code = self.close_code
+        record.close_reason = self.close_reason
+        record.closed.set()
+        if self.host is not None:
+            self.host.stream_ended(self, record)
+
+    def _mark_closed(self) -> None:
+        if self.closed.is_set():
+            return
+        if self.streams and not self.streams[-1].closed.is_set():
+            self._finish_stream(self._ending_stream or "caller-hangup")
+        else:
+            self._finish_stream("caller-hangup")  # drops leftovers; the record is final
+        self.ended_at = time.time()
         self.closed.set()
 
     async def _stop_workers(self) -> None:
@@ -832,14 +1049,16 @@ class Call:
         except ConnectionClosed:
             pass
         finally:
-            if not self._hanging_up:
-                self.closed_by_server = True
+            ending = self._hanging_up or self._ending_stream is not None
             ws = self._ws
             self.close_code = ws.close_code
             self.close_reason = ws.close_reason
-            if not self._hanging_up:
+            if not ending:
+                self.closed_by_server = True
                 await self._stop_workers()
-            self._mark_closed()
+                self._finish_stream("server-closed")
+                if self.host is None:
+                    self._mark_closed()
 
     def _error(self, what: str, raw: str | bytes) -> None:
         text = raw if isinstance(raw, str) else repr(raw[:80])
@@ -892,8 +1111,10 @@ class Call:
 
     def _segment(self) -> HeardSegment:
         if self._open_segment is None:
-            self._open_segment = HeardSegment()
+            self._open_segment = HeardSegment(stream_sid=self.stream_sid)
             self.heard_segments.append(self._open_segment)
+            if self.streams:
+                self.streams[-1].segments.append(self._open_segment)
         return self._open_segment
 
     def _on_media(self, data: bytes) -> None:
