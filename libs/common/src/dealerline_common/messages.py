@@ -189,7 +189,9 @@ class StreamStopped(Wire):
     # A call has several streams over its life (a human leg in between); a stop that
     # arrives after the next stream started must not end the new one.
     stream_sid: str | None = None
-    reason: Literal["stop", "disconnect", "error"] = "stop"
+    # "handoff": the call was moved into the human conference (not ended); a new stream
+    # with ``resumed=True`` follows when it comes back to the AI.
+    reason: Literal["stop", "disconnect", "error", "handoff"] = "stop"
     at: float = Field(default_factory=now)
 
 
@@ -287,14 +289,40 @@ def escalation_turn_id(task_id: str, status: str) -> str:
     return f"turn-esc-{task_id}-{status}"
 
 
+EscalationReason = Literal[
+    "busy",  # the person's line was busy
+    "no_answer",  # it rang out (the ring timeout)
+    "failed",  # Twilio could not place the call (bad number, carrier error)
+    "canceled",  # the outbound call was cancelled before it was answered
+    "no_key",  # answered, but no key pressed: call screening or voicemail
+    "declined",  # a person answered and declined (or did not press 1)
+    "exhausted",  # nobody on the hunt list took the call
+    "customer_hung_up",  # the caller left; everything was torn down
+    "human_ended",  # the team member left (after accepting)
+    "error",  # the escalation could not go on (the customer could not be moved)
+]
+"""Why a human call (or the whole escalation) ended; the agent speaks from it."""
+
+
 class EscalationStatus(Wire):
-    """``call.<sid>.escalation``: the human call moved to ``status``."""
+    """``call.<sid>.escalation``: the human call moved to ``status``.
+
+    One escalation rings the hunt list in order: ``attempt`` (1-based) names the person
+    being rung, so a ``FAILED`` with ``final=False`` only means "trying the next one".
+    ``final`` is True once the whole escalation is over (``COMPLETED``, ``FAILED`` after the
+    list is exhausted or when the caller hung up); only then is ``reason`` one of
+    ``exhausted``/``customer_hung_up``/``human_ended``/``error``.
+    """
 
     type: Literal["dealerline.escalation.status.v1"] = "dealerline.escalation.status.v1"
     session_id: str
     status: HumanCallStatus
     detail: str | None = None
     staff_name: str | None = None
+    task_id: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    final: bool = False
+    reason: EscalationReason | None = None
     at: float = Field(default_factory=now)
 
 
@@ -332,9 +360,16 @@ class StateUpdateEvent(_Event):
 
 
 class HumanStatusEvent(_Event):
+    """The dashboard's copy of every :class:`EscalationStatus` (same fields)."""
+
     type: Literal["dealerline.event.human_status.v1"] = "dealerline.event.human_status.v1"
     status: HumanCallStatus
     detail: str | None = None
+    staff_name: str | None = None
+    task_id: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    final: bool = False
+    reason: EscalationReason | None = None
 
 
 class LatencyEvent(_Event):

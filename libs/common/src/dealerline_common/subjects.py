@@ -68,6 +68,12 @@ def events(session_id: str) -> str:
     return _call(session_id, "events")
 
 
+def conference_name(session_id: str) -> str:
+    """The Twilio conference that bridges the caller and the team member of a session
+    (both legs' TwiML and the conference status callbacks name it)."""
+    return f"support_{check_session_id(session_id)}"
+
+
 def _all(kind: str) -> str:
     return f"call.*.{kind}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dealerline_common.service import service_main
 
-from .app import Service
+from .service import Service
 from .settings import EscalationSettings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
@@ -20,6 +20,7 @@ from dealerline_common.messages import CallStartedEvent, Wire, new_id
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, ops_routes
 
+from .handoff import Handoffs
 from .settings import GatewaySettings
 from .stream import POLICY_VIOLATION, MediaSession
 from .telemetry import GatewayMetrics
@@ -42,6 +43,7 @@ class Gateway:
         self.gm = GatewayMetrics(metrics)
         self.health = health
         self.tokens = TokenStore(bus, settings.stream_token_ttl_s)
+        self.handoffs = Handoffs(bus, settings.handoff_grace_s)
         self.validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
         self.sessions: dict[int, MediaSession] = {}
         self._idle = asyncio.Event()
@@ -52,6 +54,7 @@ class Gateway:
     async def start(self) -> None:
         """Open the token bucket and report ready (call once the bus is connected)."""
         await self.tokens.kv()
+        await self.handoffs.kv()
         self.health.ready = True
 
     def register(self, session: MediaSession) -> None:
@@ -230,7 +233,8 @@ def create_app(
         return _twiml(_stream_twiml(settings, grant, token))
 
     def query_session(request: Request) -> str | None:
-        sid = request.query_params.get("session_id", "")
+        q = request.query_params
+        sid = q.get("session_id") or q.get("session") or ""
         try:
             return subjects.check_session_id(sid)
         except ValueError:
@@ -245,7 +249,7 @@ def create_app(
         call_sid = field(form, "CallSid")
         if session_id is None or call_sid is None:
             return PlainTextResponse("session_id and CallSid are required", status_code=400)
-        reason = request.query_params.get("reason") or "returned"
+        reason = request.query_params.get("reason") or "human_ended"
         grant = StreamGrant(
             session_id,
             call_sid,
@@ -255,26 +259,38 @@ def create_app(
             reason=reason,
         )
         token = await gw.tokens.issue(grant)
+        # The call is back: a later stop of the new stream is a hang-up, not a hand-off.
+        await gw.handoffs.clear(session_id)
         log.info("returning call to the AI", session_id=session_id, reason=reason)
         return _twiml(_stream_twiml(settings, grant, token))
 
     @app.post("/api/voice/escalate")
     async def escalate(request: Request) -> Response:
+        """The escalation service moves the caller here once a team member accepted: the
+        caller joins ``support_<sid>`` and owns it (``endConferenceOnExit``: when they
+        leave, the conference ends for the team member too)."""
         form = await signed_form(request, "escalate")
         if isinstance(form, Response):
             return form
         session_id = query_session(request)
         if session_id is None:
             return PlainTextResponse("session_id is required", status_code=400)
+        # Before answering: the stop of the caller's media stream that this redirect
+        # causes must be read as a hand-off, not a hang-up (handoff.py).
+        await gw.handoffs.mark(session_id, field(form, "CallSid"))
         extra: dict[str, Any] = {}
         if settings.conference_wait_url:
             extra["wait_url"] = settings.conference_wait_url
-        if settings.conference_status_callback_url:
-            extra["status_callback"] = settings.conference_status_callback_url
+        if settings.escalation_public_url:
+            q = urlencode({"session_id": session_id})
+            extra["status_callback"] = (
+                f"{settings.escalation_public_url}/api/voice/conference-status?{q}"
+            )
             extra["status_callback_event"] = "start end join leave"
+            extra["status_callback_method"] = "POST"
         dial = Dial()
         dial.conference(
-            f"support_{session_id}",
+            subjects.conference_name(session_id),
             start_conference_on_enter=True,
             end_conference_on_exit=True,
             **extra,

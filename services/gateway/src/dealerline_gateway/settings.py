@@ -62,12 +62,24 @@ class GatewaySettings(ServiceSettings):
         description="a webhook waits this long for a best-effort event publish (e.g. "
         "CallStartedEvent), then answers Twilio anyway",
     )
-    conference_status_callback_url: str | None = None
+    escalation_public_url: str | None = Field(
+        default=None,
+        description="public base URL of the escalation service: the conference's status "
+        "callbacks go to its /api/voice/conference-status",
+    )
     conference_wait_url: str | None = None
+    handoff_grace_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="when a transfer to the human conference is due, how long a stream stop "
+        "waits for the /escalate webhook before it counts as a hang-up",
+    )
 
-    @field_validator("public_url")
+    @field_validator("public_url", "escalation_public_url")
     @classmethod
-    def _check_public_url(cls, value: str) -> str:
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL such as https://dealer.example.com")
