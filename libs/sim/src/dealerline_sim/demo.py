@@ -13,6 +13,7 @@ import asyncio
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.aio.msg import Msg
@@ -28,6 +29,7 @@ from .phone import Call, PhoneSimulator, Transcriber, Turn, run_script
 DEMO_LINES = [
     "Hi, I would like to book an oil change for my car.",
     "Tuesday morning would be great, around nine.",
+    "Yes please, book it.",
 ]
 CALLER_NUMBER = "+14155550123"
 DEALER_NUMBER = "+18005550100"
@@ -227,6 +229,7 @@ async def _main(args: argparse.Namespace) -> int:
         print("Loading Whisper for the caller's ears ...", flush=True)
         transcriber = Transcriber()
         print(f"Placing a call from {CALLER_NUMBER[:3]}••• to the dealership ...", flush=True)
+        call_started = datetime.now(UTC)
         report = await place_scripted_call(fleet, DEMO_LINES, pace=1.0, transcriber=transcriber)
         print(format_report(report), flush=True)
         if not all(t.agent_answered for t in report.turns):
@@ -235,7 +238,50 @@ async def _main(args: argparse.Namespace) -> int:
         if report.call.protocol_errors:
             print(f"\nprotocol errors: {report.call.protocol_errors}", file=sys.stderr)
             return 1
+        assert fleet.database_url is not None
+        rows = await booked_appointments(fleet.database_url, CALLER_NUMBER, since=call_started)
+        print("\n── Appointments booked during the call " + "─" * 30, flush=True)
+        for row in rows:
+            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        if not rows:
+            print("no appointment was booked during the call", file=sys.stderr)
+            return 1
     return 0
+
+
+async def booked_appointments(
+    database_url: str, phone: str, *, since: datetime
+) -> list[dict[str, object]]:
+    """The appointments the caller booked during the demo call (made by the agent's
+    tools, read back from the dealership database)."""
+    from sqlalchemy import select
+
+    from dealerline_common.db.engine import create_engine_from_url, session_factory
+    from dealerline_common.db.models import Appointment, Customer
+
+    engine = create_engine_from_url(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            query = (
+                select(Appointment)
+                .join(Customer, Appointment.customer_id == Customer.id)
+                .where(Customer.phone == phone, Appointment.created_at >= since)
+            )
+            rows = (await session.execute(query)).scalars().all()
+            return [
+                {
+                    "id": a.id,
+                    "status": a.status.value,
+                    "service_type_id": a.service_type_id,
+                    "vehicle_id": a.vehicle_id,
+                    "bay_id": a.bay_id,
+                    "start_at": a.start_at.isoformat(),
+                    "end_at": a.end_at.isoformat(),
+                }
+                for a in rows
+            ]
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
