@@ -30,7 +30,9 @@ def artifacts() -> Path:
 async def test_a_call_is_answered_end_to_end(artifacts: Path) -> None:
     scripted = LlmChoice(base_url=None, api_key=None, model="scripted", scripted=True)
     async with Fleet(log_dir=artifacts / "logs", llm=scripted, quiet=True) as fleet:
-        report = await place_scripted_call(fleet, LINES, pace=2.0, transcriber=Transcriber())
+        report = await place_scripted_call(
+            fleet, LINES, pace=2.0, transcriber=Transcriber(), quiet_s=3.0
+        )
         (artifacts / "call.txt").write_text(format_report(report))
 
         greeting, *caller_turns = report.turns

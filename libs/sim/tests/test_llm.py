@@ -72,10 +72,25 @@ def test_packaged_demo_scenario_loads() -> None:
     demo = Scenario.load("demo")
     greeting = demo.pick([{"role": "user", "content": "[CALL_STARTED]"}]).text()
     assert "Sunrise Motors" in greeting
-    booking = demo.pick([{"role": "user", "content": "I'd like to book an oil change"}]).text()
-    assert "which day" in booking.lower()
-    day = demo.pick([{"role": "user", "content": "Tuesday morning"}]).text()
-    assert "name" in day.lower()
+    # The caller's requests lead to the agent's tools; their results to the replies.
+    booking = demo.pick([{"role": "user", "content": "I'd like to book an oil change"}])
+    assert [c.name for c in booking.tool_calls] == ["set_booking_slot", "set_booking_slot"]
+    day = demo.pick([{"role": "user", "content": "Tuesday morning"}])
+    assert [c.name for c in day.tool_calls][-1] == "check_availability"
+    answered = demo.pick(
+        [
+            {"role": "user", "content": "Tuesday morning"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "check_availability"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "AVAILABLE: 9:00 AM"},
+        ]
+    ).text()
+    assert "is open" in answered and "book" in answered
     assert "again" in demo.pick([{"role": "user", "content": "blorp"}]).text()
 
 

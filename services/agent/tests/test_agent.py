@@ -51,6 +51,17 @@ def scenario(pause_ms: float = 1500) -> Scenario:
     """The packaged demo, plus rules whose reply pauses after its first sentence."""
     demo = Scenario.load("demo")
     extra = [
+        # These tests run the agent without tools: plain replies where the demo calls tools.
+        {
+            "match": "oil change",
+            "reply": "Sure, I can help you book an oil change. We have openings most days "
+            "this week. Which day works best for you?",
+        },
+        {
+            "match": "tuesday",
+            "reply": "Great, I have Tuesday at nine a.m. open for an oil change. Can I get "
+            "your name for the booking?",
+        },
         {
             "match": "slow",
             "reply": [{"text": SLOW_FIRST}, {"text": SLOW_REST, "delay_ms": pause_ms}],

@@ -52,9 +52,7 @@ async def start_stt(nats_server: NatsServer) -> AsyncIterator[StartStt]:
             nats_url=nats_server.url,
             http_port=0,
             http_host="127.0.0.1",
-            js_file_storage=False,
-            drain_timeout_s=5.0,
-            **overrides,
+            **({"js_file_storage": False, "drain_timeout_s": 5.0} | overrides),
         )
         service = SttService(settings, engine=engine)
         started.append(service)

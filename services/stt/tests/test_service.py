@@ -186,3 +186,91 @@ async def test_readiness_follows_the_lifecycle(
         assert "dealerline_stt_real_time_factor" in metrics
         service.health.draining = True
         assert (await http.get("/readyz")).status_code == 503
+
+
+# ------------------------------------------------------------------ drain (SIGTERM)
+
+
+class GatedEngine:
+    """The real model behind a gate: a job stays in flight until the test opens it."""
+
+    def __init__(self, inner: WhisperEngine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls = 0
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def transcribe(self, audio: Any) -> TranscribeResult:
+        self.calls += 1
+        self.started.set()
+        self.release.wait(WAIT_S)
+        return self.inner.transcribe(audio)
+
+
+async def test_drain_finishes_the_job_in_flight_and_takes_no_new_one(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine, speak: Callable[[str], bytes]
+) -> None:
+    gated = GatedEngine(whisper_engine)
+    try:
+        service = await start_stt(engine=gated, drain_timeout_s=WAIT_S)
+        audio = await asyncio.to_thread(speak, "Can you check my brakes on Friday?")
+        first = utterance_meta("sess-6", audio)
+        second = utterance_meta("sess-6", audio, index=1)
+        sub = await client.nc.subscribe(subjects.transcript("sess-6"))
+        await publish_utterance(client, first, audio)
+        assert await asyncio.to_thread(gated.started.wait, WAIT_S)
+        assert counter(service, "stt_jobs_in_flight") == 1
+        assert counter(service, "stt_worker_capacity") == 1
+
+        drain = asyncio.create_task(service.drain(), name="drain")
+        await eventually(lambda: service.health.draining)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}") as http:
+            assert (await http.get("/readyz")).status_code == 503  # out of the load balancer
+            assert (await http.get("/livez")).status_code == 200
+        assert counter(service, "stt_worker_capacity") == 0  # the autoscaler stops counting it
+        assert counter(service, "service_draining") == 1
+        await publish_utterance(client, second, audio)  # arrives while draining
+
+        gated.release.set()
+        transcript = await next_transcript(sub)
+        assert transcript.utterance_id == first.utterance_id  # the job in flight finished
+        assert "brakes" in normalise(transcript.text)
+        await asyncio.wait_for(drain, WAIT_S)
+        assert gated.calls == 1  # the draining worker started nothing new
+
+        info = await client.js.consumer_info(subjects.STREAM_UTTERANCES, subjects.GROUP_STT)
+        assert info.num_ack_pending == 0  # acked the finished job; nothing left held
+        stream = await client.js.stream_info(subjects.STREAM_UTTERANCES)
+        assert stream.state.messages == 1  # only the second is waiting, for another worker
+
+        await start_stt(engine=whisper_engine)
+        transcript = await next_transcript(sub)
+        assert transcript.utterance_id == second.utterance_id
+    finally:
+        gated.release.set()
+
+
+async def test_a_job_unfinished_at_the_drain_deadline_is_handed_back_at_once(
+    start_stt: StartStt, client: Bus, whisper_engine: WhisperEngine, speak: Callable[[str], bytes]
+) -> None:
+    blocking = BlockingEngine()
+    try:
+        # ack_wait far beyond the test's patience: only a hand-back brings the job back.
+        doomed = await start_stt(engine=blocking, drain_timeout_s=2.0, ack_wait_s=3600.0)
+        audio = await asyncio.to_thread(speak, "My check engine light came on yesterday.")
+        meta = utterance_meta("sess-7", audio)
+        sub = await client.nc.subscribe(subjects.transcript("sess-7"))
+        await publish_utterance(client, meta, audio)
+        assert await asyncio.to_thread(blocking.started.wait, WAIT_S)
+
+        await asyncio.wait_for(doomed.drain(), WAIT_S)
+        assert counter(doomed, "bus_handed_back_total", subject_kind="stt", reason="deadline") == 1
+
+        survivor = await start_stt(engine=whisper_engine, ack_wait_s=3600.0)
+        transcript = await next_transcript(sub)
+        assert transcript.utterance_id == meta.utterance_id
+        assert "engine" in normalise(transcript.text)
+        assert counter(survivor, "bus_redelivered_total", subject_kind="stt") == 1
+    finally:
+        blocking.release.set()

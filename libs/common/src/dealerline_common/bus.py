@@ -6,6 +6,17 @@ Two lanes:
   audio to the gateway, control messages;
 - JetStream (``publish_durable`` / ``work``) for work that must survive a worker dying:
   utterances, transcripts, sentences to speak, escalation requests, dashboard events.
+
+Trace context rides in the headers (see :mod:`.tracing`): every publish carries the
+``traceparent`` of the span active at the time, every handler runs with the context its
+message carried, and each work job gets a consumer span, so a handler's spans and
+publishes continue the call's trace without any code of its own. With tracing off none
+of this runs.
+
+Drain (``stop_consuming``): work loops stop pulling, a job that arrives on a pull already
+in flight is handed straight back (nak without delay, so another replica takes it now,
+not after ``ack_wait``), jobs in progress get until the deadline to finish, and those
+still running then are cancelled and handed back too.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -31,7 +44,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from . import subjects
+from . import subjects, tracing
 from .logs import get_logger
 from .messages import Wire
 from .metrics import Metrics
@@ -95,6 +108,7 @@ class Bus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._consumers: list[WorkConsumer] = []
+        self._queue_subs: list[Subscription] = []
         self._closing = False
         self.connected = asyncio.Event()
 
@@ -117,7 +131,11 @@ class Bus:
         return self._nc is not None and self._nc.is_connected
 
     async def connect(self) -> None:
-        """Connect, retrying until ``connect_timeout_s`` (the server may start after us)."""
+        """Connect, retrying until ``connect_timeout_s`` (the server may start after us).
+
+        Also configures the process's tracing from ``OTEL_*`` if nothing did yet (the
+        bus is the one thing every service has, so none can forget)."""
+        tracing.setup_tracing(self.name)
 
         async def disconnected() -> None:
             self.connected.clear()
@@ -213,7 +231,9 @@ class Bus:
         self, subject: str, data: bytes | Wire, headers: dict[str, str] | None = None
     ) -> None:
         payload = data.dumps() if isinstance(data, Wire) else data
-        await self.nc.publish(subject, payload, headers=headers)
+        if tracing.enabled():
+            headers = tracing.inject(dict(headers or {}))
+        await self.nc.publish(subject, payload, headers=headers or None)
 
     async def subscribe(
         self,
@@ -223,17 +243,45 @@ class Bus:
         *,
         pending_msgs_limit: int = 4096,
     ) -> Subscription:
-        """Subscribe with a handler whose errors are logged, never raised into nats-py."""
+        """Subscribe with a handler whose errors are logged, never raised into nats-py.
+
+        The handler runs with the trace context its message carried. A queue-group
+        subscription is work shared with other replicas: each message it takes gets a
+        consumer span (``process <subject>``), like a work job, and :meth:`stop_consuming`
+        drains it (no new messages, those already received are handled)."""
 
         async def guarded(msg: Msg) -> None:
+            token = None
+            if tracing.enabled():
+                token = otel_context.attach(tracing.extract(msg.headers) or Context())
             try:
-                await handler(msg)
+                if queue and tracing.enabled():
+                    with tracing.span(
+                        f"process {subject}",
+                        kind=tracing.SpanKind.CONSUMER,
+                        attributes={
+                            "messaging.system": "nats",
+                            "messaging.operation.type": "process",
+                            "messaging.destination.name": msg.subject,
+                            "messaging.consumer.group.name": queue,
+                            "dealerline.service": self.name,
+                        },
+                    ):
+                        await handler(msg)
+                else:
+                    await handler(msg)
             except Exception:
                 log.exception("subscription handler failed", subject=msg.subject)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
 
-        return await self.nc.subscribe(
+        sub = await self.nc.subscribe(
             subject, queue=queue, cb=guarded, pending_msgs_limit=pending_msgs_limit
         )
+        if queue:
+            self._queue_subs.append(sub)
+        return sub
 
     # ----------------------------------------------------------------- durable lane
 
@@ -249,6 +297,7 @@ class Bus:
         hdrs = dict(headers or {})
         if msg_id:
             hdrs["Nats-Msg-Id"] = msg_id
+        tracing.inject(hdrs)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(_TRANSIENT),
             stop=stop_after_attempt(5),
@@ -281,7 +330,9 @@ class Bus:
         Each of ``concurrency`` loops pulls one message only when it is free, so a busy
         worker never hoards jobs another replica could run. While a handler runs the
         message is kept alive with in-progress acks; if the process dies, the message is
-        redelivered to another member ``ack_wait_s`` later.
+        redelivered to another member ``ack_wait_s`` later; if it drains, see
+        :meth:`stop_consuming`. Each job runs in a consumer span
+        (``process <subject>``) whose parent is the publisher's span.
         """
         config = api.ConsumerConfig(
             durable_name=durable,
@@ -294,6 +345,8 @@ class Bus:
         psub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
         consumer = WorkConsumer(
             psub=psub,
+            subject=subject,
+            service=self.name,
             handler=handler,
             concurrency=concurrency,
             ack_wait_s=ack_wait_s,
@@ -307,16 +360,39 @@ class Bus:
 
     # ----------------------------------------------------------------- shutdown
 
-    async def stop_consuming(self, timeout_s: float) -> None:
-        """Stop taking new work and wait (up to ``timeout_s``) for jobs in flight."""
-        await asyncio.gather(*(c.stop(timeout_s) for c in self._consumers))
+    async def stop_consuming(self, timeout_s: float, *, hand_back: bool = True) -> None:
+        """Stop taking new work and let jobs in flight finish, up to ``timeout_s``.
 
-    async def close(self) -> None:
+        Work loops stop pulling and queue-group subscriptions are drained. Jobs still
+        running at the deadline are cancelled and, with ``hand_back``, nak'ed so another
+        replica takes them at once; ``hand_back=False`` plays a crash (they come back
+        only after ``ack_wait``).
+        """
+        queue_subs, self._queue_subs = self._queue_subs, []
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(
+            *(c.stop(timeout_s, hand_back=hand_back) for c in consumers),
+            *(self._drain_sub(sub, timeout_s) for sub in queue_subs),
+        )
+
+    async def _drain_sub(self, sub: Subscription, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(sub.drain(), max(timeout_s, 0.01))  # type: ignore[no-untyped-call]
+        except Exception:  # already unsubscribed, connection closed, or the deadline
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Drain the connection (handlers finish what they hold, publishes flush), at most
+        ``timeout_s``, then close it. Work consumers still running are stopped first, their
+        jobs in flight handed back (call :meth:`stop_consuming` before to let them finish)."""
         if self._nc is None:
             return
+        if self._consumers:
+            await self.stop_consuming(0.0)
         self._closing = True
         with contextlib.suppress(Exception):
-            await self._nc.drain()
+            await asyncio.wait_for(self._nc.drain(), timeout_s)
         with contextlib.suppress(Exception):
             await self._nc.close()
         self._nc = None
@@ -326,17 +402,23 @@ class Bus:
 
 @dataclass
 class WorkConsumer:
+    """The pull loops of one durable consumer in this process (see :meth:`Bus.work`)."""
+
     psub: JetStreamContext.PullSubscription
     handler: Handler
     concurrency: int
     ack_wait_s: float
     max_deliver: int
     name: str
+    subject: str = ""
+    service: str = ""
     metrics: Metrics | None = None
+    fetch_timeout_s: float = 1.0
     in_flight: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _hand_back_cancelled: bool = True
 
     def start(self) -> None:
         self._idle.set()
@@ -345,10 +427,14 @@ class WorkConsumer:
             for i in range(self.concurrency)
         ]
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                msgs = await self.psub.fetch(1, timeout=1.0)
+                msgs = await self.psub.fetch(1, timeout=self.fetch_timeout_s)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
@@ -358,7 +444,11 @@ class WorkConsumer:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                await self._handle(msg)
+                if self._stopping.is_set() and not _last_attempt(msg, self.max_deliver):
+                    # Pulled by a request made before the drain began: not ours to start.
+                    await self._hand_back(msg, "draining")
+                else:
+                    await self._handle(msg)
 
     async def _keepalive(self, msg: Msg) -> None:
         while True:
@@ -369,7 +459,35 @@ class WorkConsumer:
     async def _handle(self, msg: Msg) -> None:
         self.in_flight += 1
         self._idle.clear()
-        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            if tracing.enabled():
+                with tracing.span(
+                    f"process {self.subject or self.name}",
+                    context=tracing.extract(msg.headers) or tracing.Context(),
+                    kind=tracing.SpanKind.CONSUMER,
+                    attributes={
+                        "messaging.system": "nats",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": msg.subject,
+                        "messaging.consumer.group.name": self.name,
+                        "messaging.message.id": (msg.headers or {}).get("Nats-Msg-Id"),
+                        "dealerline.service": self.service or None,
+                        "dealerline.delivery_attempt": _attempt(msg),
+                    },
+                ) as sp:
+                    outcome = await self._run(msg, sp)
+                    sp.set_attribute("dealerline.job.outcome", outcome)
+            else:
+                await self._run(msg, None)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _run(self, msg: Msg, sp: tracing.Span | None) -> str:
+        """Run the handler and settle the message: ``ack``, ``nak`` (retry), ``term``
+        (never again), or ``handed_back`` when the drain deadline cancelled it."""
+        delivered = _attempt(msg)
         if delivered > 1:
             log.info("redelivered job", consumer=self.name, subject=msg.subject, attempt=delivered)
             if self.metrics:
@@ -379,37 +497,93 @@ class WorkConsumer:
             await self.handler(msg)
         except Reject as exc:
             log.error("rejected job", consumer=self.name, subject=msg.subject, reason=str(exc))
+            if sp is not None:
+                tracing.record_error(sp, exc)
             with contextlib.suppress(Exception):
                 await msg.term()
-        except Exception:
+            return "term"
+        except asyncio.CancelledError:
+            if self._hand_back_cancelled and self._stopping.is_set():
+                # The drain deadline: give the job back now rather than after ack_wait.
+                await self._hand_back(msg, "deadline")
+            raise
+        except Exception as exc:
             last = delivered >= self.max_deliver
             log.exception(
                 "job failed", consumer=self.name, subject=msg.subject, attempt=delivered, final=last
             )
+            if sp is not None:
+                tracing.record_error(sp, exc)
             with contextlib.suppress(Exception):
                 await (msg.term() if last else msg.nak(delay=min(2.0, 0.25 * delivered)))
+            return "term" if last else "nak"
         else:
             with contextlib.suppress(Exception):
                 await msg.ack()
+            return "ack"
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
 
-    async def stop(self, timeout_s: float) -> None:
+    async def _hand_back(self, msg: Msg, reason: str) -> None:
+        """Nak without delay: the job goes to another member of the group at once."""
+        with contextlib.suppress(Exception):
+            await msg.nak()
+        if self.metrics:
+            self.metrics.jobs_handed_back.labels(self.name, reason).inc()
+        log.info("job handed back", consumer=self.name, subject=msg.subject, reason=reason)
+
+    async def stop(self, timeout_s: float, *, hand_back: bool = True) -> None:
+        """Stop pulling; jobs in flight get ``timeout_s`` to finish (see
+        :meth:`Bus.stop_consuming`)."""
         self._stopping.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        self._hand_back_cancelled = hand_back
+        if self._tasks and timeout_s > 0:
+            # A loop ends once its job is done, or once its open pull returns (within
+            # ``fetch_timeout_s``): waiting for that, rather than cancelling the pull,
+            # means no job is delivered to a request nobody reads any more.
+            await asyncio.wait(self._tasks, timeout=timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hand_back:
+            await self._hand_back_pending()
         # A pull request still open at cancel time can leave a status message queued on the
         # subscription, and nats-py's drain would then wait out its whole timeout on it.
         with contextlib.suppress(Exception):
             await self.psub.unsubscribe()
+
+    async def _hand_back_pending(self) -> None:
+        """A job that reached the subscription just as a pull timed out sits unread in
+        its queue; hand it back instead of leaving it to ``ack_wait``."""
+        for _ in range(64):
+            try:
+                if self.psub.pending_msgs <= 0:
+                    return
+                msgs = await self.psub.fetch(1, timeout=0.05)
+            except Exception:
+                return
+            for msg in msgs:
+                await self._hand_back(msg, "draining")
+
+
+def _attempt(msg: Msg) -> int:
+    return msg.metadata.num_delivered if msg.metadata else 1
+
+
+def _last_attempt(msg: Msg, max_deliver: int) -> bool:
+    """A nak on the last allowed delivery would drop the job, so it is run instead."""
+    return _attempt(msg) >= max_deliver
+
+
+def published_at(msg: Msg) -> float | None:
+    """When JetStream stored a work message (wall-clock seconds), for queue-wait metrics."""
+    try:
+        stamp = msg.metadata.timestamp if msg.metadata else None
+    except Exception:  # not a JetStream message
+        return None
+    return stamp.timestamp() if stamp is not None else None
 
 
 def headers_of(msg: Msg) -> dict[str, str]:

@@ -1,4 +1,13 @@
-"""Prometheus metrics: one registry per service and the buckets turn latencies use."""
+"""Prometheus metrics: one registry per service and the buckets turn latencies use.
+
+Names follow one scheme across the fleet (all under the ``dealerline_`` namespace):
+``<service>_<thing>_<unit>`` with seconds for every duration, ``_total`` for counters,
+``*_jobs_in_flight`` / ``*_worker_capacity`` gauges for the speech workers (the autoscaler
+divides one by the other), ``*_queue_wait_seconds`` from a job's publish to its start,
+``*_real_time_factor`` (processing time / audio time), ``turn_stage_seconds{stage}`` for
+the per-stage latency of a turn. The metrics here are the ones every service has: bus
+health and the state of a drain. ``deploy/grafana/dealerline.json`` charts them.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +30,15 @@ class Metrics:
         self.bus_disconnects = self.counter("bus_disconnects_total", "Disconnections from NATS")
         self.jobs_redelivered = self.counter(
             "bus_redelivered_total", "Work messages received more than once", ["subject_kind"]
+        )
+        self.jobs_handed_back = self.counter(
+            "bus_handed_back_total",
+            "Work messages given back to the group by a draining process, by reason "
+            "(draining: pulled as the drain began; deadline: unfinished at its deadline)",
+            ["subject_kind", "reason"],
+        )
+        self.draining = self.gauge(
+            "service_draining", "1 from SIGTERM until the process exits: no new work taken"
         )
 
     def counter(self, name: str, doc: str, labels: list[str] | None = None) -> Counter:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from . import tracing
 from .logs import get_logger
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -61,11 +62,20 @@ def ops_routes(health: Health, metrics: Metrics) -> list[BaseRoute]:
     ]
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would take SIGTERM for itself and shut down at once, closing every
+        # connection (the gateway's calls among them) before the drain began; the
+        # process's drain decides when the server stops (:meth:`HttpServer.stop`).
+        yield
+
+
 class HttpServer:
-    """uvicorn inside the service's own event loop."""
+    """uvicorn inside the service's own event loop; signals are left to the service."""
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self.server = uvicorn.Server(
+        self.server = _Server(
             uvicorn.Config(
                 app,
                 host=host,
@@ -106,14 +116,29 @@ async def run_until_signalled(
     health: Health,
 ) -> None:
     """Start the service, wait for SIGTERM/SIGINT, then drain: readiness goes false at
-    once (the load balancer stops sending work), jobs in flight finish, then exit."""
+    once (the load balancer stops sending work), jobs in flight finish, then exit.
+
+    A SIGTERM that lands during start-up (a model still loading) drains as soon as the
+    start is done; the spans still buffered are exported before returning."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            # Readiness goes false now, not once the drain coroutine gets to run.
+            health.draining = True
+            log.info("signal received; draining", signal=sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await start()
-    await stop.wait()
-    log.info("draining")
-    health.draining = True
-    await drain()
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await start()
+        await stop.wait()
+        health.draining = True
+        await drain()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(tracing.shutdown_tracing)
     log.info("stopped")

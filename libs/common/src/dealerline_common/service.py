@@ -2,9 +2,15 @@
 
 :class:`BusService` is a service that joins the bus and serves ``/livez``, ``/readyz`` and
 ``/metrics``: start (HTTP, bus, streams, the service's own start-up, then ready), drain on
-SIGTERM (not ready, stop taking work, finish jobs in flight, close), and a hard ``kill``
-for tests that play a crashed pod. :class:`ModelWorker` adds what the speech workers share:
-a model loaded and warmed off the event loop, and a JetStream work consumer.
+SIGTERM, and a hard ``kill`` for tests that play a crashed pod. :class:`ModelWorker` adds
+what the speech workers share: a model loaded and warmed off the event loop, a JetStream
+work consumer, and the gauges the autoscaler reads (jobs in flight, capacity).
+
+Drain, within ``drain_timeout_s`` in all (the pod's termination grace period must be
+longer): readiness goes false at once (the load balancer stops sending work), work
+consumers stop pulling and queue groups are left, jobs in flight finish (those still
+running at the deadline are handed back to the bus for another replica, not left to
+``ack_wait``), then the connection drains and closes and the process exits 0.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from nats.aio.msg import Msg
 from pydantic import Field
 from starlette.applications import Starlette
 
-from .bus import Bus, WorkConsumer
+from . import tracing
+from .bus import Bus, WorkConsumer, published_at
 from .logs import configure_logging, get_logger
 from .metrics import Metrics
 from .ops import Health, HttpServer, ops_routes, run_until_signalled
@@ -69,17 +76,28 @@ class BusService:
     async def on_start(self) -> None:
         """The service's own start-up: the bus is up, readiness is still false."""
 
+    async def on_drain(self) -> None:
+        """The service's own "stop taking work", first thing on SIGTERM (readiness is
+        already false); the bus's consumers and queue groups are stopped after it."""
+
     async def drain(self) -> None:
-        """Stop taking work, finish what is in flight (up to the drain timeout), close."""
+        """Stop taking work, finish what is in flight, close: all within the drain timeout
+        (a share of it is kept for closing the connection)."""
+        budget = self.settings.drain_timeout_s
+        closing = min(2.0, budget * 0.25)
         self.health.draining = True
-        await self.bus.stop_consuming(self.settings.drain_timeout_s)
-        await self.bus.close()
+        self.metrics.draining.set(1)
+        log.info(f"{self.name} draining", timeout_s=budget)
+        await self.on_drain()
+        await self.bus.stop_consuming(budget - closing)
+        await self.bus.close(closing)
         await self.http.stop()
+        log.info(f"{self.name} drained")
 
     async def kill(self) -> None:
         """Die like a crashed pod: jobs in flight are neither acked nor finished (tests)."""
         self.health.ready = False
-        await self.bus.stop_consuming(0.0)
+        await self.bus.stop_consuming(0.0, hand_back=False)
         with contextlib.suppress(Exception):
             await self.bus.nc.close()
         await self.http.stop()
@@ -118,6 +136,17 @@ class ModelWorker(BusService, Generic[E], abc.ABC):
         self.engine: E | None = engine
         self.consumer: WorkConsumer | None = None
         self.health.add_check("model", lambda: self.engine is not None)
+        kind = self.name.replace("-", "_")
+        self.jobs_in_flight = self.metrics.gauge(
+            f"{kind}_jobs_in_flight", "Jobs this worker holds (taken, not yet acked)"
+        )
+        self.worker_capacity = self.metrics.gauge(
+            f"{kind}_worker_capacity",
+            "Jobs this worker runs at once (0 until ready and while draining)",
+        )
+        self.queue_wait = self.metrics.histogram(
+            f"{kind}_queue_wait_seconds", "Job stored in its stream to this worker starting it"
+        )
 
     @abc.abstractmethod
     def create_engine(self) -> E:
@@ -126,6 +155,16 @@ class ModelWorker(BusService, Generic[E], abc.ABC):
     @abc.abstractmethod
     async def handle(self, msg: Msg) -> None:
         """One job; return to ack, raise ``Reject`` to drop it, raise anything else to retry."""
+
+    async def _job(self, msg: Msg) -> None:
+        stored = published_at(msg)
+        if stored is not None:
+            self.queue_wait.observe(max(0.0, time.time() - stored))
+        self.jobs_in_flight.inc()
+        try:
+            await self.handle(msg)
+        finally:
+            self.jobs_in_flight.dec()
 
     async def before_consuming(self) -> None:
         """Subscriptions that must exist before the first job arrives."""
@@ -138,11 +177,16 @@ class ModelWorker(BusService, Generic[E], abc.ABC):
             self.subject,
             stream=self.stream,
             durable=self.group,
-            handler=self.handle,
+            handler=self._job,
             concurrency=s.concurrency,
             ack_wait_s=s.ack_wait_s,
             max_deliver=s.max_deliver,
         )
+        self.worker_capacity.set(s.concurrency)
+
+    async def on_drain(self) -> None:
+        # A draining worker offers no capacity: the autoscaler must not count it.
+        self.worker_capacity.set(0)
 
     async def load_model(self) -> None:
         """Load (unless injected) and warm up the model, off the event loop."""
@@ -160,7 +204,8 @@ S = TypeVar("S", bound=ServiceSettings)
 
 def service_main(name: str, settings_cls: type[S], build: Callable[[S], BusService]) -> None:
     """The body of a service's ``main()``: settings (one clear line and exit 2 when
-    something is missing), logging, then run until SIGTERM and drain."""
+    something is missing), logging, tracing (from ``OTEL_*``), then run until SIGTERM
+    and drain."""
     configure_logging(name)
     try:
         settings = load_settings(settings_cls)
@@ -168,6 +213,11 @@ def service_main(name: str, settings_cls: type[S], build: Callable[[S], BusServi
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(name, settings.log_level, settings.log_json)
+    try:
+        tracing.setup_tracing(name)
+    except tracing.TracingConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     async def run() -> None:
         service = build(settings)

@@ -118,7 +118,7 @@ async def place_scripted_call(
     *,
     pace: float = 1.0,
     transcriber: Transcriber | None = None,
-    quiet_s: float = 1.5,
+    quiet_s: float = 2.5,
     timeout_s: float = 90.0,
 ) -> CallReport:
     """Place one call through ``fleet`` and say ``lines``; return what happened per turn."""

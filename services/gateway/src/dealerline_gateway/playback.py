@@ -13,7 +13,9 @@ were pending when we sent ``clear`` are echoed too, but were not heard, so they 
 remembered and ignored.
 
 This class does no I/O: the media session sends what :meth:`next_sentence` gives it and
-reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`.
+reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`. Each
+sentence keeps the trace context its audio message arrived with, so its playback span
+joins the call's trace under the TTS span that made it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import collections
 from dataclasses import dataclass, field
 
 from dealerline_common.messages import AudioMeta, TurnTimings
+from dealerline_common.tracing import Context
 
 _REMEMBERED_TURNS = 64
 
@@ -35,6 +38,7 @@ class Sentence:
     audio: bytes
     duration_ms: float
     meta: AudioMeta
+    trace_ctx: Context | None = None  # of the audio message (the TTS span), when tracing
 
     @property
     def mark_name(self) -> str:
@@ -55,7 +59,7 @@ class Turn:
     turn_id: str
     utterance_id: str | None = None
     next_seq: int = 0
-    pending: dict[int, tuple[AudioMeta, bytes]] = field(default_factory=dict)
+    pending: dict[int, tuple[AudioMeta, bytes, Context | None]] = field(default_factory=dict)
     closed: bool = False  # the last=True message has been released
     cancelled: bool = False
     queued: int = 0  # sentences in the send queue or being sent
@@ -105,8 +109,11 @@ class Playback:
 
     # ----------------------------------------------------------------- inbound audio
 
-    def offer(self, meta: AudioMeta, payload: bytes, at: float = 0.0) -> list[Dropped]:
-        """One sentence (or the closing ``last`` message) from TTS, received at ``at``."""
+    def offer(
+        self, meta: AudioMeta, payload: bytes, at: float = 0.0, trace_ctx: Context | None = None
+    ) -> list[Dropped]:
+        """One sentence (or the closing ``last`` message) from TTS, received at ``at``
+        (with the trace context its message carried)."""
         turn = self.turns.get(meta.turn_id)
         if turn is not None and turn.cancelled:
             return [Dropped("cancelled")]
@@ -138,7 +145,7 @@ class Playback:
             turn.origin = origin
         if meta.seq < turn.next_seq or meta.seq in turn.pending or turn.closed:
             return [*drops, Dropped("duplicate")]
-        turn.pending[meta.seq] = (meta, payload)
+        turn.pending[meta.seq] = (meta, payload, trace_ctx)
         drops.extend(self._release(turn))
         if turn.pending and turn.gap_since is None:
             turn.gap_since = at
@@ -178,13 +185,13 @@ class Playback:
         if turn.next_seq in turn.pending:
             turn.gap_since = None
         while turn.next_seq in turn.pending:
-            m, data = turn.pending.pop(turn.next_seq)
+            m, data, trace_ctx = turn.pending.pop(turn.next_seq)
             turn.next_seq += 1
             if turn.timings is None and (data or m.last):
                 turn.timings = m.timings
                 turn.utterance_id = turn.utterance_id or m.utterance_id
             if data:
-                sentence = Sentence(m.turn_id, m.seq, m.text, data, m.duration_ms, m)
+                sentence = Sentence(m.turn_id, m.seq, m.text, data, m.duration_ms, m, trace_ctx)
                 try:
                     self.queue.put_nowait(sentence)
                     turn.queued += 1

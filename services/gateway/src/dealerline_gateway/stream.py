@@ -6,7 +6,15 @@ session starts is named, kept in :attr:`MediaSession._tasks` and cancelled with 
 when the stream ends; a task that dies with an error is logged and closes the stream
 (Twilio then goes on with the TwiML after ``<Connect>``) rather than leaving the call mute
 or deaf. A stream whose admission fails (the token bucket or the bus erring) is refused
-like one with a bad token, leaving nothing registered.
+like one with a bad token, leaving nothing registered. While the gateway drains, a new
+stream is refused before its token is spent (readiness is false, so the load balancer
+sends the caller's next attempt elsewhere).
+
+Tracing (when on): the stream is the call's root span ``gateway.call``; each utterance
+opens a ``gateway.turn`` (from the caller's first voiced frame to the first media frame
+of the reply) with a ``gateway.endpointing`` child (last voiced frame to end declared);
+the utterance carries the turn's context to STT, and the reply's audio comes back with
+the TTS span's, under which each sentence's ``gateway.playback`` span is recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dealerline_common import audio, subjects
+from dealerline_common import audio, subjects, tracing
 from dealerline_common.bus import msg_payload
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import (
@@ -39,6 +47,7 @@ from dealerline_common.messages import (
     StreamStarted,
     StreamStartedEvent,
     StreamStopped,
+    TurnPlayed,
     TurnTimings,
     UtteranceMeta,
     Wire,
@@ -47,6 +56,7 @@ from dealerline_common.messages import (
     parse_control,
 )
 
+from .handoff import HandoffWatch
 from .playback import Playback, Sentence
 from .tokens import StreamGrant
 from .vad import Discarded, Endpointer, EndpointerConfig, SpeechStart, Utterance, make_vad
@@ -82,6 +92,7 @@ class _Publish:
     msg_id: str | None = None
     durable: bool = True
     meta: UtteranceMeta | None = None  # its header is stamped with the send time
+    trace_ctx: tracing.Context | None = None  # published as a child of this
 
 
 class _Stop(Exception):
@@ -130,6 +141,11 @@ class MediaSession:
         self._logged_once: set[str] = set()
         self._finishing = False
         self._counted = False  # in gateway_active_streams
+        self._handoff: HandoffWatch | None = None  # is a move to the human conference due?
+        self._played: dict[str, None] = {}  # turns reported played (TurnPlayed), bounded
+        self._call_span: tracing.Span = tracing.INVALID_SPAN
+        self._call_ctx: tracing.Context | None = None
+        self._turn_spans: dict[str, tracing.Span] = {}  # by utterance id, until first media
         self.done = asyncio.Event()
 
     # ----------------------------------------------------------------- tasks
@@ -255,6 +271,9 @@ class MediaSession:
             subjects.check_session_id(session_id)
         except ValueError:
             await self._refuse("bad_session_id")
+        if self.gw.health.draining:
+            # Before admission, so the one-time token is not spent on a refused stream.
+            await self._refuse("draining", session_id)
         try:
             grant = await self.gw.tokens.admit(
                 token, session_id, str(call_sid) if isinstance(call_sid, str) else None
@@ -281,6 +300,19 @@ class MediaSession:
         self.stream_sid = stream_sid
         from_number = params.get("from") or grant.from_number
         to_number = params.get("to") or grant.to_number
+        if tracing.enabled():
+            self._call_span = tracing.start_span(
+                "gateway.call",
+                context=tracing.Context(),  # a new trace: the call's root
+                kind=tracing.SpanKind.SERVER,
+                session_id=session_id,
+                call_sid=grant.call_sid,
+                stream_sid=stream_sid,
+                resumed=grant.resumed,
+                reason=grant.reason,
+                caller=mask_phone(from_number),
+            )
+            self._call_ctx = tracing.context_with(self._call_span)
         self.gw.register(self)
         self.gw.gm.active_streams.inc()
         self._counted = True
@@ -288,6 +320,8 @@ class MediaSession:
         self._subs.append(
             await self.gw.bus.subscribe(subjects.control(session_id), self._on_control)
         )
+        self._handoff = HandoffWatch(self.gw.handoffs, self.gw.bus, session_id, grant.call_sid)
+        await self._handoff.start()
         self._spawn("sender", self._sender())
         self._spawn("outbox", self._publisher())
         self._spawn("watchdog", self._watchdog())
@@ -297,19 +331,21 @@ class MediaSession:
             stream_sid=stream_sid,
             resumed=grant.resumed,
             caller=mask_phone(from_number),
+            trace_id=tracing.trace_id(self._call_ctx),
         )
-        await self.gw.bus.publish(
-            subjects.control(session_id),
-            StreamStarted(
-                session_id=session_id,
-                call_sid=grant.call_sid,
-                stream_sid=stream_sid,
-                resumed=grant.resumed,
-                reason=grant.reason,
-                from_number=from_number,
-                to_number=to_number,
-            ),
-        )
+        with tracing.attached(self._call_ctx):  # the greeting turn joins the call's trace
+            await self.gw.bus.publish(
+                subjects.control(session_id),
+                StreamStarted(
+                    session_id=session_id,
+                    call_sid=grant.call_sid,
+                    stream_sid=stream_sid,
+                    resumed=grant.resumed,
+                    reason=grant.reason,
+                    from_number=from_number,
+                    to_number=to_number,
+                ),
+            )
         self._emit(
             subjects.events(session_id),
             StreamStartedEvent(session_id=session_id, stream_sid=stream_sid, resumed=grant.resumed),
@@ -322,11 +358,15 @@ class MediaSession:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subs.clear()
+        if self._handoff is not None:
+            await self._handoff.stop()
+            self._handoff = None
         self._finishing = True  # a task cancelled below must not try to close the stream
         await self._cancel_tasks()
         if self._counted:
             self._counted = False
             self.gw.gm.active_streams.dec()
+        self._end_trace("start_failed")
         self.session_id = None
         self.gw.unregister(self)
 
@@ -415,6 +455,7 @@ class MediaSession:
             self._utt_timings.pop(next(iter(self._utt_timings)))
         self.gw.gm.utterances.inc()
         self.gw.gm.endpoint_delay.observe(max(0.0, utt.ended_at - utt.speech_end_at))
+        turn_ctx = self._start_turn_span(utterance_id, utt, meta) if tracing.enabled() else None
         log.info(
             "utterance endpointed",
             session_id=self.session_id,
@@ -423,8 +464,45 @@ class MediaSession:
             reason=utt.reason,
         )
         self._outbox.put_nowait(
-            _Publish(subjects.utterance(self.session_id), utt.audio, None, utterance_id, meta=meta)
+            _Publish(
+                subjects.utterance(self.session_id),
+                utt.audio,
+                None,
+                utterance_id,
+                meta=meta,
+                trace_ctx=turn_ctx,
+            )
         )
+
+    def _start_turn_span(
+        self, utterance_id: str, utt: Utterance, meta: UtteranceMeta
+    ) -> tracing.Context | None:
+        """The turn's span, open until the reply's first media frame; its endpointing
+        child is complete already (both are timed by the frames' arrival)."""
+        turn = tracing.start_span(
+            "gateway.turn",
+            context=self._call_ctx,
+            start_time=utt.speech_started_at,
+            session_id=self.session_id,
+            utterance_id=utterance_id,
+            index=meta.index,
+            during_playback=meta.during_playback,
+            audio_ms=round(utt.duration_ms, 1),
+        )
+        turn_ctx = tracing.context_with(turn)
+        endpointing = tracing.start_span(
+            "gateway.endpointing",
+            context=turn_ctx,
+            start_time=utt.speech_end_at,
+            reason=utt.reason,
+            hangover_ms=round(max(0.0, utt.ended_at - utt.speech_end_at) * 1000.0, 1),
+        )
+        tracing.end_span(endpointing, end_time=utt.ended_at)
+        self._turn_spans[utterance_id] = turn
+        while len(self._turn_spans) > _REMEMBERED_UTTERANCES:
+            oldest = next(iter(self._turn_spans))
+            tracing.end_span(self._turn_spans.pop(oldest), outcome="no_reply")
+        return turn_ctx
 
     async def _watchdog(self) -> None:
         """End an utterance when the carrier stops sending frames mid-speech, and skip a
@@ -451,6 +529,10 @@ class MediaSession:
         assert self.session_id is not None
         results = self.playback.barge_in(at)
         self.gw.gm.barge_ins.inc()
+        if self._call_span.is_recording():
+            self._call_span.add_event(
+                "barge_in", {"turn_ids": [r.turn_id for r in results]}, tracing.ns(at)
+            )
         self._spawn("clear", self._send_json({"event": "clear", "streamSid": self.stream_sid}))
         for r in results:
             log.info(
@@ -476,7 +558,8 @@ class MediaSession:
 
     async def _publish_barge_in(self, message: BargeIn) -> None:
         try:
-            await self.gw.bus.publish(subjects.control(message.session_id), message)
+            with tracing.attached(self._call_ctx):
+                await self.gw.bus.publish(subjects.control(message.session_id), message)
         except Exception:
             log.exception(
                 "barge-in not published", session_id=message.session_id, turn_id=message.turn_id
@@ -494,7 +577,8 @@ class MediaSession:
             raise BadFrame("bad_dtmf_digit") from None
         # The digit itself is not logged: callers key in card and account numbers.
         log.info("dtmf received", session_id=self.session_id)
-        await self.gw.bus.publish(subjects.control(self.session_id), message)
+        with tracing.attached(self._call_ctx):
+            await self.gw.bus.publish(subjects.control(self.session_id), message)
 
     # ----------------------------------------------------------------- marks
 
@@ -503,6 +587,36 @@ class MediaSession:
         name = _str(mark.get("name"), "mark.name")
         heard = self.playback.mark_echoed(name, time.time())
         log.debug("mark echoed", session_id=self.session_id, mark=name, heard=heard)
+        if heard:
+            self._turn_played(name.rpartition(":")[0])
+
+    def _turn_played(self, turn_id: str) -> None:
+        """Publish ``TurnPlayed`` once a turn has been heard to its end (its last mark came
+        back, or its closing message arrived after that); the escalation service waits for
+        it before moving the caller. A barged-in turn is never reported played."""
+        turn = self.playback.turns.get(turn_id)
+        if (
+            self.session_id is None
+            or turn is None
+            or turn.cancelled
+            or not turn.done
+            or turn_id in self._played
+        ):
+            return
+        self._played[turn_id] = None
+        while len(self._played) > 64:
+            self._played.pop(next(iter(self._played)))
+        self._spawn(
+            "turn_played",
+            self._publish_control(TurnPlayed(session_id=self.session_id, turn_id=turn_id)),
+        )
+
+    async def _publish_control(self, message: TurnPlayed) -> None:
+        try:
+            with tracing.attached(self._call_ctx):
+                await self.gw.bus.publish(subjects.control(message.session_id), message)
+        except Exception:
+            log.exception("control message not published", session_id=message.session_id)
 
     # ----------------------------------------------------------------- playback
 
@@ -516,8 +630,12 @@ class MediaSession:
         if meta.session_id != self.session_id:
             self.gw.gm.playback_drops.labels("wrong_session").inc()
             return
-        for drop in self.playback.offer(meta, msg_payload(msg), time.time()):
+        offered = self.playback.offer(
+            meta, msg_payload(msg), time.time(), tracing.current_context()
+        )
+        for drop in offered:
             self.gw.gm.playback_drops.labels(drop.reason).inc()
+        self._turn_played(meta.turn_id)  # a closing message after the last mark came back
 
     async def _sender(self) -> None:
         per_chunk = self.settings.playback_frames_per_chunk
@@ -539,11 +657,25 @@ class MediaSession:
                 self.playback.finished_sending(sentence)
 
     async def _send_sentence(self, sentence: Sentence, per_chunk: int) -> None:
+        with tracing.span(
+            "gateway.playback",
+            context=sentence.trace_ctx or self._call_ctx,
+            session_id=self.session_id,
+            turn_id=sentence.turn_id,
+            seq=sentence.seq,
+            audio_ms=sentence.duration_ms,
+        ) as sp:
+            sent = await self._send_chunks(sentence, per_chunk)
+            if sp.is_recording():
+                sp.set_attribute("outcome", "played" if sent else "cancelled")
+
+    async def _send_chunks(self, sentence: Sentence, per_chunk: int) -> bool:
+        """Media then a mark; False when the sentence stopped being playable meanwhile."""
         for chunk in audio.chunks(sentence.audio, per_chunk):
             async with self._send_lock:
                 if not self.playback.playable(sentence):
                     self.gw.gm.playback_drops.labels("cancelled").inc()
-                    return
+                    return False
                 await self._send_raw(
                     {
                         "event": "media",
@@ -555,7 +687,7 @@ class MediaSession:
                     self._first_media(sentence)
         async with self._send_lock:
             if not self.playback.playable(sentence):
-                return
+                return False
             await self._send_raw(
                 {
                     "event": "mark",
@@ -564,6 +696,7 @@ class MediaSession:
                 }
             )
             self.playback.sent_mark(sentence)
+        return True
 
     def _first_media(self, sentence: Sentence) -> None:
         assert self.session_id is not None
@@ -579,6 +712,15 @@ class MediaSession:
         stages = timings.stages_ms()
         for stage, ms in stages.items():
             self.gw.gm.stage_latency.labels(stage).observe(ms / 1000.0)
+        turn_span = self._turn_spans.pop(utterance_id, None) if utterance_id else None
+        if turn_span is not None:
+            tracing.end_span(
+                turn_span,
+                end_time=turn.first_media_at,
+                turn_id=sentence.turn_id,
+                outcome="answered",
+                **{f"latency_ms.{stage}": ms for stage, ms in stages.items()},
+            )
         log.info(
             "first media of turn", session_id=self.session_id, turn_id=sentence.turn_id, **stages
         )
@@ -638,7 +780,7 @@ class MediaSession:
     # ----------------------------------------------------------------- bus out
 
     def _emit(self, subject: str, event: Wire) -> None:
-        self._outbox.put_nowait(_Publish(subject, event))
+        self._outbox.put_nowait(_Publish(subject, event, trace_ctx=self._call_ctx))
 
     async def _publisher(self) -> None:
         while True:
@@ -655,10 +797,11 @@ class MediaSession:
         if item.meta is not None:
             item.meta.timings.utterance_published = time.time()
             headers = item.meta.header()
-        if item.durable:
-            await self.gw.bus.publish_durable(item.subject, item.data, headers, item.msg_id)
-        else:
-            await self.gw.bus.publish(item.subject, item.data, headers)
+        with tracing.attached(item.trace_ctx):
+            if item.durable:
+                await self.gw.bus.publish_durable(item.subject, item.data, headers, item.msg_id)
+            else:
+                await self.gw.bus.publish(item.subject, item.data, headers)
 
     # ----------------------------------------------------------------- end
 
@@ -683,29 +826,55 @@ class MediaSession:
             await self._cancel_tasks()
             self.gw.gm.active_streams.dec()
             log.info("media stream ended", session_id=sid, reason=reason)
-            stopped_reason = "stop" if reason == "stop" else "disconnect"
+            handoff = await self._is_handoff(reason)
+            stopped_reason = "handoff" if handoff else "stop" if reason == "stop" else "disconnect"
             try:
-                await self.gw.bus.publish(
-                    subjects.control(sid),
-                    StreamStopped(
-                        session_id=sid,
-                        call_sid=self.call_sid,
-                        stream_sid=self.stream_sid,
-                        reason=stopped_reason,
-                    ),
-                )
-                await asyncio.wait_for(
-                    self.gw.bus.publish_durable(
-                        subjects.events(sid), CallEndedEvent(session_id=sid, reason=reason)
-                    ),
-                    5.0,
-                )
+                with tracing.attached(self._call_ctx):
+                    await self.gw.bus.publish(
+                        subjects.control(sid),
+                        StreamStopped(
+                            session_id=sid,
+                            call_sid=self.call_sid,
+                            stream_sid=self.stream_sid,
+                            reason=stopped_reason,
+                        ),
+                    )
+                    if not handoff:  # moved to the conference: the call goes on
+                        await asyncio.wait_for(
+                            self.gw.bus.publish_durable(
+                                subjects.events(sid), CallEndedEvent(session_id=sid, reason=reason)
+                            ),
+                            5.0,
+                        )
             except Exception:
                 log.exception("could not publish the end of the stream", session_id=sid)
             self.gw.unregister(self)
         finally:
             await self._cancel_tasks()
+            self._end_trace(reason)
             self.done.set()
+
+    async def _is_handoff(self, reason: str) -> bool:
+        """Whether Twilio stopped the stream because the call was moved into the human
+        conference, not hung up (see :mod:`.handoff`)."""
+        watch, self._handoff = self._handoff, None
+        if watch is None:
+            return False
+        try:
+            handoff = reason in ("stop", "disconnect") and await watch.decide()
+        finally:
+            await watch.stop()
+        if handoff:
+            log.info("media stream handed off to the conference", session_id=self.session_id)
+        return handoff
+
+    def _end_trace(self, reason: str) -> None:
+        """End the call's span and the turns never answered (idempotent)."""
+        for turn in self._turn_spans.values():
+            tracing.end_span(turn, outcome="call_ended")
+        self._turn_spans.clear()
+        tracing.end_span(self._call_span, reason=reason)
+        self._call_span = tracing.INVALID_SPAN
 
 
 def _obj(frame: dict[str, Any], key: str) -> dict[str, Any]:

@@ -5,6 +5,10 @@ thread and its ``Transcript`` published durably *before* the handler returns, so
 utterance is acknowledged only once its transcript is safe: at-least-once, and the
 transcript's ``Nats-Msg-Id`` (the utterance id) makes a redelivered job's second
 publish a no-op.
+
+Each job is one ``stt.transcribe`` span (a child of the gateway's turn through the
+utterance's ``traceparent``); the transcript carries it on to the agent. Jobs in flight,
+capacity and queue wait are measured by :class:`ModelWorker` for every worker kind.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 
 from nats.aio.msg import Msg
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.audio import SAMPLE_RATE, ulaw_to_float
 from dealerline_common.bus import Reject, headers_of, msg_payload
 from dealerline_common.logs import get_logger
@@ -29,16 +33,13 @@ from .settings import SttSettings
 log = get_logger(__name__)
 
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
-# Headers that carry one call's trace from hop to hop.
+# Headers that carry one call's trace from hop to hop: passed through as they came when
+# this worker does not trace (the bus replaces them with its own span's when it does).
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class SttMetrics:
     def __init__(self, metrics: Metrics) -> None:
-        self.in_flight = metrics.gauge("stt_jobs_in_flight", "Utterances being transcribed")
-        self.queue_wait = metrics.histogram(
-            "stt_queue_wait_seconds", "Utterance published by the gateway to STT start"
-        )
         self.duration = metrics.histogram(
             "stt_duration_seconds", "Transcription time per utterance"
         )
@@ -96,21 +97,32 @@ class SttService(ModelWorker[SpeechToText]):
     async def handle(self, msg: Msg) -> None:
         stt_started = now()
         meta, payload = self._validate(msg)
-        if meta.timings.utterance_published is not None:
-            self.m.queue_wait.observe(max(0.0, stt_started - meta.timings.utterance_published))
+        with tracing.span(
+            "stt.transcribe",
+            session_id=meta.session_id,
+            utterance_id=meta.utterance_id,
+            audio_ms=round(len(payload) * 1000.0 / SAMPLE_RATE, 1),
+        ) as sp:
+            await self._transcribe(msg, meta, payload, stt_started, sp)
+
+    async def _transcribe(
+        self,
+        msg: Msg,
+        meta: UtteranceMeta,
+        payload: bytes,
+        stt_started: float,
+        sp: tracing.Span,
+    ) -> None:
         engine = self.engine
         if engine is None:  # consumers start only after the model; this cannot happen
             raise RuntimeError("model not loaded")
 
-        self.m.in_flight.inc()
         clock = time.perf_counter()
         try:
             result = await asyncio.to_thread(_transcribe, engine, payload)
         except Exception:
             self.m.jobs.labels("error").inc()
             raise  # nak: another attempt, up to max_deliver
-        finally:
-            self.m.in_flight.dec()
         stt_s = time.perf_counter() - clock
         audio_s = len(payload) / SAMPLE_RATE
         self.m.duration.observe(stt_s)
@@ -137,6 +149,10 @@ class SttService(ModelWorker[SpeechToText]):
             msg_id=meta.utterance_id,
         )
         self.m.jobs.labels("ok" if result.text else "empty").inc()
+        # The words themselves stay out of the trace: callers say names and numbers.
+        sp.set_attributes(
+            {"stt.ms": transcript.stt_ms, "stt.chars": len(result.text), "stt.model": engine.name}
+        )
         log.info(
             "transcribed",
             session_id=meta.session_id,

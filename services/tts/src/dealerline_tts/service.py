@@ -13,6 +13,10 @@ Barge-in arrives on the control lane, which every worker hears; a cancelled turn
 sentences are acknowledged and dropped before synthesis and again before publishing. A
 ``StreamStopped`` mutes its session until the next ``StreamStarted``, unless it names a
 stream other than the session's latest started one (a late stop of a replaced stream).
+
+Each sentence is one ``tts.synthesize`` span (a child of the agent's turn through the
+``say`` message's ``traceparent``); the audio message carries it on to the gateway's
+playback. Jobs in flight, capacity and queue wait are measured by :class:`ModelWorker`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.audio import SAMPLE_RATE, float_to_ulaw
 from dealerline_common.bus import Reject, headers_of
 from dealerline_common.logs import get_logger
@@ -52,16 +56,14 @@ from .text import normalize_text
 log = get_logger(__name__)
 
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+# Passed through as they came when this worker does not trace (the bus replaces them
+# with its own span's when it does).
 TRACE_HEADERS = ("traceparent", "tracestate")
 SAY_TYPE = Say.model_fields["type"].default
 
 
 class TtsMetrics:
     def __init__(self, metrics: Metrics) -> None:
-        self.in_flight = metrics.gauge("tts_jobs_in_flight", "Sentences being synthesized")
-        self.queue_wait = metrics.histogram(
-            "tts_queue_wait_seconds", "Sentence stored in the say stream to TTS start"
-        )
         self.synth = metrics.histogram("tts_synth_seconds", "Synthesis time per sentence")
         self.rtf = metrics.histogram(
             "tts_real_time_factor", "Synthesis time / audio duration", buckets=RTF_BUCKETS
@@ -159,6 +161,7 @@ class TtsService(ModelWorker[TextToSpeech]):
         if not self.cancelled.is_cancelled(say.session_id, say.turn_id):
             return False
         self.m.dropped.labels(stage).inc()
+        tracing.annotate(dropped=stage)
         log.info(
             "dropped cancelled sentence",
             session_id=say.session_id,
@@ -177,7 +180,15 @@ class TtsService(ModelWorker[TextToSpeech]):
         say: Say | None = None
         try:
             say = self._validate(msg)
-            await self._speak(msg, say, tts_started)
+            with tracing.span(
+                "tts.synthesize",
+                session_id=say.session_id,
+                turn_id=say.turn_id,
+                seq=say.seq,
+                last=say.last,
+                chars=len(say.text),
+            ):
+                await self._speak(msg, say, tts_started)
         except Reject:
             await self._answer_unspoken(msg, salvage_say(msg.data, msg.subject), "rejected")
             raise
@@ -188,10 +199,6 @@ class TtsService(ModelWorker[TextToSpeech]):
             raise
 
     async def _speak(self, msg: Msg, say: Say, tts_started: float) -> None:
-        if msg.metadata is not None and msg.metadata.timestamp is not None:
-            # The stream's own time of storing the sentence (a tz-aware UTC datetime).
-            stored = msg.metadata.timestamp.timestamp()
-            self.m.queue_wait.observe(max(0.0, tts_started - stored))
         if self._drop(say, "before_synthesis"):
             return
         engine = self.engine
@@ -202,7 +209,6 @@ class TtsService(ModelWorker[TextToSpeech]):
         ulaw = b""
         synth_s = 0.0
         if text:
-            self.m.in_flight.inc()
             clock = time.perf_counter()
             try:
                 ulaw = await asyncio.to_thread(_synthesize, engine, text)
@@ -211,8 +217,6 @@ class TtsService(ModelWorker[TextToSpeech]):
             except Exception:
                 self.m.jobs.labels("error").inc()
                 raise  # nak: another attempt, up to max_deliver
-            finally:
-                self.m.in_flight.dec()
             synth_s = time.perf_counter() - clock
             self.m.synth.observe(synth_s)
             if ulaw:
@@ -240,6 +244,7 @@ class TtsService(ModelWorker[TextToSpeech]):
         trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
         await self.bus.publish(subjects.audio(say.session_id), ulaw, headers=meta.header() | trace)
         self.m.jobs.labels("ok" if ulaw else "empty").inc()
+        tracing.annotate(audio_ms=meta.duration_ms, synth_ms=meta.synth_ms)
         log.info(
             "spoke",
             session_id=say.session_id,
