@@ -49,6 +49,7 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 
+from dealerline_common import tracing
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import now
 from dealerline_common.state import Notification
@@ -276,9 +277,10 @@ def build_graph(
         model = with_tools if step < settings.max_tool_rounds else llm
         if record is not None and record.llm_request is None:
             record.llm_request = now()
-        response = await caller.call(
-            model, [SystemMessage(state["system_prompt"]), *history], record
-        )
+        with tracing.span("agent.llm", step=step, model=settings.llm_model):
+            response = await caller.call(
+                model, [SystemMessage(state["system_prompt"]), *history], record
+            )
         # A stable id per turn and step: a barge-in edits it, a redelivered turn replaces it.
         response.id = ai_message_id(state["turn_id"], step)
         if record is not None:

@@ -35,7 +35,7 @@ from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.bus import Bus, Reject, WorkConsumer
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
@@ -585,9 +585,17 @@ class AgentService:
                 started = time.monotonic()
                 result: TurnResult | Literal["error"] = "error"
                 try:
-                    result = await self._run_locked(
-                        session, turn_id, text, utterance_id, timings or TurnTimings(), caller_text
-                    )
+                    with tracing.span(
+                        "agent.turn", session_id=sid, turn_id=turn_id, utterance_id=utterance_id
+                    ):
+                        result = await self._run_locked(
+                            session,
+                            turn_id,
+                            text,
+                            utterance_id,
+                            timings or TurnTimings(),
+                            caller_text,
+                        )
                     return result
                 except asyncio.CancelledError:
                     result = "cancelled"

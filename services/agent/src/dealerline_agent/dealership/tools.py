@@ -26,6 +26,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from dealerline_common import tracing
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import EscalationRequest, HumanCallStatus
 from dealerline_common.state import AppointmentInfo, BackgroundTask, CustomerInfo, TaskStatus
@@ -696,7 +697,8 @@ def _make_tool(
         ctx = tool_context(config)
         args = schema.model_validate(kwargs)
         try:
-            content, effect = await impl(ctx, args)
+            with tracing.span(f"agent.tool {name}", session_id=ctx.session_id):
+                content, effect = await impl(ctx, args)
         except DealershipError as exc:
             content, effect = f"ERROR: {exc}.", ToolEffect()
         except (SQLAlchemyError, OSError):
