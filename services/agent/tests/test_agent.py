@@ -112,18 +112,15 @@ def agent_settings(nats_server: NatsServer, llm: ScriptedLLM, **kw: Any) -> Agen
         "js_file_storage": False,
         "ack_wait_s": 5.0,
         "drain_timeout_s": 5.0,
-        "database_url": DEALER_DB[0],
     }
     values.update(kw)
     return AgentSettings(**values)
 
 
-DEALER_DB: list[str] = []
-
-
 @pytest.fixture(autouse=True)
-def _dealer_db(dealer_db: str) -> None:
-    DEALER_DB[:] = [dealer_db]
+def _dealer_db(dealer_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every agent in this module reads the seeded database from its usual variable.
+    monkeypatch.setenv("AGENT_DATABASE_URL", dealer_db)
 
 
 def make_agent(settings: AgentSettings, **kw: Any) -> AgentService:
