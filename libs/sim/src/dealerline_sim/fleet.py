@@ -33,6 +33,27 @@ from .nats_server import NatsServer
 
 DEFAULT_PUBLIC_URL = "https://dealer.example.com"
 
+# The human leg's webhooks, served by the escalation service (an ingress routes these
+# paths there and everything else under /api/voice to the gateway; see deploy/k8s).
+ESCALATION_WEBHOOK_PATHS = (
+    "/api/voice/human-answer",
+    "/api/voice/human-detected",
+    "/api/voice/human-confirmed",
+    "/api/voice/human-status",
+    "/api/voice/conference-status",
+)
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """The Twilio account the escalation service rings staff through: the real one, or the
+    simulator's (``api_base_url`` then points the twilio client at it)."""
+
+    account_sid: str
+    auth_token: str
+    from_number: str
+    api_base_url: str | None = None
+
 
 def default_scenario() -> Path:
     return Path(str(importlib.resources.files("dealerline_sim") / "scenarios" / "demo.yaml"))
@@ -120,6 +141,14 @@ class Fleet:
     database_url: str | None = None
     state_url: str | None = None
     state_namespace: str = field(default_factory=lambda: f"dl-fleet-{secrets.token_hex(4)}:")
+    # Twilio for the human leg. None: the escalation service starts without it and every
+    # escalation fails at once (the agent then offers a callback).
+    twilio: TwilioAccount | None = None
+
+    def __post_init__(self) -> None:
+        if self.twilio is not None:
+            # One account: the customer's webhooks are signed with the same token.
+            self.auth_token = self.twilio.auth_token
 
     def _say(self, text: str) -> None:
         if not self.quiet:
@@ -197,6 +226,16 @@ class Fleet:
             self.state_url = await _local_redis() or "memory://"
         self._say(f"conversation state: {self.state_url} (namespace {self.state_namespace})")
 
+    def twilio_routes(self) -> dict[str, str]:
+        """Public URL prefix → local base URL for everything Twilio requests: the human
+        leg's webhooks go to the escalation service, the rest to the gateway (what the
+        ingress does in production). Give them to the simulator's ``add_route``."""
+        routes = {self.public_url: self.gateway_url}
+        if "escalation" in self.procs:
+            for path in ESCALATION_WEBHOOK_PATHS:
+                routes[self.public_url + path] = self.url("escalation") + path
+        return routes
+
     def instances(self, spec: ServiceSpec) -> list[str]:
         """Process names of a service: ``stt``, then ``stt-2``, ``stt-3`` ... for replicas."""
         count = max(1, self.replicas.get(spec.name, 1))
@@ -212,6 +251,16 @@ class Fleet:
         if spec.name == "gateway":
             env["GATEWAY_PUBLIC_URL"] = self.public_url
             env["GATEWAY_TWILIO_AUTH_TOKEN"] = self.auth_token
+            env["GATEWAY_ESCALATION_PUBLIC_URL"] = self.public_url
+        if spec.name == "escalation":
+            env["ESCALATION_PUBLIC_URL"] = self.public_url
+            env["ESCALATION_GATEWAY_PUBLIC_URL"] = self.public_url
+            if self.twilio is not None:
+                env["ESCALATION_TWILIO_ACCOUNT_SID"] = self.twilio.account_sid
+                env["ESCALATION_TWILIO_AUTH_TOKEN"] = self.twilio.auth_token
+                env["ESCALATION_FROM_NUMBER"] = self.twilio.from_number
+                if self.twilio.api_base_url:
+                    env["ESCALATION_TWILIO_API_BASE_URL"] = self.twilio.api_base_url
         if spec.name == "agent":
             if self.llm_base_url:
                 env["AGENT_LLM_BASE_URL"] = self.llm_base_url

@@ -972,6 +972,15 @@ class EscalationRun:
             if status is not None:
                 self.check_customer = False
 
+        # In the conference the room's callbacks say when the caller leaves; a lost one, or
+        # a caller who hung up while being moved into the room, is caught here.
+        if esc.status is S.IN_CONFERENCE and watchdog and esc.detail != RETURNING:
+            status = await self.esc._customer_status(state.call_sid or self.req.call_sid)
+            if status in FINAL_CALL_STATUSES or status == "gone":
+                log.info("caller gone from the conference", session_id=self.sid)
+                await self.esc.customer_left(self.sid, self.task, esc.attempts)
+                return False
+
         if esc.status is S.NONE or (esc.status is S.FAILED and not is_final_reason(esc.detail)):
             await self._dial_next(esc)
             return False
