@@ -29,8 +29,8 @@ seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default
 run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stops all)
 	$(RUN) python -m dealerline_sim.fleet
 
-demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn
-	$(RUN) python -m dealerline_sim.demo
+demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
+	$(RUN) python -m dealerline_sim.demo --scenario $(or $(SCENARIO),booking)
 
 lint: setup ## ruff format check and ruff lint
 	$(RUN) ruff format --check .

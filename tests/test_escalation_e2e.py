@@ -12,7 +12,7 @@ conversation store. One fleet serves the whole module (starting it loads the mod
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,12 @@ import pytest_asyncio
 
 from dealerline_common.messages import EscalationStatus, HumanCallStatus
 from dealerline_sim.demo import normalise
-from dealerline_sim.escalation_lab import CALLER_NUMBER, DEALER_NUMBER, EscalationCall, EscalationLab
+from dealerline_sim.escalation_lab import (
+    CALLER_NUMBER,
+    DEALER_NUMBER,
+    EscalationCall,
+    EscalationLab,
+)
 from dealerline_sim.fleet import ESCALATION_WEBHOOK_PATHS, LlmChoice
 from dealerline_sim.humans import HumanScript
 from dealerline_sim.phone import new_sid
@@ -35,11 +40,11 @@ ACCEPTED_PATH = [S.CALLING, S.RINGING, S.WAITING_CONFIRMATION, S.CONFIRMED, S.IN
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_tasks() -> Iterator[None]:
+def no_leaked_tasks() -> None:
     """The lab (simulator, phone, bus) lives for the whole module, so its tasks outlive a
     test by design; each test checks instead that the simulator settled (every leg ended,
     every callback delivered)."""
-    yield
+    return
 
 
 @pytest.fixture(scope="module")
@@ -124,28 +129,50 @@ async def test_accepted_call_is_bridged_then_the_caller_returns_to_the_ai(
     (leg,) = run.staff_legs
     # the person heard who is calling and why before accepting
     said = " ".join(lab.sim.said_to(leg.sid)).lower()
-    assert "press" in said and "talk to a person" in said
+    assert "press" in said
+    assert "john carter needs help with a question about their car" in said
     assert leg.statuses[-1] == "completed"
 
 
+@pytest.mark.parametrize(
+    "room_callbacks",
+    [
+        pytest.param("delivered", id="room-callbacks"),
+        pytest.param("dropped", id="room-callbacks-lost-watchdog"),
+    ],
+)
 async def test_caller_hanging_up_in_the_conference_ends_the_human_leg(
-    lab: EscalationLab, artifacts: Path
+    lab: EscalationLab, artifacts: Path, room_callbacks: str
 ) -> None:
+    """The caller hangs up while talking to the team member: the room ends (the caller's
+    leg has endConferenceOnExit), the person's leg ends, the escalation is COMPLETED.
+    With every conference callback lost it ends the same: the person's own call status
+    (callback or watchdog) and the caller's call status (watchdog) still tell."""
     maria, _, _ = phones(lab)
+
+    def lose_room_callbacks(sim: TwilioSim) -> None:
+        sim.faults.drop(kind="conference", times=None)
+
     run = await lab.run(
-        {maria: HumanScript.accepts_customer_hangs_up_first()}, hang_up_at=S.IN_CONFERENCE
+        {maria: HumanScript.accepts_customer_hangs_up_first()},
+        hang_up_at=S.IN_CONFERENCE,
+        faults=lose_room_callbacks if room_callbacks == "dropped" else None,
     )
-    save(artifacts, "caller_hangs_up_in_conference", run)
+    save(artifacts, f"caller_hangs_up_in_conference_{room_callbacks}", run)
     assert run.sequence == [*ACCEPTED_PATH, S.COMPLETED]
     assert (final(run).status, final(run).reason) == (S.COMPLETED, "customer_hung_up")
     (leg,) = run.staff_legs
     assert run.conference is not None
     assert run.conference.held_together(run.call.call_sid, leg.sid)
     assert run.conference.status == "completed"
-    assert leg.statuses[-1] == "completed"  # the conference ended with the caller
+    assert leg.statuses[-1] == "completed"
     assert len(run.call.streams) == 1  # never back to the AI
     assert "connecting you" in heard(run, 1)
     assert_settled_in_store(run, S.COMPLETED)
+    room_events = [
+        e for e in lab.sim.events("callback") if e.get("conference_sid") == run.conference.sid
+    ]
+    assert bool(room_events) is (room_callbacks == "delivered")
 
 
 @pytest.mark.parametrize(
@@ -300,7 +327,9 @@ async def test_every_webhook_rejects_a_forged_signature(lab: EscalationLab) -> N
     async with httpx.AsyncClient(timeout=10.0) as http:
         for path in [*ESCALATION_WEBHOOK_PATHS, *gateway_paths]:
             public = f"{lab.fleet.public_url}{path}{query}"
-            local = next(base + public[len(pre) :] for pre, base in routes if public.startswith(pre))
+            local = next(
+                base + public[len(pre) :] for pre, base in routes if public.startswith(pre)
+            )
             forged = lab.phone.forged_signature(public, params)
             resp = await http.post(local, data=params, headers={"X-Twilio-Signature": forged})
             assert resp.status_code == 403, (path, resp.status_code, resp.text)

@@ -279,6 +279,35 @@ async def test_caller_hanging_up_in_conference_ends_the_human_leg(
         assert log.items[-1] is final
 
 
+async def test_watchdog_ends_a_conference_whose_caller_left_unseen(
+    nats_server: NatsServer, client: Bus
+) -> None:
+    """The caller hung up on the way into the room (or its callbacks were lost): no
+    conference callback ever comes; the watchdog finds the caller's call over, ends the
+    person's leg and completes the escalation."""
+    async with running_service(
+        nats_server.url, confirm_speech_timeout_s=0.2, watchdog_interval_s=0.2
+    ) as run:
+        await seed_session(run.store, SID)
+        log = await status_log(client, SID)
+        await client.publish_durable(subjects.ESCALATION_REQUEST, request(SID), msg_id="task_1")
+        human = (await run.calls.created_call(1))["sid"]
+        tw = run.twilio(SID)
+        run.calls.statuses[human] = "in-progress"
+        await tw.answer(1, human)
+        await tw.detected(1, human)
+        await tw.confirmed(1, human)
+        await log.wait_for(S.IN_CONFERENCE)
+        await asyncio.sleep(0.5)  # watchdog rounds while the caller is still there
+        assert run.calls.ended == []
+        run.calls.statuses[CUSTOMER_CALL] = "completed"
+        final = await log.wait_for(S.COMPLETED)
+        assert final.final and final.reason == "customer_hung_up"
+        ended = await run.calls.wait("the person's leg ended", lambda: run.calls.ended)
+        assert ended == [(human, "completed")]
+        await _acked(client)
+
+
 async def test_human_leaving_the_conference_returns_the_caller_once(
     nats_server: NatsServer, client: Bus
 ) -> None:

@@ -284,10 +284,26 @@ async def booked_appointments(
         await engine.dispose()
 
 
+SCENARIOS = ("booking", "escalation")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Place one simulated call through the fleet.")
     parser.add_argument("--log-dir", default="artifacts/demo-logs")
-    sys.exit(asyncio.run(_main(parser.parse_args())))
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="booking",
+        help="booking: the caller books an oil change; escalation: the caller asks for a "
+        "person, the first salesperson is busy, the second accepts, talks, and hands the "
+        "caller back to the AI (the human-call status timeline is printed)",
+    )
+    args = parser.parse_args()
+    if args.scenario == "escalation":
+        from .escalation_lab import escalation_demo
+
+        sys.exit(asyncio.run(escalation_demo(Path(args.log_dir))))
+    sys.exit(asyncio.run(_main(args)))
 
 
 if __name__ == "__main__":

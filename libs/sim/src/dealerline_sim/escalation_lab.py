@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class StatusLog:
 
     by_session: dict[str, list[EscalationStatus]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    echo: Callable[[EscalationStatus], None] | None = None  # shows progress as it happens
 
     async def on_msg(self, msg: Msg) -> None:
         try:
@@ -85,6 +87,8 @@ class StatusLog:
             return
         self.by_session.setdefault(status.session_id, []).append(status)
         self.changed.set()
+        if self.echo is not None:
+            self.echo(status)
 
     def of(self, session_id: str) -> list[EscalationStatus]:
         return list(self.by_session.get(session_id, []))
@@ -209,7 +213,8 @@ class EscalationLab:
         try:
             for prefix, local in self.fleet.twilio_routes().items():
                 self.sim.add_route(prefix, local)
-            assert self.fleet.database_url and self.fleet.state_url
+            assert self.fleet.database_url is not None
+            assert self.fleet.state_url is not None
             self.staff = await on_duty_staff(self.fleet.database_url)
             self.store = state_store_from_url(
                 self.fleet.state_url, namespace=self.fleet.state_namespace
@@ -310,9 +315,11 @@ class EscalationLab:
             if hang_up_at is S.IN_CONFERENCE:
                 room = subjects.conference_name(sid)
                 await self.sim.wait_for(
-                    lambda: (conf := self.sim.conferences.get(room)) is not None
-                    and conf.started.is_set()
-                    and call.in_conference is not None,
+                    lambda: (
+                        (conf := self.sim.conferences.get(room)) is not None
+                        and conf.started.is_set()
+                        and call.in_conference is not None
+                    ),
                     20.0,
                     "the caller and the team member in the conference",
                 )
@@ -335,9 +342,7 @@ class EscalationLab:
 async def _new_audio(call: Call, first: int, after: float, timeout_s: float) -> None:
     """Wait until the caller starts hearing audio that arrived after wall time ``after``."""
     deadline = time.monotonic() + timeout_s
-    while not any(
-        (seg.first_received_at or 0.0) > after for seg in call.heard_segments[first:]
-    ):
+    while not any((seg.first_received_at or 0.0) > after for seg in call.heard_segments[first:]):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the agent said nothing within {timeout_s:.0f}s")
         if not call.is_open:
@@ -352,3 +357,83 @@ def _session_of(leg: CallLeg) -> str | None:
     if not leg.url:
         return None
     return (parse_qs(urlsplit(leg.url).query).get("session_id") or [None])[0]
+
+
+async def escalation_demo(log_dir: Path) -> int:
+    """``make demo SCENARIO=escalation``: the caller asks for a person; the first on the
+    hunt list is busy, the second answers, presses a key, hears who is calling and why,
+    accepts, talks in the conference and hangs up; the caller is back with the AI."""
+    from dealerline_common.logs import configure_logging, mask_phone
+
+    configure_logging("demo", level="WARNING", json=False)
+
+    def progress(status: EscalationStatus) -> None:
+        who = f" {status.staff_name}" if status.staff_name else ""
+        print(f"  [human call] {status.status.value}{who}", flush=True)
+
+    lab_said: dict[str, list[str]] = {}
+    async with EscalationLab(
+        log_dir=log_dir, time_scale=1.0, quiet=False, statuses=StatusLog(echo=progress)
+    ) as lab:
+        print(f"LLM: {lab.fleet.llm.describe()}", flush=True)
+        first, second = lab.staff[0], lab.staff[1]
+        print(
+            f"Hunt list: {', '.join(s.name for s in lab.staff)}. {first.name} is busy; "
+            f"{second.name} answers, accepts and talks for 10 s.",
+            flush=True,
+        )
+        print(f"Placing a call from {mask_phone(CALLER_NUMBER)} ...", flush=True)
+        run = await lab.run(
+            {
+                first.phone: HumanScript.busy(ring_s=3.0),
+                second.phone: HumanScript.accepts_then_hangs_up(talk_s=10.0, ring_s=3.0),
+            }
+        )
+        lab_said = {leg.sid: lab.sim.said_to(leg.sid) for leg in run.staff_legs}
+    print("\n── What the caller heard " + "─" * 45)
+    print(f"  the caller said: {ASK_FOR_A_PERSON}")
+    for i, text in enumerate(run.heard, 1):
+        label = "with the AI" if i == 1 else "back with the AI"
+        print(f"  stream {i} ({label}): {text}")
+    print("\n── Human-call status timeline (seconds since the call started) " + "─" * 8)
+    for line in run.timeline():
+        print("  " + line)
+    print("\n── Staff calls (Twilio's view) " + "─" * 39)
+    for leg in run.staff_legs:
+        print(f"  {leg.sid}  to {mask_phone(leg.to_number)}  {' → '.join(leg.statuses)}")
+        for text in lab_said.get(leg.sid, []):
+            print(f"      heard: {text}")
+        if leg.pressed:
+            print(f"      keys pressed: {', '.join(leg.pressed)}")
+    if run.conference is not None:
+        names = {run.call.call_sid: "the caller"}
+        names.update({leg.sid: f"staff {mask_phone(leg.to_number)}" for leg in run.staff_legs})
+        who = [names.get(p.call_sid, p.call_sid) for p in run.conference.participants_history]
+        together = len(who) > 1 and run.conference.held_together(
+            *{p.call_sid for p in run.conference.participants_history}
+        )
+        print(
+            f"  conference {run.conference.friendly_name}: {', '.join(who)}"
+            f" ({'held both legs' if together else 'never held both legs'})"
+        )
+    final = run.final
+    esc = run.state.escalation if run.state else None
+    print("\n── Final escalation state in the store " + "─" * 31)
+    if esc is not None:
+        print(
+            f"  status={esc.status.value} detail={esc.detail} staff={esc.staff_name} "
+            f"attempts={esc.attempts}"
+        )
+    ok = (
+        final is not None
+        and final.status is S.COMPLETED
+        and final.reason == "human_ended"
+        and len(run.heard) == 2
+    )
+    if not ok:
+        print(
+            "\nthe escalation did not end with the caller back from the team member",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
