@@ -26,6 +26,7 @@ from dealerline_sim.escalation_lab import (
     DEALER_NUMBER,
     EscalationCall,
     EscalationLab,
+    reached,
 )
 from dealerline_sim.fleet import ESCALATION_WEBHOOK_PATHS, LlmChoice
 from dealerline_sim.humans import HumanScript
@@ -314,6 +315,26 @@ async def test_duplicated_and_reordered_callbacks_end_the_same(
     assert run.sequence == [s for s in order if s in run.sequence]
     assert run.sequence == [s for s in order if s is not S.RINGING]
     assert_connected_and_returned(run, maria, "Maria Lopez")
+
+
+async def test_escalation_service_crash_in_the_conference_loses_nothing(
+    lab: EscalationLab, artifacts: Path
+) -> None:
+    """The escalation service is killed (SIGKILL) while the caller talks to the team member
+    and started again: the unacknowledged request is taken up again from the state, the
+    room's callbacks reach the new process, and the caller comes back to the AI once."""
+    maria, _, _ = phones(lab)
+
+    async def crash(session_id: str) -> None:
+        await lab.statuses.wait(session_id, reached(S.IN_CONFERENCE), 60.0, "IN_CONFERENCE")
+        await lab.fleet.restart("escalation")
+
+    run = await lab.run({maria: HumanScript.accepts_then_hangs_up(talk_s=120)}, during=crash)
+    save(artifacts, "escalation_crash", run)
+    assert run.sequence == [*ACCEPTED_PATH, S.COMPLETED]  # each state once
+    assert_connected_and_returned(run, maria, "Maria Lopez")
+    (leg,) = run.staff_legs
+    assert leg.statuses[-1] == "completed"
 
 
 async def test_every_webhook_rejects_a_forged_signature(lab: EscalationLab) -> None:

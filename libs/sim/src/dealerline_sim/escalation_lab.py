@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -294,6 +294,7 @@ class EscalationLab:
         *,
         hang_up_at: HumanCallStatus | None = None,
         faults: Callable[[TwilioSim], None] | None = None,
+        during: Callable[[str], Awaitable[None]] | None = None,
         timeout_s: float = 90.0,
     ) -> EscalationCall:
         """One escalated call: place it, ask for a person, and follow the escalation.
@@ -302,7 +303,8 @@ class EscalationLab:
         IN_CONFERENCE: once they are in the room with the team member). Otherwise
         the call goes on until the escalation is final; then, if the caller is back with
         the AI (a new stream) or was told nobody could be reached, the caller listens to
-        the agent and hangs up."""
+        the agent and hangs up. ``during(session_id)`` runs once the escalation has started
+        (to crash a service mid-way, say); the call is followed to its end after it."""
         self.humans(scripts)
         if faults is not None:
             faults(self.sim)
@@ -310,6 +312,8 @@ class EscalationLab:
         call, sid = await self.place()
         await self.ask_for_a_person(call, sid)
         heard_before = len(call.heard_segments)
+        if during is not None:
+            await during(sid)
         if hang_up_at is not None:
             await self.statuses.wait(sid, reached(hang_up_at), timeout_s, hang_up_at.value)
             if hang_up_at is S.IN_CONFERENCE:
