@@ -238,7 +238,9 @@ async def test_caller_hanging_up_while_staff_rings_cancels_the_call(
         )
         final = await log.wait_for(S.FAILED, final=True)
         assert final.reason == "customer_hung_up"
-        assert run.calls.ended == [(human, "canceled")]
+        # The status is published, then the person's call is cancelled.
+        ended = await run.calls.wait("the person's call ended", lambda: run.calls.ended)
+        assert ended == [(human, "canceled")]
         await _acked(client)
         state = await run.store.sync_atomic_updates_to_state(SID)
         # Nobody is left to tell: no "escalation failed" notification for the agent.
