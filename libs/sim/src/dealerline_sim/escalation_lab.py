@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import parse_qs, urlsplit
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -274,7 +275,7 @@ class EscalationLab:
         legs = [
             leg
             for leg in self.sim.calls.values()
-            if leg.customer is None and leg.created_sim_s >= 0 and _session_of(leg) == session_id
+            if leg.customer is None and _session_of(leg) == session_id
         ]
         state, _ = await self.store.get_state_with_version(session_id)
         return EscalationCall(
@@ -356,8 +357,6 @@ async def _new_audio(call: Call, first: int, after: float, timeout_s: float) -> 
 
 def _session_of(leg: CallLeg) -> str | None:
     """The session a staff leg was created for (its answer URL carries ``session_id``)."""
-    from urllib.parse import parse_qs, urlsplit
-
     if not leg.url:
         return None
     return (parse_qs(urlsplit(leg.url).query).get("session_id") or [None])[0]
