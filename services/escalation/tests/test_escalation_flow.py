@@ -14,6 +14,9 @@ from esc_testkit import (
     PUBLIC_URL,
     STAFF,
     FakeCalls,
+    Running,
+    StatusLog,
+    TwilioSide,
     request,
     running_service,
     seed_session,
@@ -64,6 +67,21 @@ async def _acked(bus: Bus) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the escalation request was never acknowledged")
+
+
+async def accepted_by_the_first(run: Running, client: Bus) -> tuple[StatusLog, str, TwilioSide]:
+    """A seeded session escalates; the first person answers, presses a key, accepts. Returns
+    the status log, the person's call sid and the Twilio side of the session."""
+    await seed_session(run.store, SID)
+    log = await status_log(client, SID)
+    await client.publish_durable(subjects.ESCALATION_REQUEST, request(SID), msg_id="task_1")
+    human = (await run.calls.created_call(1))["sid"]
+    tw = run.twilio(SID)
+    run.calls.statuses[human] = "in-progress"
+    await tw.answer(1, human)
+    await tw.detected(1, human)
+    await tw.confirmed(1, human)
+    return log, human, tw
 
 
 async def test_accepted_call_joins_conference_and_returns_to_ai(
@@ -254,15 +272,7 @@ async def test_caller_hanging_up_in_conference_ends_the_human_leg(
     nats_server: NatsServer, client: Bus
 ) -> None:
     async with running_service(nats_server.url, confirm_speech_timeout_s=0.2) as run:
-        await seed_session(run.store, SID)
-        log = await status_log(client, SID)
-        await client.publish_durable(subjects.ESCALATION_REQUEST, request(SID), msg_id="task_1")
-        human = (await run.calls.created_call(1))["sid"]
-        tw = run.twilio(SID)
-        run.calls.statuses[human] = "in-progress"
-        await tw.answer(1, human)
-        await tw.detected(1, human)
-        await tw.confirmed(1, human)
+        log, human, tw = await accepted_by_the_first(run, client)
         # No TurnPlayed: the caller is moved once confirm_speech_timeout_s has passed.
         await log.wait_for(S.IN_CONFERENCE)
         # The caller hangs up: the conference ends; the human leg is ended by us.
@@ -290,15 +300,7 @@ async def test_watchdog_ends_a_conference_whose_caller_left_unseen(
     async with running_service(
         nats_server.url, confirm_speech_timeout_s=0.2, watchdog_interval_s=0.2
     ) as run:
-        await seed_session(run.store, SID)
-        log = await status_log(client, SID)
-        await client.publish_durable(subjects.ESCALATION_REQUEST, request(SID), msg_id="task_1")
-        human = (await run.calls.created_call(1))["sid"]
-        tw = run.twilio(SID)
-        run.calls.statuses[human] = "in-progress"
-        await tw.answer(1, human)
-        await tw.detected(1, human)
-        await tw.confirmed(1, human)
+        log, human, tw = await accepted_by_the_first(run, client)
         await log.wait_for(S.IN_CONFERENCE)
         await asyncio.sleep(0.5)  # watchdog rounds while the caller is still there
         assert run.calls.ended == []
@@ -314,15 +316,7 @@ async def test_human_leaving_the_conference_returns_the_caller_once(
     nats_server: NatsServer, client: Bus
 ) -> None:
     async with running_service(nats_server.url, confirm_speech_timeout_s=0.2) as run:
-        await seed_session(run.store, SID)
-        log = await status_log(client, SID)
-        await client.publish_durable(subjects.ESCALATION_REQUEST, request(SID), msg_id="task_1")
-        human = (await run.calls.created_call(1))["sid"]
-        tw = run.twilio(SID)
-        run.calls.statuses[human] = "in-progress"
-        await tw.answer(1, human)
-        await tw.detected(1, human)
-        await tw.confirmed(1, human)
+        log, human, tw = await accepted_by_the_first(run, client)
         await log.wait_for(S.IN_CONFERENCE)
         run.calls.statuses[human] = "completed"
         # participant-leave and the completed callback race: the caller returns once.
