@@ -28,6 +28,8 @@ from dealerline_common.db.testing import migrated_db_url_fixture  # noqa: F401
 EXPECTED_TABLES = {
     "alembic_version",
     "appointments",
+    "callback_requests",
+    "deliveries",
     "calls",
     "customers",
     "dealership",

@@ -79,6 +79,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(subjects.STREAM_SAY, [subjects.ALL_SAY], True, 120),
     StreamSpec(subjects.STREAM_EVENTS, [subjects.ALL_EVENTS], False, 7 * 86400),
     StreamSpec(subjects.STREAM_ESCALATIONS, [subjects.ESCALATION_REQUEST], True, 3600),
+    StreamSpec(subjects.STREAM_NOTIFY, [subjects.ALL_NOTIFY], True, 7 * 86400),
 )
 
 _TRANSIENT = (
@@ -324,6 +325,7 @@ class Bus:
         ack_wait_s: float = 10.0,
         max_deliver: int = 5,
         name: str | None = None,
+        retry_delay_s: Callable[[int], float] | None = None,
     ) -> WorkConsumer:
         """Consume ``subject`` as one member of the ``durable`` group with explicit ack.
 
@@ -331,7 +333,9 @@ class Bus:
         worker never hoards jobs another replica could run. While a handler runs the
         message is kept alive with in-progress acks; if the process dies, the message is
         redelivered to another member ``ack_wait_s`` later; if it drains, see
-        :meth:`stop_consuming`. Each job runs in a consumer span
+        :meth:`stop_consuming`. A handler that raises is retried after
+        ``retry_delay_s(attempt)`` seconds (default: a short linear backoff) until
+        ``max_deliver`` attempts, then terminated. Each job runs in a consumer span
         (``process <subject>``) whose parent is the publisher's span.
         """
         config = api.ConsumerConfig(
@@ -353,6 +357,7 @@ class Bus:
             max_deliver=max_deliver,
             name=name or durable,
             metrics=self.metrics,
+            retry_delay_s=retry_delay_s or _default_retry_delay,
         )
         consumer.start()
         self._consumers.append(consumer)
@@ -414,6 +419,7 @@ class WorkConsumer:
     service: str = ""
     metrics: Metrics | None = None
     fetch_timeout_s: float = 1.0
+    retry_delay_s: Callable[[int], float] = field(default=lambda n: _default_retry_delay(n))
     in_flight: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -515,7 +521,7 @@ class WorkConsumer:
             if sp is not None:
                 tracing.record_error(sp, exc)
             with contextlib.suppress(Exception):
-                await (msg.term() if last else msg.nak(delay=min(2.0, 0.25 * delivered)))
+                await (msg.term() if last else msg.nak(delay=self.retry_delay_s(delivered)))
             return "term" if last else "nak"
         else:
             with contextlib.suppress(Exception):
@@ -566,6 +572,10 @@ class WorkConsumer:
                 return
             for msg in msgs:
                 await self._hand_back(msg, "draining")
+
+
+def _default_retry_delay(attempt: int) -> float:
+    return min(2.0, 0.25 * attempt)
 
 
 def _attempt(msg: Msg) -> int:

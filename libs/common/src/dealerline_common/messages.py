@@ -385,22 +385,44 @@ class CallEndedEvent(_Event):
     reason: str
 
 
-Event = Annotated[
-    CallStartedEvent
-    | StreamStartedEvent
-    | TranscriptEvent
-    | StateUpdateEvent
-    | HumanStatusEvent
-    | LatencyEvent
-    | CallEndedEvent,
-    Field(discriminator="type"),
-]
-_event = TypeAdapter(Event)
+class AppointmentEvent(_Event):
+    """The agent booked, moved or cancelled an appointment (published once the turn's
+    state is stored). ``start`` is ISO 8601 with the dealership's UTC offset."""
+
+    type: Literal["dealerline.event.appointment.v1"] = "dealerline.event.appointment.v1"
+    action: Literal["booked", "rescheduled", "cancelled"]
+    appointment_id: int
+    service: str | None = None
+    start: str | None = None
+    vehicle: str | None = None
+    customer_name: str | None = None
+    turn_id: str | None = None
 
 
-def parse_event(
-    data: bytes | str,
-) -> (
+class CallbackRequestedEvent(_Event):
+    """The agent took a callback request (no person could be reached, or the caller
+    asked for one); the row is ``callback_requests.id == callback_id``."""
+
+    type: Literal["dealerline.event.callback_requested.v1"] = (
+        "dealerline.event.callback_requested.v1"
+    )
+    callback_id: int
+    preferred_window: str
+    reason: str
+    customer_name: str | None = None
+    turn_id: str | None = None
+
+
+class CallRecordedEvent(_Event):
+    """The after-call record of the session is in the database (``calls.session_id``)."""
+
+    type: Literal["dealerline.event.call_recorded.v1"] = "dealerline.event.call_recorded.v1"
+    outcome: str
+    summary: str | None = None
+    duration_s: float | None = None
+
+
+EventMessage = (
     CallStartedEvent
     | StreamStartedEvent
     | TranscriptEvent
@@ -408,5 +430,68 @@ def parse_event(
     | HumanStatusEvent
     | LatencyEvent
     | CallEndedEvent
-):
+    | AppointmentEvent
+    | CallbackRequestedEvent
+    | CallRecordedEvent
+)
+Event = Annotated[EventMessage, Field(discriminator="type")]
+_event: TypeAdapter[EventMessage] = TypeAdapter(Event)
+
+
+def parse_event(data: bytes | str) -> EventMessage:
     return _event.validate_json(data)
+
+
+# --------------------------------------------------------------------------- staff actions
+
+
+class StaffAction(Wire):
+    """Request (NATS request/reply) on ``call.<sid>.staff`` from the dashboard to the
+    escalation service running that session's escalation: ``claim`` rings ``staff`` next
+    (a person still ringing who has not answered is let go), ``pass`` takes ``staff`` off
+    this escalation's list (their leg is ended if it is ringing them)."""
+
+    type: Literal["dealerline.escalation.staff_action.v1"] = "dealerline.escalation.staff_action.v1"
+    session_id: str
+    action: Literal["claim", "pass"]
+    staff: StaffContact
+    at: float = Field(default_factory=now)
+
+
+class StaffActionReply(Wire):
+    type: Literal["dealerline.escalation.staff_action_reply.v1"] = (
+        "dealerline.escalation.staff_action_reply.v1"
+    )
+    accepted: bool
+    detail: str
+
+
+class StaffDutyChanged(Wire):
+    """``staff.duty``: a team member went on or off duty (dashboard → escalation, other
+    dashboard replicas). Running escalations stop ringing a person who went off duty."""
+
+    type: Literal["dealerline.staff.duty.v1"] = "dealerline.staff.duty.v1"
+    staff_id: int
+    name: str
+    on_duty: bool
+    at: float = Field(default_factory=now)
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+class NotificationJob(Wire):
+    """``notify.<channel>`` (JetStream work queue ``DL_NOTIFY``): one email or text to send.
+
+    ``key`` is the idempotency key (also the ``Nats-Msg-Id``): the sender records it in the
+    ``deliveries`` table, and a job whose key was sent already sends nothing.
+    """
+
+    type: Literal["dealerline.notify.job.v1"] = "dealerline.notify.job.v1"
+    key: str = Field(min_length=1, max_length=200)
+    channel: Literal["email", "sms"]
+    session_id: str | None = None
+    to: str  # an email address, or an E.164 number
+    subject: str | None = None  # email only
+    body: str
+    created_at: float = Field(default_factory=now)

@@ -16,6 +16,7 @@ STREAM_TRANSCRIPTS = "DL_TRANSCRIPTS"
 STREAM_SAY = "DL_SAY"
 STREAM_EVENTS = "DL_EVENTS"
 STREAM_ESCALATIONS = "DL_ESCALATIONS"
+STREAM_NOTIFY = "DL_NOTIFY"
 
 # Durable consumer / queue-group names: one per worker kind.
 GROUP_STT = "stt"
@@ -27,6 +28,10 @@ GROUP_ESCALATION = "escalation"
 KV_STREAM_TOKENS = "dl_stream_tokens"
 
 ESCALATION_REQUEST = "escalation.request"
+STAFF_DUTY = "staff.duty"
+NOTIFY_EMAIL = "notify.email"
+NOTIFY_SMS = "notify.sms"
+ALL_NOTIFY = "notify.*"
 
 
 def check_session_id(session_id: str) -> str:
@@ -66,6 +71,11 @@ def escalation(session_id: str) -> str:
 
 def events(session_id: str) -> str:
     return _call(session_id, "events")
+
+
+def staff_action(session_id: str) -> str:
+    """Dashboard → escalation request/reply: claim or pass on a ringing escalation."""
+    return _call(session_id, "staff")
 
 
 def conference_name(session_id: str) -> str:

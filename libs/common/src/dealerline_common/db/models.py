@@ -29,6 +29,7 @@ from sqlalchemy import (
     Column,
     Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -335,8 +336,18 @@ class Call(Base):
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    outcome: Mapped[str | None] = mapped_column(String(50))
+    outcome: Mapped[str | None] = mapped_column(String(50))  # see CallOutcome
     summary: Mapped[str | None] = mapped_column(Text)
+    # The after-call record (written by the aftercall service from the bus and the state
+    # store; ``recorded_at`` is set once the record is complete).
+    end_reason: Mapped[str | None] = mapped_column(String(50))  # hangup, end_call, stream_lost
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    customer_name: Mapped[str | None] = mapped_column(String(200))
+    barge_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    latency: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # per turn
+    escalation: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # timeline
+    appointments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # changes
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     turns: Mapped[list[TranscriptTurn]] = relationship(
         back_populates="call",
@@ -364,6 +375,81 @@ class TranscriptTurn(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     call: Mapped[Call] = relationship(back_populates="turns")
+
+
+class CallOutcome(enum.StrEnum):
+    """What a call came to, most significant first (a call that booked and then asked a
+    question is ``booked``)."""
+
+    BOOKED = "booked"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
+    ESCALATED = "escalated"  # a person took the call (connected)
+    ESCALATION_FAILED = "escalation_failed"
+    CALLBACK_REQUESTED = "callback_requested"
+    ANSWERED = "answered"  # questions answered, nothing booked
+    ABANDONED = "abandoned"  # the caller left before anything was done
+
+
+class CallbackStatus(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class CallbackRequest(Base):
+    """A caller asked to be called back (the agent's ``request_callback`` tool); sales
+    staff see it on the dashboard and mark it done."""
+
+    __tablename__ = "callback_requests"
+    __table_args__ = (Index(None, "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    preferred_window: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(  # a CallbackStatus value
+        String(20), default=CallbackStatus.OPEN.value, server_default=CallbackStatus.OPEN.value
+    )
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # claimed by a sender, outcome not known yet
+    SENT = "sent"
+    DEAD = "dead"  # the last retry failed (the dead-letter record)
+
+
+class Delivery(Base):
+    """One email or text, keyed by its idempotency key: a redelivered job whose key is
+    ``sent`` sends nothing; ``dead`` is the dead-letter record after the last retry."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    channel: Mapped[str] = mapped_column(String(10))  # "email", "sms"
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(  # a DeliveryStatus value
+        String(20),
+        default=DeliveryStatus.PENDING.value,
+        server_default=DeliveryStatus.PENDING.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(200))  # Message-ID / message SID
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
 
 
 def row_dict(row: Base, *exclude: str) -> dict[str, Any]:
