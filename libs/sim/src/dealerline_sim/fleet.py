@@ -74,6 +74,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("agent", "dealerline_agent", "AGENT_", "LangGraph agent"),
     ServiceSpec("escalation", "dealerline_escalation", "ESCALATION_", "human leg"),
     ServiceSpec("dashboard-api", "dealerline_dashboard", "DASHBOARD_", "dashboard API"),
+    ServiceSpec("aftercall", "dealerline_aftercall", "AFTERCALL_", "call records and notices"),
 )
 
 
@@ -122,6 +123,8 @@ class Fleet:
     nats_url: str | None = None
     public_url: str = DEFAULT_PUBLIC_URL
     auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Signs the dashboard's staff tokens (DASHBOARD_AUTH_SECRET); one per fleet.
+    dashboard_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     scenario: Path | None = None
     llm: LlmChoice = field(default_factory=LlmChoice.from_env)
     log_dir: Path | None = None
@@ -266,7 +269,22 @@ class Fleet:
                 env["AGENT_LLM_BASE_URL"] = self.llm_base_url
             env["AGENT_LLM_MODEL"] = self.llm.model
             env["AGENT_LLM_API_KEY"] = self.llm.api_key or "scripted-endpoint-needs-no-key"
-        if spec.name in ("agent", "escalation", "dashboard-api"):
+        if spec.name == "aftercall":
+            if self.llm_base_url:
+                env["AFTERCALL_LLM_BASE_URL"] = self.llm_base_url
+            env["AFTERCALL_LLM_MODEL"] = self.llm.model
+            env["AFTERCALL_LLM_API_KEY"] = self.llm.api_key or "scripted-endpoint-needs-no-key"
+            if "dashboard-api" in self.procs:
+                env["AFTERCALL_DASHBOARD_URL"] = self.url("dashboard-api")
+            if self.twilio is not None:
+                env["AFTERCALL_TWILIO_ACCOUNT_SID"] = self.twilio.account_sid
+                env["AFTERCALL_TWILIO_AUTH_TOKEN"] = self.twilio.auth_token
+                env["AFTERCALL_TWILIO_FROM_NUMBER"] = self.twilio.from_number
+                if self.twilio.api_base_url:
+                    env["AFTERCALL_TWILIO_API_BASE_URL"] = self.twilio.api_base_url
+        if spec.name == "dashboard-api":
+            env["DASHBOARD_AUTH_SECRET"] = self.dashboard_secret
+        if spec.name in ("agent", "escalation", "dashboard-api", "aftercall"):
             env[f"{p}DATABASE_URL"] = self.database_url or ""
             env[f"{p}STATE_URL"] = self.state_url or ""
             env[f"{p}STATE_NAMESPACE"] = self.state_namespace

@@ -1,0 +1,1 @@
+"""dealerline aftercall service: call records, summaries, emails and texts."""
