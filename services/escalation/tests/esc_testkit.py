@@ -23,6 +23,8 @@ from dealerline_common.messages import (
     EscalationRequest,
     EscalationStatus,
     HumanCallStatus,
+    StaffAction,
+    StaffActionReply,
     StaffContact,
     loads,
 )
@@ -57,6 +59,8 @@ class FakeCalls:
         self.changed = asyncio.Event()
         self._ids = itertools.count(1)
         self.reject_create: Exception | None = None
+        # When set, ending a call waits for it (holds whoever ends the call mid-way).
+        self.hold_end: asyncio.Event | None = None
 
     async def create_call(
         self, *, to: str, from_: str, url: str, status_callback: str, timeout_s: int
@@ -91,6 +95,8 @@ class FakeCalls:
         self.changed.set()
 
     async def end_call(self, call_sid: str, status: Literal["canceled", "completed"]) -> None:
+        if self.hold_end is not None:
+            await self.hold_end.wait()
         current = self.statuses.get(call_sid)
         if status == "canceled" and current in ("queued", "initiated", "ringing"):
             self.statuses[call_sid] = "canceled"
@@ -220,6 +226,20 @@ async def status_log(bus: Bus, session_id: str) -> StatusLog:
     await bus.subscribe(subjects.escalation(session_id), log.handler)
     await bus.nc.flush()
     return log
+
+
+async def staff_action(
+    bus: Bus,
+    session_id: str,
+    action: Literal["claim", "pass"],
+    person: StaffContact,
+    timeout_s: float = 3.0,
+) -> StaffActionReply:
+    """What the dashboard API does: a NATS request to the escalation's owner (raises
+    NoRespondersError when no escalation of the session is running)."""
+    req = StaffAction(session_id=session_id, action=action, staff=person)
+    msg = await bus.nc.request(subjects.staff_action(session_id), req.dumps(), timeout=timeout_s)
+    return loads(StaffActionReply, msg.data)
 
 
 def sign(url: str, params: dict[str, str]) -> str:

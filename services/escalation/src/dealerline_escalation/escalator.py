@@ -50,7 +50,10 @@ from dealerline_common.messages import (
     EscalationStatus,
     HumanCallStatus,
     HumanStatusEvent,
+    StaffAction,
+    StaffActionReply,
     StaffContact,
+    StaffDutyChanged,
     StreamStarted,
     StreamStopped,
     TurnPlayed,
@@ -202,25 +205,39 @@ def _describe(change: Change) -> str:
     return texts.get(reason or "", f"failed ({reason})")
 
 
+def e164(phone: str) -> str | None:
+    """``phone`` as a valid E.164 number, or None."""
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 def hunt_list(staff: list[StaffContact]) -> list[StaffContact]:
     """The people to ring, in order: invalid or repeated numbers are left out (logged)."""
     out: list[StaffContact] = []
     seen: set[str] = set()
     for person in staff:
-        try:
-            parsed = phonenumbers.parse(person.phone, None)
-            valid = phonenumbers.is_valid_number(parsed)
-        except phonenumbers.NumberParseException:
-            valid = False
-        if not valid:
+        number = e164(person.phone)
+        if number is None:
             log.warning("staff number is not a valid E.164 number; skipped", staff=person.name)
             continue
-        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        if e164 in seen:
+        if number in seen:
             continue
-        seen.add(e164)
-        out.append(person.model_copy(update={"phone": e164}))
+        seen.add(number)
+        out.append(person.model_copy(update={"phone": number}))
     return out
+
+
+def same_person(a: StaffContact, b: StaffContact) -> bool:
+    """Whether two hunt-list entries are one team member: the same staff id when both
+    have one (a person may change their number), else the same (normalised) number."""
+    if a.staff_id is not None and b.staff_id is not None:
+        return a.staff_id == b.staff_id
+    return a.phone == b.phone
 
 
 class EscalationMetrics:
@@ -259,6 +276,15 @@ class EscalationMetrics:
             "Changes the watchdog applied that no callback had reported",
         )
         self.active = metrics.gauge("escalation_active", "Escalations this replica owns")
+        self.staff_actions = metrics.counter(
+            "escalation_staff_actions_total",
+            "Claims and passes from the dashboard, by whether they were accepted",
+            ["action", "outcome"],
+        )
+        self.duty_removals = metrics.counter(
+            "escalation_duty_removals_total",
+            "People taken off a running escalation's list because they went off duty",
+        )
 
 
 # --------------------------------------------------------------------------- the escalator
@@ -849,9 +875,29 @@ class Escalator:
 # --------------------------------------------------------------------------- the owner
 
 
+# The attempt is ringing or answered but not yet accepted: a claim or a pass may still
+# end it.
+_LIVE = (S.CALLING, S.RINGING, S.WAITING_CONFIRMATION)
+
+
+def _accepted(detail: str) -> StaffActionReply:
+    return StaffActionReply(accepted=True, detail=detail)
+
+
+def _refused(detail: str) -> StaffActionReply:
+    return StaffActionReply(accepted=False, detail=detail)
+
+
 @dataclass
 class EscalationRun:
-    """The owner of one escalation: acts on its state until it is final."""
+    """The owner of one escalation: acts on its state until it is final.
+
+    The hunt list is the run's own (``queue``: the people still to ring, in order; ``rung``:
+    who each attempt rang), so staff actions from the dashboard (claim, pass: answered on
+    ``call.<sid>.staff`` by this run alone) and duty changes (``staff.duty``) reorder it in
+    memory. The state store only has the attempt count: a run resumed by another replica
+    rebuilds the list from the request (see :meth:`_hunt`).
+    """
 
     esc: Escalator
     req: EscalationRequest
@@ -860,6 +906,12 @@ class EscalationRun:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     played: set[str] = field(default_factory=set)
     check_customer: bool = False
+    queue: list[StaffContact] | None = None
+    rung: dict[int, StaffContact] = field(default_factory=dict)
+    off_duty: set[int] = field(default_factory=set)
+    # Held while the list is read and changed together with the state (starting the next
+    # attempt, a claim or a pass), so an action never races the choice of the next person.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _seen: dict[tuple[Any, ...], float] = field(default_factory=dict)
     _last_watchdog: float | None = None
     _hint: float = float("inf")
@@ -888,10 +940,201 @@ class EscalationRun:
         self._hint = min(self._hint, after_s - elapsed)
         return False
 
+    # ----------------------------------------------------------------- the hunt list
+
+    def _hunt(self, esc: EscalationInfo) -> list[StaffContact]:
+        """The people still to ring, in order, built on the first look at the state.
+
+        A fresh run starts from the whole list. A resumed one (another replica rang the
+        first ``attempts``) starts after the attempt count, in the request's order: claims,
+        passes and duty changes applied by the replica before it are not in the state."""
+        if self.queue is None:
+            done = min(esc.attempts, len(self.staff))
+            self.queue = [p for p in self.staff[done:] if p.staff_id not in self.off_duty]
+            if done and esc.attempts == done and self.staff[done - 1].name == esc.staff_name:
+                self.rung.setdefault(done, self.staff[done - 1])
+        return self.queue
+
+    def _put_at(self, index: int, person: StaffContact) -> None:
+        """``person`` at ``index`` of the list (any other place they had is dropped)."""
+        assert self.queue is not None
+        rest = [p for p in self.queue if not same_person(p, person)]
+        rest.insert(index, person)
+        self.queue = rest
+
+    def _closed(self, esc: EscalationInfo, mine: bool) -> str | None:
+        """Why no claim or pass can change the escalation any more; None if one can."""
+        if esc.task_id != self.task or escalation_final(esc.status, esc.detail):
+            return "this escalation is over"
+        who = esc.staff_name or "a team member"
+        if esc.status is S.IN_CONFERENCE:
+            return (
+                "you are already talking with the caller"
+                if mine
+                else f"the caller is already talking with {who}"
+            )
+        if esc.status is S.CONFIRMED:
+            return (
+                "you already accepted the call; the caller is being connected"
+                if mine
+                else f"{who} already accepted the call; the caller is being connected"
+            )
+        return None
+
+    def _end_attempt(
+        self, attempt: int, reason: str, statuses: tuple[HumanCallStatus, ...]
+    ) -> Callable[[ConversationState], Decision | None]:
+        def decide(state: ConversationState) -> Decision | None:
+            e = state.escalation
+            if e.attempts != attempt or e.status not in statuses:
+                return None
+            return Decision(S.FAILED, reason)
+
+        return decide
+
+    async def claim(self, person: StaffContact, hang_ups: list[str]) -> StaffActionReply:
+        """``person`` is rung next: at once if the attempt under way is someone else's
+        that nobody answered (that leg is let go, its person goes back on the list right
+        after), after the answered one if its person does not accept. Call sids to end
+        (after the reply) go to ``hang_ups``."""
+        number = e164(person.phone)
+        if number is None:
+            return _refused(f"{person.name}'s phone number is not a valid E.164 number")
+        person = person.model_copy(update={"phone": number})
+        async with self._lock:
+            for _ in range(5):
+                esc = (await self.esc.store.get_state(self.sid)).escalation
+                self._hunt(esc)
+                current = self.rung.get(esc.attempts)
+                mine = current is not None and same_person(current, person)
+                why = self._closed(esc, mine)
+                if why is not None:
+                    return _refused(why)
+                if mine and esc.status is S.WAITING_CONFIRMATION:
+                    return _accepted("you have answered: press 1 on your phone to take the call")
+                if mine and esc.status in _LIVE:
+                    return _accepted("your phone is already being rung")
+                if person.staff_id is not None:
+                    self.off_duty.discard(person.staff_id)  # claiming is coming back on
+                self._put_at(0, person)
+                who = esc.staff_name or "the team member"
+                if esc.status is S.WAITING_CONFIRMATION:
+                    return _accepted(f"{who} answered; you are rung next if they do not accept")
+                if esc.status in (S.CALLING, S.RINGING):
+                    change = await self.esc.commit(
+                        self.sid,
+                        self.task,
+                        self._end_attempt(esc.attempts, "canceled", (S.CALLING, S.RINGING)),
+                    )
+                    if change is None:
+                        continue  # answered or failed meanwhile: look again
+                    if current is not None and current.staff_id not in self.off_duty:
+                        self._put_at(1, current)
+                    if change.human_call_sid:
+                        hang_ups.append(change.human_call_sid)
+                    return _accepted(f"the call to {who} was let go; ringing you now")
+                return _accepted("ringing you now")
+        return _refused("the escalation kept changing; try again")
+
+    async def pass_(self, person: StaffContact, hang_ups: list[str]) -> StaffActionReply:
+        """``person`` is taken off the rest of the list; if they are being rung (or have
+        answered without accepting) their leg is ended ("declined") and the next person is
+        rung. Call sids to end (after the reply) go to ``hang_ups``."""
+        person = person.model_copy(update={"phone": e164(person.phone) or person.phone})
+        async with self._lock:
+            for _ in range(5):
+                esc = (await self.esc.store.get_state(self.sid)).escalation
+                queue = self._hunt(esc)
+                current = self.rung.get(esc.attempts)
+                mine = current is not None and same_person(current, person)
+                why = self._closed(esc, mine)
+                if why is not None:
+                    return _refused(why)
+                listed = any(same_person(p, person) for p in queue)
+                self.queue = [p for p in queue if not same_person(p, person)]
+                if mine and esc.status in _LIVE:
+                    change = await self.esc.commit(
+                        self.sid, self.task, self._end_attempt(esc.attempts, "declined", _LIVE)
+                    )
+                    if change is None:
+                        continue  # accepted or failed meanwhile: look again
+                    if change.human_call_sid:
+                        hang_ups.append(change.human_call_sid)
+                    return _accepted("your call was ended; the next person is rung")
+                if listed:
+                    return _accepted("you were taken off this escalation's list")
+                return _accepted("you are not on this escalation's list; nothing changed")
+        return _refused("the escalation kept changing; try again")
+
     # ----------------------------------------------------------------- bus input
 
     async def _on_escalation(self, _msg: Msg) -> None:
         self.wake.set()
+
+    async def _on_staff_action(self, msg: Msg) -> None:
+        """A claim or pass from the dashboard (request/reply): only this run, the owner of
+        the escalation, answers, so a reply means the escalation is live here."""
+        hang_ups: list[str] = []
+        action: StaffAction | None = None
+        try:
+            action = loads(StaffAction, msg.data)
+            if action.session_id != self.sid:
+                raise ValueError(f"session_id {action.session_id!r} is not {self.sid!r}")
+        except (ValidationError, ValueError) as exc:
+            reply = _refused(f"malformed staff action: {str(exc).splitlines()[0]}")
+            action = None
+        else:
+            handle = self.claim if action.action == "claim" else self.pass_
+            try:
+                reply = await handle(action.staff, hang_ups)
+            except (StateStoreError, OSError) as exc:
+                log.warning("staff action failed", session_id=self.sid, error=str(exc))
+                reply = _refused("the escalation could not be changed just now; try again")
+        kind = action.action if action is not None else "invalid"
+        self.esc.m.staff_actions.labels(kind, "accepted" if reply.accepted else "refused").inc()
+        log.info(
+            "staff action",
+            session_id=self.sid,
+            task_id=self.task,
+            action=kind,
+            staff=action.staff.name if action else None,
+            staff_id=action.staff.staff_id if action else None,
+            phone=mask_phone(action.staff.phone) if action else None,
+            accepted=reply.accepted,
+            detail=reply.detail,
+        )
+        if msg.reply:
+            await msg.respond(reply.dumps())
+        for call_sid in hang_ups:
+            await self.esc._hang_up(call_sid, self.sid)
+        if reply.accepted:
+            self.wake.set()
+
+    async def _on_duty(self, msg: Msg) -> None:
+        """Someone went off duty: they are not rung later by this escalation (a leg already
+        ringing them goes on). Coming on duty adds nobody to a running escalation."""
+        try:
+            duty = loads(StaffDutyChanged, msg.data)
+        except ValidationError:
+            log.warning("malformed staff duty change ignored", session_id=self.sid)
+            return
+        if duty.on_duty:
+            return
+        async with self._lock:
+            self.off_duty.add(duty.staff_id)
+            if self.queue is None:
+                return  # applied when the list is built
+            before = len(self.queue)
+            self.queue = [p for p in self.queue if p.staff_id != duty.staff_id]
+            removed = before - len(self.queue)
+        if removed:
+            self.esc.m.duty_removals.inc()
+            log.info(
+                "off duty: taken off the escalation's list",
+                session_id=self.sid,
+                staff=duty.name,
+                staff_id=duty.staff_id,
+            )
 
     async def _on_control(self, msg: Msg) -> None:
         try:
@@ -918,6 +1161,10 @@ class EscalationRun:
                 await self.esc.bus.subscribe(subjects.escalation(self.sid), self._on_escalation)
             )
             subs.append(await self.esc.bus.subscribe(subjects.control(self.sid), self._on_control))
+            subs.append(
+                await self.esc.bus.subscribe(subjects.staff_action(self.sid), self._on_staff_action)
+            )
+            subs.append(await self.esc.bus.subscribe(subjects.STAFF_DUTY, self._on_duty))
             while True:
                 self.wake.clear()
                 try:
@@ -1050,24 +1297,28 @@ class EscalationRun:
 
     async def _dial_next(self, esc: EscalationInfo) -> None:
         attempt = esc.attempts + 1
-        if attempt > len(self.staff):
+        async with self._lock:
+            queue = self._hunt(esc)
+            if not queue:
 
-            def exhausted(state: ConversationState) -> Decision | None:
-                e = state.escalation
-                if e.attempts != esc.attempts or not can_start_attempt(e.status, e.detail):
-                    return None
-                return Decision(S.FAILED, "exhausted")
+                def exhausted(state: ConversationState) -> Decision | None:
+                    e = state.escalation
+                    if e.attempts != esc.attempts or not can_start_attempt(e.status, e.detail):
+                        return None
+                    return Decision(S.FAILED, "exhausted")
 
-            await self.esc.commit(self.sid, self.task, exhausted)
-            return
-        person = self.staff[attempt - 1]
+                await self.esc.commit(self.sid, self.task, exhausted)
+                return
+            person = queue[0]
 
-        def start(state: ConversationState) -> Decision | None:
-            return Decision(new_attempt=attempt, staff_name=person.name)
+            def start(state: ConversationState) -> Decision | None:
+                return Decision(new_attempt=attempt, staff_name=person.name)
 
-        change = await self.esc.commit(self.sid, self.task, start)
-        if change is None or change.status is not S.CALLING or change.attempt != attempt:
-            return
+            change = await self.esc.commit(self.sid, self.task, start)
+            if change is None or change.status is not S.CALLING or change.attempt != attempt:
+                return
+            self.rung[attempt] = person
+            self.queue = [p for p in queue if p is not person]
         self._since("create", attempt)
         self._since("ring", attempt)
         self.esc.m.attempts.inc()
@@ -1098,11 +1349,17 @@ class EscalationRun:
 
         def record(state: ConversationState) -> Decision | None:
             e = state.escalation
-            if e.attempts != attempt or e.human_call_sid is not None:
+            if e.attempts != attempt or e.human_call_sid is not None or is_final(e.status):
                 return None
             return Decision(human_call_sid=call_sid)
 
-        await self.esc.commit(self.sid, self.task, record)
+        if await self.esc.commit(self.sid, self.task, record) is not None:
+            return
+        # The attempt ended while its call was being placed (a claim let it go, the caller
+        # hung up): nobody else knows this call, so it is ended here.
+        e = (await self.esc.store.get_state(self.sid)).escalation
+        if e.task_id != self.task or e.attempts != attempt or is_final(e.status):
+            await self.esc._hang_up(call_sid, self.sid)
 
     async def _move_caller(self, esc: EscalationInfo) -> None:
         """CONFIRMED and the caller has heard "connecting you": redirect their call to the
