@@ -119,13 +119,12 @@ SETTINGS = {
     "agent": "dealerline_agent.settings:AgentSettings",
     "escalation": "dealerline_escalation.settings:EscalationSettings",
     "dashboard-api": "dealerline_dashboard.settings:DashboardSettings",
+    "aftercall": "dealerline_aftercall.settings:AftercallSettings",
 }
-# Variables the chart already sets for settings other engineers are adding right now
-# (the dashboard's database). Remove a name once its setting exists;
-# test_env_vars_are_settings_the_services_read checks every other prefixed variable.
-PENDING_SETTINGS = {
-    "DASHBOARD_DATABASE_URL",
-}
+# Variables the chart already sets for settings that are still being added to a service.
+# Remove a name once its setting exists; test_env_vars_are_settings_the_services_read checks
+# every other prefixed variable.
+PENDING_SETTINGS: set[str] = set()
 # Dummy secret values of the right shape, to build the settings from a rendered pod.
 SECRET_SAMPLES = {
     "twilio-account-sid": "AC" + "0" * 32,
@@ -133,7 +132,10 @@ SECRET_SAMPLES = {
     "llm-api-key": "sk-test",
     "database-url": "postgresql+asyncpg://u:p@db:5432/d",
     "redis-url": "redis://redis:6379/0",
+    "smtp-password": "smtp-secret",
+    "dashboard-auth-secret": "s" * 48,
 }
+TRIAL_SECRET = f"{RELEASE}-dealerline-secrets"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -252,6 +254,10 @@ def test_values_schema_is_valid_and_strict() -> None:
         {"serviceDefaults": {**values["serviceDefaults"], "replica": 1}},
         {"services": [{**values["services"][0], "drainTimeout": 5}]},
         {"serviceOverrides": {"stt": {"autoscaling": {"keda": {"enabeld": True}}}}},
+        {"llm": {**values["llm"], "baseURL": "http://vllm:8000/v1"}},
+        {"notifications": {**values["notifications"], "smtpHost": "smtp.example.com"}},
+        {"notifications": {**values["notifications"], "smtp": {"host": "smtp.example.com:587"}}},
+        {"secrets": {**values["secrets"], "values": {"smtpPasword": "x"}}},
     ):
         assert not validator.is_valid({**values, **typo}), typo
 
@@ -622,14 +628,26 @@ def test_secrets_reach_the_services_that_need_them(
     assert "twilio-auth-token" in refs["gateway"]
     assert {"llm-api-key", "database-url", "redis-url"} <= refs["agent"]
     assert {"twilio-account-sid", "twilio-auth-token", "redis-url"} <= refs["escalation"]
-    assert "database-url" in refs["dashboard-api"]
+    assert {"database-url", "dashboard-auth-secret"} <= refs["dashboard-api"]
+    assert {
+        "database-url",
+        "redis-url",
+        "llm-api-key",
+        "twilio-account-sid",
+        "twilio-auth-token",
+        "smtp-password",
+    } <= refs["aftercall"]
     assert "stt" not in refs and "tts" not in refs
+    if chart_secrets:
+        # Written even when empty (no SMTP login): a secretKeyRef to a missing key would keep
+        # aftercall's pods from starting.
+        assert chart_secrets[TRIAL_SECRET]["stringData"]["smtp-password"] == ""
     # Nothing secret travels as a plain value.
     for _, doc in all_value_sets({value_set: docs}):
         if doc["kind"] == "Deployment":
             for key, value in env_of(main_container(doc)).items():
                 if isinstance(value, str):
-                    assert not re.search(r"TOKEN|API_KEY|PASSWORD", key), key
+                    assert not re.search(r"TOKEN|API_KEY|PASSWORD|SECRET", key), key
 
 
 def test_trial_runs_nats_redis_postgres_in_the_release(
@@ -670,6 +688,27 @@ def test_trial_runs_nats_redis_postgres_in_the_release(
     (job,) = of_kind(docs, "Job").values()
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "dealerline_common.db upgrade" in command[-1] and "seed" in command[-1]
+
+
+def test_trial_generates_a_dashboard_auth_secret_or_takes_the_given_one(helm: Helm) -> None:
+    """secrets.create makes the dashboard's token-signing secret: random and long enough for
+    DashboardSettings when none is given (each install its own), the operator's when given,
+    refused when too short for the service to start with."""
+    trial = VALUE_SETS["cpu-trial"]
+    args = VALUE_SET_ARGS["cpu-trial"]
+
+    def secret_data(docs: list[Manifest]) -> dict[str, str]:
+        return of_kind(docs, "Secret")[TRIAL_SECRET]["stringData"]  # type: ignore[no-any-return]
+
+    first = secret_data(helm.template(trial, args))["dashboard-auth-secret"]
+    second = secret_data(helm.template(trial, args))["dashboard-auth-secret"]
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", first) and re.fullmatch(r"[A-Za-z0-9]{48}", second)
+    assert first != second, "generated per install, not a constant of the chart"
+    given = "g" * 40
+    docs = helm.template(trial, [*args, f"secrets.values.dashboardAuthSecret={given}"])
+    assert secret_data(docs)["dashboard-auth-secret"] == given
+    error = helm.template_error(trial, [*args, "secrets.values.dashboardAuthSecret=" + "g" * 31])
+    assert "dashboardAuthSecret must be at least 32 characters" in error
 
 
 def test_trial_refuses_to_install_without_twilio_credentials(helm: Helm) -> None:
@@ -720,6 +759,83 @@ def test_env_vars_are_settings_the_services_read(
 
 def env_names_all() -> set[str]:
     return set().union(*(env_names(settings_class(name)) for name in SETTINGS))
+
+
+def settings_from(service: str, container: Manifest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's settings as the pod would build them (secrets filled with samples)."""
+    cls = settings_class(service)
+    with monkeypatch.context() as m:
+        for key, value in env_of(container).items():
+            m.setenv(key, SECRET_SAMPLES[value[2]] if isinstance(value, tuple) else value)
+        return cls()
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_aftercall_links_texts_and_summarises_like_the_rest_of_the_fleet(
+    rendered: dict[str, list[Manifest]], value_set: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aftercall links emails to the public dashboard, texts from the number escalation
+    calls from, and summarises with the LLM the agent talks to (base URL and model)."""
+    deps = deployments(rendered[value_set])
+    aftercall = settings_from("aftercall", main_container(deps["aftercall"]), monkeypatch)
+    agent = settings_from("agent", main_container(deps["agent"]), monkeypatch)
+    escalation = settings_from("escalation", main_container(deps["escalation"]), monkeypatch)
+    gateway = settings_from("gateway", main_container(deps["gateway"]), monkeypatch)
+    assert aftercall.dashboard_url == gateway.public_url
+    assert aftercall.twilio_from_number == escalation.from_number
+    assert (aftercall.llm_base_url, aftercall.llm_model) == (agent.llm_base_url, agent.llm_model)
+    assert aftercall.database_url == agent.database_url
+    assert aftercall.state_url == agent.state_url
+
+
+def test_one_llm_setting_reaches_agent_and_aftercall(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = helm.template(sets=["llm.baseUrl=http://vllm.llm:8000/v1", "llm.model=qwen2.5-32b"])
+    deps = deployments(docs)
+    for service in ("agent", "aftercall"):
+        settings = settings_from(service, main_container(deps[service]), monkeypatch)
+        assert settings.llm_base_url == "http://vllm.llm:8000/v1", service
+        assert settings.llm_model == "qwen2.5-32b", service
+    # Unset, the variables are left out (not set empty) and the services' defaults hold.
+    defaults = deployments(helm.template())
+    for service, prefix in (("agent", "AGENT_"), ("aftercall", "AFTERCALL_")):
+        env = env_of(main_container(defaults[service]))
+        assert f"{prefix}LLM_BASE_URL" not in env and f"{prefix}LLM_MODEL" not in env
+        assert all(value != "" for value in env.values()), service
+
+
+def test_notifications_configure_aftercall_smtp(
+    helm: Helm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = helm.template(
+        sets=[
+            "notifications.smtp.host=smtp.dealer.example.com",
+            "notifications.smtp.port=2525",
+            "notifications.smtp.username=mailer",
+            "notifications.smtp.starttls=false",
+            "notifications.mailFrom=Sunrise Motors <service@dealer.example.com>",
+            "notifications.deskEmail=desk@dealer.example.com",
+        ]
+    )
+    container = main_container(deployments(docs)["aftercall"])
+    settings = settings_from("aftercall", container, monkeypatch)
+    assert settings.smtp_host == "smtp.dealer.example.com"
+    assert settings.smtp_port == 2525
+    assert settings.smtp_username == "mailer"
+    assert settings.smtp_starttls is False
+    assert settings.mail_from == "Sunrise Motors <service@dealer.example.com>"
+    assert settings.desk_email == "desk@dealer.example.com"
+    assert settings.smtp_password.get_secret_value() == SECRET_SAMPLES["smtp-password"]
+    # No SMTP server: no host, so aftercall sends no email (texts are separate).
+    default = settings_from(
+        "aftercall", main_container(deployments(helm.template())["aftercall"]), monkeypatch
+    )
+    assert default.smtp_host is None and default.desk_email is None
+    error = helm.template_error(sets=["notifications.smtp.host=smtp.dealer.example.com"])
+    assert "notifications.mailFrom is required with notifications.smtp.host" in error
+    error = helm.template_error(sets=["notifications.smtp.port=0"])
+    assert "notifications.smtp.port" in error
 
 
 # ----------------------------------------------------------------------------- values handling

@@ -26,8 +26,13 @@ SERVICES = {
     "agent": ("dealerline_agent", "AgentSettings"),
     "escalation": ("dealerline_escalation", "EscalationSettings"),
     "dashboard-api": ("dealerline_dashboard", "DashboardSettings"),
+    "aftercall": ("dealerline_aftercall", "AftercallSettings"),
 }
 GPU_WORKERS = ("stt", "tts")
+# Build stages besides the Python one whose output the runtime stage may copy: the
+# dashboard's web UI, built by Node.
+EXTRA_STAGES = {"dashboard-api": {"web"}}
+WEB = REPO / "services" / "dashboard-api" / "web"
 RUNTIME_UID = "10001"  # the chart's runAsUser
 
 
@@ -91,8 +96,8 @@ def dist_name(service: str) -> str:
     return str(data["project"]["name"])
 
 
-def settings_port(service: str) -> int:
-    """The service's default HTTP port, from its settings.py alone (the package's __init__
+def settings_class(service: str) -> Any:
+    """The service's settings class, from its settings.py alone (the package's __init__
     imports the whole service)."""
     package, cls_name = SERVICES[service]
     path = REPO / "services" / service / "src" / package / "settings.py"
@@ -102,8 +107,23 @@ def settings_port(service: str) -> int:
     # pydantic resolves the postponed annotations through sys.modules.
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    cls: Any = getattr(module, cls_name)
-    return int(cls.model_fields["http_port"].default)
+    return getattr(module, cls_name)
+
+
+def settings_port(service: str) -> int:
+    """The service's default HTTP port."""
+    return int(settings_class(service).model_fields["http_port"].default)
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    """Variables of a stage's ENV instructions (`ENV A=1 B=2` form)."""
+    out: dict[str, str] = {}
+    for env in stage.all("ENV"):
+        for item in shlex.split(env):
+            name, sep, value = item.partition("=")
+            assert sep, f"ENV {env}: use the NAME=value form"
+            out[name] = value
+    return out
 
 
 def lock_closure(dist: str) -> set[str]:
@@ -189,10 +209,14 @@ def test_installs_only_its_own_member_from_the_lock(service: str, dockerfile: Do
     assert any(s.startswith(f"services/{service}/") for s in sources)
 
 
-def test_runtime_stage_carries_no_build_tools(dockerfile: Dockerfile) -> None:
+def test_runtime_stage_carries_no_build_tools(service: str, dockerfile: Dockerfile) -> None:
     final = dockerfile.final
     copies = final.all("COPY")
-    assert copies and all("--from=build" in c for c in copies), "only the built venv travels"
+    allowed = {"build"} | EXTRA_STAGES.get(service, set())
+    froms = [re.search(r"--from=(\S+)", c) for c in copies]
+    assert copies and all(froms), "only what the build stages made travels"
+    assert {m.group(1) for m in froms if m} <= allowed
+    assert sum("--from=build /app/.venv" in c for c in copies) == 1, "the venv travels"
     assert not any("uv sync" in r or "pip install" in r for r in final.all("RUN"))
 
 
@@ -232,8 +256,46 @@ def test_cpu_only_services_use_the_slim_base() -> None:
     for service in set(SERVICES) - set(GPU_WORKERS):
         dockerfile = parse_dockerfile(REPO / "services" / service / "Dockerfile")
         assert dockerfile.global_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
-        assert {s.base for s in dockerfile.stages} == {"${PYTHON_IMAGE}"}
+        extra = EXTRA_STAGES.get(service, set())
+        python = [s for s in dockerfile.stages if s.name not in extra]
+        assert {s.base for s in python} == {"${PYTHON_IMAGE}"}, service
         assert "VARIANT" not in dockerfile.global_args
+
+
+def test_dashboard_image_builds_and_serves_the_web_ui() -> None:
+    """A Node stage runs `npm ci` (the lock, exactly) and `npm run build` on the web UI's
+    sources; the runtime image gets the build output (vite's outDir) at the folder
+    DASHBOARD_WEB_DIR names, a setting the dashboard really reads."""
+    dockerfile = parse_dockerfile(REPO / "services" / "dashboard-api" / "Dockerfile")
+    assert dockerfile.global_args["NODE_IMAGE"] == "node:20-bookworm-slim"
+    web = dockerfile.stage("web")
+    assert web.base == "${NODE_IMAGE}"
+    (workdir,) = web.all("WORKDIR")
+    sources = [p for c in web.all("COPY") for p in shlex.split(c)[:-1]]
+    assert sources and all(s.startswith("services/dashboard-api/web/") for s in sources)
+    assert "services/dashboard-api/web/package-lock.json" in sources
+    runs = web.all("RUN")
+    ci = next(i for i, r in enumerate(runs) if re.search(r"\bnpm ci\b", r))
+    build = next(i for i, r in enumerate(runs) if re.search(r"\bnpm run build\b", r))
+    assert ci < build
+    assert not any(re.search(r"\bnpm (install|i)\b", r) for r in runs), "npm ci: the lock only"
+    # The sources are copied after npm ci (a source edit does not reinstall dependencies),
+    # and .dockerignore keeps a local node_modules from replacing what npm ci installed.
+    kinds = [kw for kw, _ in web.instructions if kw in ("COPY", "RUN")]
+    assert kinds == ["COPY", "RUN", "COPY", "RUN"], kinds
+    # What the build writes: vite's outDir ("dist" unless set) under the stage's workdir.
+    package = json.loads((WEB / "package.json").read_text())
+    assert "build" in package["scripts"]
+    assert (WEB / "package-lock.json").is_file(), "npm ci needs the lock"
+    match = re.search(r"outDir:\s*[\"']([^\"']+)[\"']", (WEB / "vite.config.ts").read_text())
+    out_dir = match.group(1) if match else "dist"
+    final = dockerfile.final
+    (copy,) = [c for c in final.all("COPY") if "--from=web" in c]
+    source, target = shlex.split(copy)[-2:]
+    assert source.rstrip("/") == f"{workdir.rstrip('/')}/{out_dir}"
+    web_dir = env_of(final)["DASHBOARD_WEB_DIR"]
+    assert target.rstrip("/") == web_dir.rstrip("/")
+    assert "web_dir" in settings_class("dashboard-api").model_fields
 
 
 def test_build_context_is_an_allow_list() -> None:
@@ -245,7 +307,7 @@ def test_build_context_is_an_allow_list() -> None:
     assert lines[0] == "*", "everything is excluded unless allowed"
     allowed = {line[1:] for line in lines if line.startswith("!")}
     assert allowed == {"uv.lock", "pyproject.toml", "libs/common/", "services/"}
-    for clutter in ("**/.venv/", "**/tests/", "**/__pycache__/"):
+    for clutter in ("**/.venv/", "**/tests/", "**/__pycache__/", "**/node_modules/", "**/dist/"):
         assert clutter in lines
 
 
