@@ -29,6 +29,8 @@ from dealerline_agent.dealership.repo import (
 from dealerline_common.db import create_engine_from_url, session_factory
 from dealerline_common.db.models import (
     Appointment,
+    CallbackRequest,
+    CallbackStatus,
     Customer,
     DealershipProfile,
     FaqEntry,
@@ -593,3 +595,69 @@ async def test_calls_and_transcripts_are_recorded_once(world: World) -> None:
     ]
     assert lines[0].at == t0
     assert [t.text for t in await world.dealer.transcript("sess-2")] == ["Hello?"]
+
+
+async def _callback_rows(url: str) -> list[CallbackRequest]:
+    engine = create_engine_from_url(url)
+    try:
+        async with session_factory(engine)() as s:
+            query = select(CallbackRequest).order_by(CallbackRequest.id)
+            return list((await s.execute(query)).scalars())
+    finally:
+        await engine.dispose()
+
+
+async def test_callback_requests_are_written_once_per_key(world: World) -> None:
+    first = await world.dealer.request_callback(
+        "sess-1",
+        preferred_window="  tomorrow\nmorning ",
+        reason="squeaky  brakes",
+        customer_id=world.john,
+        name="John Carter",
+        phone="(415) 555-0123",
+        idempotency_key="callback:k1",
+    )
+    assert first.created
+    assert (first.preferred_window, first.reason, first.phone) == (
+        "tomorrow morning",
+        "squeaky brakes",
+        "+14155550123",  # stored in E.164
+    )
+    again = await world.dealer.request_callback(
+        "sess-1", preferred_window="later", reason="other", idempotency_key="callback:k1"
+    )
+    assert (again.id, again.created, again.reason) == (first.id, False, "squeaky brakes")
+    # Two copies racing with one key still make one row.
+    twins = await asyncio.gather(
+        *(
+            world.dealer.request_callback(
+                "sess-2", preferred_window="today", reason="a quote", idempotency_key="callback:k2"
+            )
+            for _ in range(2)
+        )
+    )
+    assert twins[0].id == twins[1].id
+    assert sorted(t.created for t in twins) == [False, True]
+    # Without a key, every request is a row (an anonymous caller, no customer).
+    await world.dealer.request_callback("sess-3", preferred_window="friday", reason="recall")
+    rows = await _callback_rows(world.url)
+    assert [(r.session_id, r.customer_id, r.name, r.status) for r in rows] == [
+        ("sess-1", world.john, "John Carter", CallbackStatus.OPEN.value),
+        ("sess-2", None, None, CallbackStatus.OPEN.value),
+        ("sess-3", None, None, CallbackStatus.OPEN.value),
+    ]
+    assert rows[0].idempotency_key == "callback:k1" and rows[2].idempotency_key is None
+
+
+async def test_callback_requests_refuse_bad_input(world: World) -> None:
+    for window, reason, phone, message in [
+        (" ", "brakes", None, "when to call back is missing"),
+        ("x" * 201, "brakes", None, "callback time is too long"),
+        ("today", "\t", None, "what the callback is about is missing"),
+        ("today", "brakes", "12", "that phone number is not valid"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            await world.dealer.request_callback(
+                "sess-1", preferred_window=window, reason=reason, phone=phone
+            )
+    assert await _callback_rows(world.url) == []

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import nats.errors
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from sqlalchemy import func, select
@@ -28,11 +29,19 @@ from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.db.engine import create_engine_from_url, session_factory
-from dealerline_common.db.models import Appointment, AppointmentStatus, Customer, Vehicle
+from dealerline_common.db.models import (
+    Appointment,
+    AppointmentStatus,
+    CallbackRequest,
+    Customer,
+    Vehicle,
+)
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import empty_database, run_sync
 from dealerline_common.messages import (
+    AppointmentEvent,
     BargeIn,
+    CallbackRequestedEvent,
     EscalationRequest,
     EscalationStatus,
     HangupRequest,
@@ -40,6 +49,7 @@ from dealerline_common.messages import (
     escalation_turn_id,
     loads,
     parse_control,
+    parse_event,
 )
 from dealerline_common.state import ConversationState, Notification
 from dealerline_common.state_store import StateStore, state_store_from_url
@@ -47,6 +57,7 @@ from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import Scenario, ScriptedLLM
 from dealerline_sim.nats_server import NatsServer
 
+T = TypeVar("T")
 SCENARIO = Path(__file__).parent / "scenarios" / "dealership.yaml"
 TZ = ZoneInfo("America/Los_Angeles")
 NEW_CALLER = "+14155550199"
@@ -91,6 +102,16 @@ class World:
             await engine.dispose()
 
 
+def scenario_rules(change: Callable[[Scenario], Scenario]) -> Callable[[T], T]:
+    """Run the decorated test against ``change(scenario)`` instead of this file's script."""
+
+    def mark(test: T) -> T:
+        test.scenario_rules = change  # type: ignore[attr-defined]
+        return test
+
+    return mark
+
+
 def next_weekday(weekday: int) -> date:
     today = datetime.now(UTC).astimezone(TZ).date()
     return today + timedelta(days=(weekday - today.weekday()) % 7 or 7)
@@ -109,9 +130,9 @@ async def world(
         namespace=namespace,
     )
     scenario = Scenario.from_yaml(SCENARIO)
-    marker = request.node.get_closest_marker("scenario_rules")
-    if marker is not None:
-        scenario = marker.args[0](scenario)
+    change = getattr(request.function, "scenario_rules", None)
+    if change is not None:
+        scenario = change(scenario)
     async with ScriptedLLM(scenario) as llm:
         settings = AgentSettings(
             nats_url=nats_server.url,
@@ -136,7 +157,52 @@ async def world(
                     await cleanup.delete(sid)
                 for sid in ("s_busy", "s_barge", "s_dup", "s_human", "s_bye", "s_llm"):
                     await cleanup.delete(sid)
+                for sid in ("s_events", "s_callback", "s_demo_cb"):
+                    await cleanup.delete(sid)
                 await cleanup.close()
+
+
+async def stored_events(bus: Bus, sid: str, kind: type[Any]) -> list[Any]:
+    """The events of ``kind`` that the ``DL_EVENTS`` stream holds for the session (what
+    the after-call service will read: a duplicate here is a duplicate there)."""
+    psub = await bus.js.pull_subscribe(subjects.events(sid), stream=subjects.STREAM_EVENTS)
+    found: list[Any] = []
+    try:
+        while True:
+            try:
+                batch = await psub.fetch(100, timeout=0.5)
+            except nats.errors.TimeoutError:
+                break
+            found.extend(parse_event(m.data) for m in batch)
+    finally:
+        await psub.unsubscribe()
+    return [e for e in found if isinstance(e, kind)]
+
+
+async def announced(caller: Caller, kind: type[Any], turn_id: str) -> Any:
+    """Wait for the next event of ``kind`` from ``turn_id`` (a duplicate still reaches
+    plain subscribers; only the stream drops it)."""
+    return await caller.event(lambda e: isinstance(e, kind) and e.turn_id == turn_id)
+
+
+async def redeliver(
+    w: World, caller: Caller, turn_id: str, text: str, before: ConversationState | None = None
+) -> None:
+    """Deliver ``turn_id``'s transcript again (same utterance id). With ``before``, the
+    stored state is first put back to it: the first delivery died after its tools ran,
+    before the turn was stored, so the turn runs again from the start."""
+    if before is not None:
+
+        def rewind(state: ConversationState) -> None:
+            state.messages = before.messages
+            state.booking_slots = before.booking_slots
+            state.confirmed_appointment = before.confirmed_appointment
+
+        await w.store.update(caller.sid, rewind)
+    utterance_id = turn_id.removeprefix("turn-")
+    transcript = caller.transcript(text, utterance_id=utterance_id)
+    await caller.bus.publish_durable(subjects.transcript(caller.sid), transcript)
+    await caller.turn(turn_id)
 
 
 async def book_for_new_caller(w: World, sid: str) -> Caller:
@@ -426,3 +492,143 @@ async def test_failing_llm_is_retried_then_the_model_apologises(world: World) ->
     assert 'dealerline_agent_llm_fallbacks_total{source="cached"} 1.0' in (
         world.agent.metrics.base.render().decode()
     )
+
+
+async def test_appointment_changes_are_announced_once_each(world: World) -> None:
+    caller = await book_for_new_caller(world, "s_events")
+    before = await world.state("s_events")
+    book = await caller.say("Yes, please book it")
+    await caller.turn(book)
+    event = await announced(caller, AppointmentEvent, book)
+    state = await world.state("s_events")
+    booked = state.confirmed_appointment
+    assert booked is not None
+    assert (event.session_id, event.action, event.appointment_id) == (
+        "s_events",
+        "booked",
+        booked.id,
+    )
+    assert (event.service, event.vehicle, event.customer_name) == (
+        "Conventional Oil Change",
+        "2020 Honda Civic",
+        "Maria Lopez",
+    )
+    start = datetime.fromisoformat(event.start)
+    assert start == booked.start and start.utcoffset() == booked.start.astimezone(TZ).utcoffset()
+    assert start.strftime("%H:%M") == "10:30"  # the dealership's wall clock, with its offset
+
+    # Redelivered after the turn was stored: replayed, announced under the same id.
+    await redeliver(world, caller, book, "Yes, please book it")
+    await announced(caller, AppointmentEvent, book)
+    # Redelivered as if the first delivery died before storing the turn: the tool runs
+    # again (the same appointment) and announces it again under the same id.
+    start_llm = len(world.llm.completions)
+    await redeliver(world, caller, book, "Yes, please book it", before=before)
+    assert world.tools_called(start_llm) == ["book_appointment"]
+    await announced(caller, AppointmentEvent, book)
+    events = await stored_events(world.bus, "s_events", AppointmentEvent)
+    assert [(e.action, e.appointment_id, e.turn_id) for e in events] == [
+        ("booked", booked.id, book)
+    ]
+    assert len(await world.rows(Appointment, Appointment.id == booked.id)) == 1
+
+    await caller.turn(await caller.say("What are my appointments?"))
+    move = await caller.say("Please move it to next Wednesday at two")
+    await caller.turn(move)
+    event = await announced(caller, AppointmentEvent, move)
+    assert (event.action, event.appointment_id, event.service) == (
+        "rescheduled",
+        booked.id,
+        "Conventional Oil Change",
+    )
+    moved_to = datetime.fromisoformat(event.start).astimezone(TZ)
+    assert (moved_to.date(), moved_to.strftime("%H:%M")) == (next_weekday(2), "14:00")
+    assert event.customer_name == "Maria Lopez"
+    await redeliver(world, caller, move, "Please move it to next Wednesday at two")
+    await announced(caller, AppointmentEvent, move)
+
+    await caller.turn(await caller.say("What are my appointments?"))
+    before = await world.state("s_events")
+    cancel = await caller.say("Actually, cancel it")
+    await caller.turn(cancel)
+    event = await announced(caller, AppointmentEvent, cancel)
+    assert (event.action, event.appointment_id, event.service, event.vehicle) == (
+        "cancelled",
+        booked.id,
+        "Conventional Oil Change",
+        "2020 Honda Civic",
+    )
+    assert datetime.fromisoformat(event.start) == moved_to
+    await redeliver(world, caller, cancel, "Actually, cancel it")
+    await announced(caller, AppointmentEvent, cancel)
+    await redeliver(world, caller, cancel, "Actually, cancel it", before=before)
+    await announced(caller, AppointmentEvent, cancel)
+
+    events = await stored_events(world.bus, "s_events", AppointmentEvent)
+    assert [(e.action, e.appointment_id, e.turn_id) for e in events] == [
+        ("booked", booked.id, book),
+        ("rescheduled", booked.id, move),
+        ("cancelled", booked.id, cancel),
+    ]
+
+
+async def test_callback_request_writes_a_row_and_announces_it_once(world: World) -> None:
+    caller = await world.call("s_callback", from_number=JOHN)
+    before = await world.state("s_callback")
+    start = len(world.llm.completions)
+    turn = await caller.say("Please call me back tomorrow morning about my brakes")
+    says = await caller.turn(turn)
+    assert world.tools_called(start) == ["request_callback"]
+    assert "call you back tomorrow morning" in " ".join(s.text for s in says)
+    event = await announced(caller, CallbackRequestedEvent, turn)
+    [row] = await world.rows(CallbackRequest, CallbackRequest.session_id == "s_callback")
+    [john] = await world.rows(Customer, Customer.phone == JOHN)
+    assert (row.customer_id, row.name, row.phone, row.status) == (
+        john.id,
+        "John Carter",
+        JOHN,
+        "open",
+    )
+    assert (row.preferred_window, row.reason) == ("tomorrow morning", "brakes")
+    assert (event.callback_id, event.preferred_window, event.reason, event.customer_name) == (
+        row.id,
+        "tomorrow morning",
+        "brakes",
+        "John Carter",
+    )
+
+    # Redelivered before the turn was stored: the tool runs again, finds its row.
+    start = len(world.llm.completions)
+    text = "Please call me back tomorrow morning about my brakes"
+    await redeliver(world, caller, turn, text, before=before)
+    assert world.tools_called(start) == ["request_callback"]
+    await announced(caller, CallbackRequestedEvent, turn)
+    # And after it was stored: replayed.
+    await redeliver(world, caller, turn, text)
+    await announced(caller, CallbackRequestedEvent, turn)
+    assert len(await world.rows(CallbackRequest, CallbackRequest.session_id == "s_callback")) == 1
+    events = await stored_events(world.bus, "s_callback", CallbackRequestedEvent)
+    assert [(e.callback_id, e.turn_id) for e in events] == [(row.id, turn)]
+
+
+def demo_scenario(_: Scenario) -> Scenario:
+    """The packaged offline demo (what ``make demo`` scripts), without its pauses."""
+    return Scenario.load("demo").model_copy(update={"first_token_delay_ms": 0, "token_delay_ms": 1})
+
+
+@scenario_rules(demo_scenario)
+async def test_demo_caller_asks_for_a_callback(world: World) -> None:
+    caller = await world.call("s_demo_cb", from_number=JOHN)
+    start = len(world.llm.completions)
+    turn = await caller.say("Hi, could you please call me back tomorrow morning about my brakes?")
+    says = " ".join(s.text for s in await caller.turn(turn))
+    assert world.tools_called(start) == ["request_callback"]
+    assert "call you back tomorrow morning about brakes" in says
+    event = await announced(caller, CallbackRequestedEvent, turn)
+    [row] = await world.rows(CallbackRequest, CallbackRequest.session_id == "s_demo_cb")
+    assert (row.preferred_window, row.reason, row.name) == (
+        "tomorrow morning",
+        "brakes",
+        "John Carter",
+    )
+    assert event.callback_id == row.id

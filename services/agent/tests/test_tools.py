@@ -22,7 +22,15 @@ from dealerline_agent.dealership.effects import ToolEffect, apply_effect
 from dealerline_agent.dealership.repo import Dealership
 from dealerline_agent.dealership.tools import build_tools, tool_names
 from dealerline_common.db import create_engine_from_url, seed, session_factory
-from dealerline_common.db.models import Appointment, AppointmentStatus, Customer, Staff, Vehicle
+from dealerline_common.db.models import (
+    Appointment,
+    AppointmentStatus,
+    CallbackRequest,
+    CallbackStatus,
+    Customer,
+    Staff,
+    Vehicle,
+)
 from dealerline_common.db.testing import sqlite_db_url_fixture  # noqa: F401
 from dealerline_common.messages import EscalationRequest, HumanCallStatus
 from dealerline_common.state import BookingSlots, ConversationState
@@ -50,6 +58,7 @@ EXPECTED_TOOLS = {
     "list_services",
     "get_dealership_hours",
     "request_human_agent",
+    "request_callback",
     "end_call",
 }
 
@@ -64,6 +73,7 @@ class Harness:
     published: list[EscalationRequest] = field(default_factory=list)
     publish_error: Exception | None = None
     calls: int = 0
+    turn_id: str | None = None
 
     async def publish(self, request: EscalationRequest) -> None:
         if self.publish_error is not None:
@@ -78,6 +88,7 @@ class Harness:
             clock=lambda: NOW,
             timezone="America/Los_Angeles",
             publish_escalation=self.publish,
+            turn_id=self.turn_id,
         )
 
     async def run(self, name: str, /, apply: bool = True, **args: Any) -> tuple[str, ToolEffect]:
@@ -402,10 +413,18 @@ async def test_booking_books_once_even_when_repeated(h: Harness) -> None:
     appt = effect.confirmed_appointment
     assert appt is not None
     assert appt.start == datetime(2026, 3, 3, 9, 0, tzinfo=LA)
+    assert effect.appointment_action == "booked"
     # The same call again (a retry, a turn replayed after barge-in): no second booking.
+    # Its state was never stored (apply=False above), so it still announces the booking.
     again, effect2 = await h.run("book_appointment", confirmed=True)
     assert again.startswith(f"ALREADY_BOOKED: appointment_id={appt.id}")
     assert effect2.confirmed_appointment == appt
+    assert effect2.appointment_action == "booked"
+    # Once the call's state holds the booking, asking again changes nothing new.
+    h.state.booking_slots = slots_before
+    _, effect3 = await h.run("book_appointment", apply=False, confirmed=True)
+    assert effect3.confirmed_appointment == appt and effect3.appointment_change() is None
+    h.state.booking_slots = BookingSlots()
     rows = await h.rows(Appointment, Appointment.start_at == _utc(2026, 3, 3, 9))
     assert [(r.id, r.status, r.vehicle_id is not None) for r in rows] == [
         (appt.id, AppointmentStatus.BOOKED, True)
@@ -447,6 +466,7 @@ async def test_book_with_a_reschedule_slot_moves_the_appointment(h: Harness) -> 
     [row] = await h.rows(Appointment, Appointment.id == oil.id)
     assert row.start_at == _utc(2026, 3, 6, 11)
     assert effect.confirmed_appointment is not None
+    assert effect.appointment_action == "rescheduled"
 
 
 # ---------------------------------------------------------------------- appointments
@@ -484,8 +504,19 @@ async def test_list_reschedule_and_cancel(h: Harness) -> None:
     )
     assert content.startswith(f"RESCHEDULED: appointment_id={oil.id}")
     assert effect.confirmed_appointment is not None
+    change = effect.appointment_change()
+    assert change is not None and (change.action, change.appointment_id) == ("rescheduled", oil.id)
     [row] = await h.rows(Appointment, Appointment.id == oil.id)
     assert row.start_at == _utc(2026, 3, 5, 14)
+    # The same move again, now that the state holds it: nothing new to announce.
+    _, again = await h.run(
+        "reschedule_appointment",
+        appointment_id=oil.id,
+        date="2026-03-05",
+        time="14:00",
+        confirmed=True,
+    )
+    assert again.confirmed_appointment is not None and again.appointment_change() is None
 
     content, _ = await h.run("cancel_appointment", appointment_id=oil.id, confirmed=False)
     assert content.startswith("NOT_CANCELLED_YET")
@@ -494,6 +525,11 @@ async def test_list_reschedule_and_cancel(h: Harness) -> None:
     content, effect = await h.run("cancel_appointment", appointment_id=oil.id, confirmed=True)
     assert content.startswith(f"CANCELLED: appointment_id={oil.id}")
     assert effect.cancelled_appointment_id == oil.id
+    change = effect.appointment_change()
+    assert change is not None and change.appointment is not None
+    assert (change.action, change.appointment_id) == ("cancelled", oil.id)
+    assert change.appointment.service == "Synthetic Oil Change"
+    assert change.appointment.start == datetime(2026, 3, 5, 14, 0, tzinfo=LA)
     assert h.state.confirmed_appointment is None  # it was the rescheduled one
     [row] = await h.rows(Appointment, Appointment.id == oil.id)
     assert row.status is AppointmentStatus.CANCELLED
@@ -622,6 +658,72 @@ async def test_request_human_agent_when_the_bus_fails(h: Harness) -> None:
     assert content.startswith("ERROR: could not reach the team")
     assert effect.is_empty()
     assert not h.state.escalation_in_progress
+
+
+async def test_request_callback_writes_one_row_per_turn(h: Harness) -> None:
+    customer_id = await identify_john(h)
+    h.turn_id = "turn-utt-1"
+    content, effect = await h.run(
+        "request_callback", preferred_window=" tomorrow  morning", reason="brake noise"
+    )
+    assert content.startswith("CALLBACK_REQUESTED: callback_id=")
+    assert "when: tomorrow morning | about: brake noise | number ending in 0123" in content
+    assert JOHN_PHONE not in content  # the LLM gets the last digits only
+    taken = effect.callback_requested
+    assert taken is not None
+    assert (taken.preferred_window, taken.reason, taken.customer_name) == (
+        "tomorrow morning",
+        "brake noise",
+        "John Carter",
+    )
+    [row] = await h.rows(CallbackRequest)
+    assert row.id == taken.callback_id
+    assert (row.session_id, row.customer_id, row.name, row.phone) == (
+        "sess-1",
+        customer_id,
+        "John Carter",
+        JOHN_PHONE,
+    )
+    assert (row.preferred_window, row.reason, row.status) == (
+        "tomorrow morning",
+        "brake noise",
+        CallbackStatus.OPEN.value,
+    )
+    # The same turn run again (redelivered; a real model may word it differently).
+    again, effect2 = await h.run(
+        "request_callback", preferred_window="tomorrow am", reason="brakes"
+    )
+    assert again.startswith(f"CALLBACK_ALREADY_REQUESTED: callback_id={row.id}")
+    assert effect2.callback_requested == taken
+    assert len(await h.rows(CallbackRequest)) == 1
+    # A later turn asking again is a new request.
+    h.turn_id = "turn-utt-2"
+    content, _ = await h.run("request_callback", preferred_window="friday", reason="a quote")
+    assert content.startswith("CALLBACK_REQUESTED")
+    assert len(await h.rows(CallbackRequest)) == 2
+
+
+async def test_request_callback_for_an_unknown_caller_uses_the_caller_id(h: Harness) -> None:
+    h.state.caller_phone = "+14155550199"
+    content, effect = await h.run("request_callback", preferred_window="today", reason="price")
+    assert content.startswith("CALLBACK_REQUESTED") and "ending in 0199" in content
+    assert effect.callback_requested is not None
+    assert effect.callback_requested.customer_name is None
+    [row] = await h.rows(CallbackRequest)
+    assert (row.customer_id, row.name, row.phone) == (None, None, "+14155550199")
+
+
+async def test_request_callback_needs_a_number_and_words(h: Harness) -> None:
+    h.state.caller_phone = None
+    content, effect = await h.run("request_callback", preferred_window="today", reason="price")
+    assert content.startswith("ERROR: no number to call back")
+    assert "create_customer" in content
+    assert effect.is_empty()
+    h.state.caller_phone = JOHN_PHONE
+    content, effect = await h.run("request_callback", preferred_window="  ", reason="price")
+    assert content.startswith("ERROR: when to call back is missing")
+    assert effect.is_empty()
+    assert await h.rows(CallbackRequest) == []
 
 
 async def test_end_call(h: Harness) -> None:

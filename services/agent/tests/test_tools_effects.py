@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from dealerline_agent.dealership.effects import ToolEffect, apply_effect
+from dealerline_agent.dealership.effects import CallbackTaken, ToolEffect, apply_effect
 from dealerline_common.messages import HumanCallStatus
 from dealerline_common.state import (
     AppointmentInfo,
@@ -47,6 +47,17 @@ EFFECTS = [
     ToolEffect(cancelled_appointment_id=7),
     ToolEffect(escalation_started=TASK),
     ToolEffect(end_call=True),
+    ToolEffect(confirmed_appointment=APPT, appointment_action="booked"),
+    ToolEffect(confirmed_appointment=APPT, appointment_action="rescheduled"),
+    ToolEffect(
+        cancelled_appointment=APPT.model_copy(update={"status": "cancelled"}),
+        appointment_action="cancelled",
+    ),
+    ToolEffect(
+        callback_requested=CallbackTaken(
+            callback_id=3, preferred_window="tomorrow morning", reason="brakes"
+        )
+    ),
     ToolEffect(
         customer=CustomerInfo(id=2, name="Ann"),
         confirmed_appointment=APPT,
@@ -156,3 +167,36 @@ def test_unknown_slots_and_bad_values_are_refused() -> None:
         ToolEffect.model_validate({"surprise": True})
     assert ToolEffect().is_empty()
     assert not ToolEffect(end_call=True).is_empty()
+
+
+def test_the_appointment_action_is_explicit_and_consistent() -> None:
+    assert ToolEffect(confirmed_appointment=APPT).appointment_change() is None
+    booked = ToolEffect(confirmed_appointment=APPT, appointment_action="booked")
+    change = booked.appointment_change()
+    assert change is not None
+    assert (change.action, change.appointment_id, change.appointment) == ("booked", 7, APPT)
+    cancelled = ToolEffect(cancelled_appointment=APPT, appointment_action="cancelled")
+    assert cancelled.cancelled_appointment_id == 7  # filled from the appointment
+    change = cancelled.appointment_change()
+    assert change is not None and (change.action, change.appointment_id) == ("cancelled", 7)
+    # A bare id (an artifact stored before the details were kept) still announces.
+    change = ToolEffect(
+        cancelled_appointment_id=9, appointment_action="cancelled"
+    ).appointment_change()
+    assert change is not None and (change.appointment_id, change.appointment) == (9, None)
+    with pytest.raises(ValidationError, match="needs confirmed_appointment"):
+        ToolEffect(appointment_action="rescheduled")
+    with pytest.raises(ValidationError, match="needs cancelled_appointment_id"):
+        ToolEffect(appointment_action="cancelled")
+    with pytest.raises(ValidationError, match="cancelled_appointment_id is 8"):
+        ToolEffect(cancelled_appointment=APPT, cancelled_appointment_id=8)
+    with pytest.raises(ValidationError):
+        ToolEffect.model_validate({"appointment_action": "moved", "confirmed_appointment": APPT})
+
+
+def test_a_callback_changes_nothing_in_the_state() -> None:
+    state = fresh()
+    before = state.model_dump()
+    taken = CallbackTaken(callback_id=3, preferred_window="today", reason="price")
+    apply_effect(state, ToolEffect(callback_requested=taken))
+    assert state.model_dump() == before

@@ -64,6 +64,19 @@ def turn_reply(messages: Sequence[BaseMessage], turn_id: str) -> str:
     )
 
 
+def turn_artifacts(messages: Sequence[BaseMessage], turn_id: str) -> list[Any]:
+    """The artifacts (tool effects as JSON) of the tool calls ``turn_id`` made, in call
+    order: what a replayed turn re-announces."""
+    call_ids = [
+        tc.get("id")
+        for m in messages
+        if isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn_id)
+        for tc in m.tool_calls
+    ]
+    results = {m.tool_call_id: m.artifact for m in messages if isinstance(m, ToolMessage)}
+    return [results[c] for c in call_ids if c in results and results[c] is not None]
+
+
 def complete_messages(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     """``messages`` without an assistant tool call whose results are missing (a turn cut
     short mid-tool); an LLM API refuses a history with a dangling tool call."""

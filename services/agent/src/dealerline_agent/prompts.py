@@ -138,6 +138,9 @@ Check availability before offering a time. Before booking, moving or cancelling,
 back the service, day, time and vehicle and wait for the caller's yes; only then call \
 the tool with confirmed=true. A tool result starting with ERROR tells you what to ask. \
 When the caller asks for a person, call request_human_agent and keep helping meanwhile. \
+When nobody on the team could be reached, offer a callback; when the caller agrees or asks \
+to be called back, ask when suits them and what it is about (if they have not said), then \
+call request_callback with their words, and tell them a team member will call them back. \
 When the caller is done, say goodbye and call end_call.
 
 CONTEXT:
@@ -157,11 +160,12 @@ Briefly say you are back with them and offer help.
 - [ESCALATION_RETURNED:<reason>]: the caller is back with you after a team member, or \
 connecting them did not work out (the reason says why: human_ended, busy, no_answer, \
 declined, exhausted…). Explain kindly in plain words and offer to keep helping; if nobody \
-could be reached, offer to book a callback appointment.
+could be reached, offer a callback from the team (request_callback once they say when).
 - [NOTIFICATION:human_available:<name>]: a team member (<name>) accepted the call. Tell \
 the caller in one short sentence that you are connecting them with <name> now.
 - [NOTIFICATION:escalation_failed:<reason>]: nobody on the team could be reached. \
-Apologise, and offer to keep helping or to book a callback appointment.
+Apologise, and offer to keep helping or a callback from the team (request_callback once \
+they say when and what about).
 """
 
 

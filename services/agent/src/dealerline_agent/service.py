@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -39,7 +40,9 @@ from dealerline_common import subjects, tracing
 from dealerline_common.bus import Bus, Reject, WorkConsumer
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
+    AppointmentEvent,
     BargeIn,
+    CallbackRequestedEvent,
     EscalationRequest,
     EscalationStatus,
     HangupRequest,
@@ -61,7 +64,7 @@ from dealerline_common.state import ConversationState, HumanCallStatus
 from dealerline_common.state_store import StateConflictError, StateStore, state_store_from_url
 
 from .dealership.context import ToolContext
-from .dealership.effects import apply_effect
+from .dealership.effects import ToolEffect, apply_effect
 from .dealership.repo import Dealership
 from .graph import (
     AGENT_NODE,
@@ -79,6 +82,7 @@ from .history import (
     from_dicts,
     is_turn_ai_id,
     text_of,
+    turn_artifacts,
     turn_reply,
     user_message_id,
 )
@@ -632,6 +636,10 @@ class AgentService:
                 split_sentences(turn_reply(history, turn_id), self.settings.clause_min_chars),
                 timings,
             )
+            # Its events too: the first delivery may have died between storing the turn
+            # and publishing them (the same msg ids: the stream keeps one copy).
+            effects = [ToolEffect.model_validate(a) for a in turn_artifacts(history, turn_id)]
+            await self._publish_effects(sid, turn_id, effects, state)
             log.info("turn replayed", session_id=sid, turn_id=turn_id)
             return "replayed"
         if not text and not state.pending_notifications:
@@ -663,6 +671,7 @@ class AgentService:
             clock=self.clock,
             timezone=self.settings.dealership_timezone,
             publish_escalation=self._publish_escalation,
+            turn_id=turn_id,
         )
         config: RunnableConfig = {
             "configurable": {"tool_context": ctx},
@@ -732,7 +741,7 @@ class AgentService:
             if partial:
                 record.add([AIMessage(content=partial, id=ai_message_id(turn_id, steps_done))])
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._commit(sid, record))
+                await asyncio.shield(self._commit_and_announce(sid, record))
             raise
         finally:
             current_turn.reset(token)
@@ -747,6 +756,7 @@ class AgentService:
             TranscriptEvent(session_id=sid, role="assistant", text=reply, turn_id=turn_id),
             msg_id=f"{turn_id}:event:assistant",
         )
+        await self._publish_effects(sid, turn_id, record.effects, stored)
         await self._publish_state(session, stored)
         if any(e.end_call for e in record.effects):
             await self.bus.publish(
@@ -786,6 +796,77 @@ class AgentService:
             self.metrics.state_conflicts.inc()
             log.error("turn commit lost the state lock", session_id=sid, turn_id=record.turn_id)
             raise
+
+    async def _commit_and_announce(self, sid: str, record: TurnRecord) -> None:
+        """A cut-short turn keeps what its tools did: stored, then announced."""
+        stored = await self._commit(sid, record)
+        await self._publish_effects(sid, record.turn_id, record.effects, stored)
+
+    async def _publish_effects(
+        self,
+        sid: str,
+        turn_id: str,
+        effects: list[ToolEffect],
+        state: ConversationState,
+    ) -> None:
+        """Announce what the turn's tools changed (appointments, callback requests) on the
+        session's events, after the turn's state is stored. Each event's ``Nats-Msg-Id``
+        comes from the turn and the change, so a redelivered or replayed turn publishes
+        nothing twice."""
+        customer_name = state.customer.name if state.customer else None
+        zone = ZoneInfo(self.settings.dealership_timezone)
+        published: set[str] = set()
+        for effect in effects:
+            change = effect.appointment_change()
+            if change is not None:
+                msg_id = f"{turn_id}:event:appointment:{change.appointment_id}:{change.action}"
+                if msg_id not in published:
+                    published.add(msg_id)
+                    appt = change.appointment
+                    await self.bus.publish_durable(
+                        subjects.events(sid),
+                        AppointmentEvent(
+                            session_id=sid,
+                            action=change.action,
+                            appointment_id=change.appointment_id,
+                            service=appt.service if appt else None,
+                            start=appt.start.astimezone(zone).isoformat() if appt else None,
+                            vehicle=appt.vehicle if appt else None,
+                            customer_name=customer_name,
+                            turn_id=turn_id,
+                        ),
+                        msg_id=msg_id,
+                    )
+                    log.info(
+                        "appointment event",
+                        session_id=sid,
+                        turn_id=turn_id,
+                        action=change.action,
+                        appointment_id=change.appointment_id,
+                    )
+            callback = effect.callback_requested
+            if callback is not None:
+                msg_id = f"{turn_id}:event:callback:{callback.callback_id}"
+                if msg_id not in published:
+                    published.add(msg_id)
+                    await self.bus.publish_durable(
+                        subjects.events(sid),
+                        CallbackRequestedEvent(
+                            session_id=sid,
+                            callback_id=callback.callback_id,
+                            preferred_window=callback.preferred_window,
+                            reason=callback.reason,
+                            customer_name=callback.customer_name or customer_name,
+                            turn_id=turn_id,
+                        ),
+                        msg_id=msg_id,
+                    )
+                    log.info(
+                        "callback event",
+                        session_id=sid,
+                        turn_id=turn_id,
+                        callback_id=callback.callback_id,
+                    )
 
     async def _publish_escalation(self, request: EscalationRequest) -> None:
         await self.bus.publish_durable(

@@ -33,6 +33,9 @@ class ToolContext:
     clock: Callable[[], datetime]  # aware UTC now
     timezone: str  # the dealership's IANA timezone
     publish_escalation: Callable[[EscalationRequest], Awaitable[None]]
+    # The turn the tools run in: the same for a redelivered turn, so what a tool writes
+    # once per turn (a callback request) is keyed on it. None outside a turn (tests).
+    turn_id: str | None = None
 
 
 def tool_context(config: Any) -> ToolContext:

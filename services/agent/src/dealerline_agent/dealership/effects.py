@@ -7,13 +7,18 @@ applied to the turn's working copy right after the tools step (so later tool cal
 turn see it) and again when the turn's state is written back under optimistic locking,
 possibly more than once on a conflict retry. Applying an effect twice is therefore the
 same as applying it once.
+
+An effect also says what the turn changed outside the conversation (an appointment
+booked, moved or cancelled; a callback request taken): the service publishes those as
+events once the turn's state is stored (:meth:`ToolEffect.appointment_change`,
+``callback_requested``). They never change the state, so they replay freely.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from dealerline_common.messages import HumanCallStatus, now
 from dealerline_common.state import (
@@ -24,7 +29,14 @@ from dealerline_common.state import (
     CustomerInfo,
 )
 
-__all__ = ["BOOKING_SLOT_NAMES", "ToolEffect", "apply_effect"]
+__all__ = [
+    "BOOKING_SLOT_NAMES",
+    "AppointmentAction",
+    "AppointmentChange",
+    "CallbackTaken",
+    "ToolEffect",
+    "apply_effect",
+]
 
 BOOKING_SLOT_NAMES = frozenset(BookingSlots.model_fields)
 
@@ -35,6 +47,28 @@ _ESCALATION_IDLE = frozenset(
 )
 
 
+AppointmentAction = Literal["booked", "rescheduled", "cancelled"]
+
+
+class CallbackTaken(BaseModel):
+    """A ``callback_requests`` row the tool wrote (or found, for a replayed call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callback_id: int
+    preferred_window: str
+    reason: str
+    customer_name: str | None = None
+
+
+class AppointmentChange(BaseModel):
+    """One appointment change of a turn, as the after-call event tells it."""
+
+    action: AppointmentAction
+    appointment_id: int
+    appointment: AppointmentInfo | None = None
+
+
 class ToolEffect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,8 +77,51 @@ class ToolEffect(BaseModel):
     clear_booking: bool = False
     confirmed_appointment: AppointmentInfo | None = None  # booked or rescheduled
     cancelled_appointment_id: int | None = None
+    # What the appointment fields above record, when the tool changed an appointment:
+    # "booked"/"rescheduled" go with confirmed_appointment, "cancelled" with
+    # cancelled_appointment_id. None: nothing changed (e.g. a booking already confirmed
+    # earlier in the call, asked for again).
+    appointment_action: AppointmentAction | None = None
+    cancelled_appointment: AppointmentInfo | None = None  # the cancelled one, for the event
+    callback_requested: CallbackTaken | None = None
     escalation_started: BackgroundTask | None = None  # kind="escalation", detail=reason
     end_call: bool = False
+
+    @model_validator(mode="after")
+    def _action_matches(self) -> ToolEffect:
+        if self.cancelled_appointment is not None:
+            if self.cancelled_appointment_id is None:
+                self.cancelled_appointment_id = self.cancelled_appointment.id
+            elif self.cancelled_appointment_id != self.cancelled_appointment.id:
+                raise ValueError(
+                    f"cancelled_appointment is #{self.cancelled_appointment.id} but "
+                    f"cancelled_appointment_id is {self.cancelled_appointment_id}"
+                )
+        action = self.appointment_action
+        if action in ("booked", "rescheduled") and self.confirmed_appointment is None:
+            raise ValueError(f"appointment_action={action!r} needs confirmed_appointment")
+        if action == "cancelled" and self.cancelled_appointment_id is None:
+            raise ValueError("appointment_action='cancelled' needs cancelled_appointment_id")
+        return self
+
+    def appointment_change(self) -> AppointmentChange | None:
+        """The appointment this effect booked, moved or cancelled (None: none)."""
+        action = self.appointment_action
+        if action is None:
+            return None
+        if action == "cancelled":
+            assert self.cancelled_appointment_id is not None  # the validator made sure
+            return AppointmentChange(
+                action=action,
+                appointment_id=self.cancelled_appointment_id,
+                appointment=self.cancelled_appointment,
+            )
+        assert self.confirmed_appointment is not None
+        return AppointmentChange(
+            action=action,
+            appointment_id=self.confirmed_appointment.id,
+            appointment=self.confirmed_appointment,
+        )
 
     @field_validator("booking_slots")
     @classmethod
@@ -68,7 +145,8 @@ def apply_effect(state: ConversationState, effect: ToolEffect) -> None:
 
     Order: a cleared booking first, then single slots (so "clear, then set the service"
     in one effect works), then a confirmed appointment (which closes the booking), a
-    cancellation, the escalation, the end of the call.
+    cancellation, the escalation, the end of the call. ``appointment_action`` and
+    ``callback_requested`` only say what to publish; the state does not keep them.
     """
     if effect.customer is not None:
         state.customer = effect.customer.model_copy(deep=True)

@@ -41,6 +41,8 @@ from dealerline_common.db.models import (
     Appointment,
     AppointmentStatus,
     Call,
+    CallbackRequest,
+    CallbackStatus,
     Customer,
     DealershipProfile,
     FaqEntry,
@@ -60,6 +62,7 @@ from dealerline_common.state import AppointmentInfo, CustomerInfo, VehicleInfo
 from . import faq
 from .views import (
     Booking,
+    CallbackRequestInfo,
     DayHours,
     FaqHit,
     Profile,
@@ -834,6 +837,73 @@ class Dealership:
                 StaffContact(name=r.name, phone=r.phone, role=r.role, staff_id=r.id) for r in rows
             ]
 
+    # ------------------------------------------------------------------ callbacks
+
+    async def request_callback(
+        self,
+        session_id: str,
+        *,
+        preferred_window: str,
+        reason: str,
+        customer_id: int | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> CallbackRequestInfo:
+        """Write an open callback request for the sales team.
+
+        ``preferred_window`` is when the caller wants the call, in their words ("tomorrow
+        morning"). With ``idempotency_key``, a repeated request (a replayed turn) returns
+        the row the first one wrote (``created=False``), even when two copies race (the
+        unique constraint decides).
+        """
+        window = " ".join((preferred_window or "").split())
+        if not window:
+            raise InvalidInput("when to call back is missing; ask the caller when suits them")
+        if len(window) > 200:
+            raise InvalidInput("that callback time is too long; ask for a shorter one")
+        about = " ".join((reason or "").split())
+        if not about:
+            raise InvalidInput("what the callback is about is missing; ask the caller")
+        who = " ".join((name or "").split())[:200] or None
+        number = _clean_phone(phone)
+        if idempotency_key:
+            existing = await self._callback_by_key(idempotency_key)
+            if existing is not None:
+                return existing
+        try:
+            async with self._writing() as session:
+                row = CallbackRequest(
+                    session_id=session_id,
+                    customer_id=customer_id,
+                    name=who,
+                    phone=number,
+                    preferred_window=window,
+                    reason=about,
+                    status=CallbackStatus.OPEN.value,
+                    idempotency_key=idempotency_key,
+                )
+                session.add(row)
+                await session.flush()
+                info = _callback_info(row, created=True)
+        except IntegrityError:
+            if idempotency_key:
+                twin = await self._callback_by_key(idempotency_key)
+                if twin is not None:
+                    return twin
+            raise
+        log.info("callback requested", callback_id=info.id, session_id=session_id)
+        return info
+
+    async def _callback_by_key(self, key: str) -> CallbackRequestInfo | None:
+        async with self.session_factory() as session:
+            row = (
+                await session.execute(
+                    select(CallbackRequest).where(CallbackRequest.idempotency_key == key)
+                )
+            ).scalar()
+            return None if row is None else _callback_info(row, created=False)
+
     # ------------------------------------------------------------------ call log
 
     async def record_call_start(
@@ -1011,6 +1081,18 @@ def _appointment_info(
         status=row.status.value,
         vehicle=_vehicle_text(vehicle, row.vehicle_description),
         bay=bay,
+    )
+
+
+def _callback_info(row: CallbackRequest, *, created: bool) -> CallbackRequestInfo:
+    return CallbackRequestInfo(
+        id=row.id,
+        session_id=row.session_id,
+        preferred_window=row.preferred_window,
+        reason=row.reason,
+        name=row.name,
+        phone=row.phone,
+        created=created,
     )
 
 

@@ -32,7 +32,7 @@ from dealerline_common.messages import EscalationRequest, HumanCallStatus
 from dealerline_common.state import AppointmentInfo, BackgroundTask, CustomerInfo, TaskStatus
 
 from .context import ToolContext, tool_context
-from .effects import ToolEffect
+from .effects import AppointmentAction, CallbackTaken, ToolEffect
 from .parsing import parse_date, parse_time, say_date, say_time, say_when
 from .repo import DealershipError, SlotUnavailable
 from .views import ServiceInfo
@@ -159,6 +159,14 @@ class HumanArgs(_Args):
     reason: str = Field(description="Why the caller wants a person, in a few words.")
 
 
+class CallbackArgs(_Args):
+    preferred_window: str = Field(
+        description='When the caller wants to be called back, in their words, e.g. "tomorrow '
+        'morning" or "after 5 pm today".'
+    )
+    reason: str = Field(description="What the callback is about, in a few words.")
+
+
 class EndCallArgs(_Args):
     reason: str | None = Field(default=None, description="Why the call is ending.")
 
@@ -216,6 +224,28 @@ def _booking_key(customer_id: int, service: str, start: datetime, vehicle: str) 
     """The same booking request (retried, or replayed after a barge-in) gets the same key."""
     raw = f"{customer_id}|{service.lower()}|{start.astimezone(UTC).isoformat()}|{vehicle}"
     return "book:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def _callback_key(ctx: ToolContext, args: CallbackArgs) -> str:
+    """One callback request per turn: a redelivered turn (same turn id) finds the row its
+    first run wrote, even if a real model words the request differently the second time.
+    Outside a turn the request itself is the key."""
+    if ctx.turn_id is not None:
+        raw = f"{ctx.session_id}|{ctx.turn_id}"
+    else:
+        window = " ".join(args.preferred_window.lower().split())
+        reason = " ".join(args.reason.lower().split())
+        raw = f"{ctx.session_id}|{window}|{reason}"
+    return "callback:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def _already_confirmed(ctx: ToolContext, appt: AppointmentInfo) -> bool:
+    """The call's state already holds ``appt`` as it is now: an earlier turn booked or
+    moved it and this request changed nothing, so there is nothing new to announce. (A
+    turn replayed before its state was stored does not see it, and announces again under
+    the same event id.)"""
+    current = ctx.state.confirmed_appointment
+    return current is not None and current.id == appt.id and current.start == appt.start
 
 
 def _progress(ctx: ToolContext, extra: dict[str, Any] | None = None) -> str:
@@ -482,7 +512,7 @@ async def book_appointment(ctx: ToolContext, args: BookArgs) -> Result:
         )
     if moving is not None:
         moved = await ctx.repo.reschedule(customer.id, moving, start)
-        return (f"RESCHEDULED: {_appointment_line(moved)}", ToolEffect(confirmed_appointment=moved))
+        return (f"RESCHEDULED: {_appointment_line(moved)}", _moved_effect(ctx, moved))
     key = _booking_key(customer.id, service.name, start, str(slots.vehicle_id or vehicle.lower()))
     try:
         booking = await ctx.repo.book(
@@ -503,10 +533,16 @@ async def book_appointment(ctx: ToolContext, args: BookArgs) -> Result:
     appt = booking.appointment
     status = "BOOKED" if booking.created else "ALREADY_BOOKED"
     until = say_time(appt.end)
+    new = booking.created or not _already_confirmed(ctx, appt)
     return (
         f"{status}: {_appointment_line(appt)} until {until} | bay: {appt.bay}",
-        ToolEffect(confirmed_appointment=appt),
+        ToolEffect(confirmed_appointment=appt, appointment_action="booked" if new else None),
     )
+
+
+def _moved_effect(ctx: ToolContext, moved: AppointmentInfo) -> ToolEffect:
+    action: AppointmentAction | None = None if _already_confirmed(ctx, moved) else "rescheduled"
+    return ToolEffect(confirmed_appointment=moved, appointment_action=action)
 
 
 async def list_appointments(ctx: ToolContext, _args: NoArgs) -> Result:
@@ -544,7 +580,7 @@ async def reschedule_appointment(ctx: ToolContext, args: RescheduleArgs) -> Resu
             "pick one.",
             ToolEffect(),
         )
-    return (f"RESCHEDULED: {_appointment_line(moved)}", ToolEffect(confirmed_appointment=moved))
+    return (f"RESCHEDULED: {_appointment_line(moved)}", _moved_effect(ctx, moved))
 
 
 async def cancel_appointment(ctx: ToolContext, args: CancelArgs) -> Result:
@@ -562,7 +598,11 @@ async def cancel_appointment(ctx: ToolContext, args: CancelArgs) -> Result:
     cancelled = await ctx.repo.cancel(customer.id, args.appointment_id)
     return (
         f"CANCELLED: {_appointment_line(cancelled)}",
-        ToolEffect(cancelled_appointment_id=cancelled.id),
+        ToolEffect(
+            cancelled_appointment_id=cancelled.id,
+            cancelled_appointment=cancelled,
+            appointment_action="cancelled",
+        ),
     )
 
 
@@ -643,7 +683,7 @@ async def request_human_agent(ctx: ToolContext, args: HumanArgs) -> Result:
     if not staff:
         return (
             "ERROR: nobody is available to take the call right now. Apologise and offer a "
-            "callback: take their name, number and what it is about.",
+            "callback: ask when suits them and what it is about, then request_callback.",
             ToolEffect(),
         )
     reason = " ".join(args.reason.split()) or "caller asked for a person"
@@ -661,8 +701,8 @@ async def request_human_agent(ctx: ToolContext, args: HumanArgs) -> Result:
     except Exception:
         log.exception("escalation request not published", session_id=ctx.session_id)
         return (
-            "ERROR: could not reach the team right now. Apologise and offer a callback: take "
-            "their name, number and what it is about.",
+            "ERROR: could not reach the team right now. Apologise and offer a callback: ask "
+            "when suits them and what it is about, then request_callback.",
             ToolEffect(),
         )
     task = BackgroundTask(
@@ -673,6 +713,49 @@ async def request_human_agent(ctx: ToolContext, args: HumanArgs) -> Result:
         f"ESCALATION_STARTED:task_id={task_id}|Calling a team member now; keep helping the "
         "caller meanwhile",
         ToolEffect(escalation_started=task),
+    )
+
+
+async def request_callback(ctx: ToolContext, args: CallbackArgs) -> Result:
+    state = ctx.state
+    customer = state.customer
+    phone = state.caller_phone or (customer.phone if customer else None)
+    if not phone:
+        return (
+            "ERROR: no number to call back (no caller ID, caller not identified). Ask for "
+            "their name and number and save them (lookup_customer or create_customer), then "
+            "request the callback again.",
+            ToolEffect(),
+        )
+    taken = await ctx.repo.request_callback(
+        ctx.session_id,
+        preferred_window=args.preferred_window,
+        reason=args.reason,
+        customer_id=customer.id if customer else None,
+        name=customer.name if customer else None,
+        phone=phone,
+        idempotency_key=_callback_key(ctx, args),
+    )
+    status = "CALLBACK_REQUESTED" if taken.created else "CALLBACK_ALREADY_REQUESTED"
+    ending = f" ending in {phone[-4:]}" if len(phone) >= 4 else ""
+    log.info(
+        "callback requested",
+        session_id=ctx.session_id,
+        callback_id=taken.id,
+        created=taken.created,
+    )
+    return (
+        f"{status}: callback_id={taken.id} | when: {taken.preferred_window} | about: "
+        f"{taken.reason} | number{ending}. Tell the caller a team member will call them "
+        "back then; do not promise an exact time.",
+        ToolEffect(
+            callback_requested=CallbackTaken(
+                callback_id=taken.id,
+                preferred_window=taken.preferred_window,
+                reason=taken.reason,
+                customer_name=taken.name,
+            )
+        ),
     )
 
 
@@ -829,6 +912,14 @@ _TOOLS: list[tuple[str, str, type[BaseModel], Callable[[ToolContext, Any], Await
         "help. The call to staff starts in the background; keep talking with the caller.",
         HumanArgs,
         request_human_agent,
+    ),
+    (
+        "request_callback",
+        "Take a callback request when nobody on the team could be reached, or when the "
+        "caller asks to be called back: when they want the call (their words) and what it "
+        "is about. Uses the caller ID (or the number on file) as the number to call.",
+        CallbackArgs,
+        request_callback,
     ),
     (
         "end_call",

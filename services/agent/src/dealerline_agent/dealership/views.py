@@ -9,6 +9,7 @@ from dealerline_common.state import AppointmentInfo
 
 __all__ = [
     "Booking",
+    "CallbackRequestInfo",
     "DayHours",
     "FaqHit",
     "Profile",
@@ -103,6 +104,20 @@ class FaqHit:
     question: str
     answer: str
     score: float
+
+
+@dataclass(frozen=True)
+class CallbackRequestInfo:
+    """The result of :meth:`Dealership.request_callback`: ``created`` is False when the
+    idempotency key matched a request written before (a replayed turn)."""
+
+    id: int
+    session_id: str
+    preferred_window: str
+    reason: str
+    name: str | None
+    phone: str | None
+    created: bool
 
 
 @dataclass(frozen=True)
