@@ -44,6 +44,15 @@ is not in progress → 400 code 21220 "Call is not in-progress. Cannot redirect.
 ``Status=canceled`` ends a queued/ringing call (ignored once answered), ``Status=completed``
 ends any live call. Every request is a ``rest`` timeline event.
 
+Messages (``Messages.json`` create / list, ``Messages/{Sid}.json`` fetch): create validates
+``To`` (21604 missing, 21211 invalid), ``From`` (21603 missing, 21212 invalid, 21606 when
+``owned_numbers`` is set and ``From`` is not one), ``Body`` (21602 missing, 21617 over 1600
+characters) and answers the ``api.v2010.account.message`` resource with status ``queued``
+(dates are wall-clock, not the scaled call clock: texts have no part in a call's timing).
+Every accepted text is kept in ``tw.messages`` (a :class:`SentMessage` each, in order) and
+is a ``message`` timeline event. ``tw.fail_messages()`` makes creates answer 503 (code
+20503, nothing recorded) until ``tw.heal_messages()``, or for ``times`` requests.
+
 Everything observable is on ``tw.timeline`` (see ``dealerline_sim.timeline`` for the kinds);
 faults on status callbacks are set with ``tw.faults`` (``dealerline_sim.callbacks``).
 """
@@ -55,6 +64,9 @@ import binascii
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -81,6 +93,7 @@ from dealerline_sim.twiml import SimulatorError, TwimlError, parse_twiml
 
 __all__ = [
     "AsyncSimHttpClient",
+    "SentMessage",
     "SimHttpClient",
     "TwilioSim",
     "twilio_error",
@@ -94,9 +107,65 @@ _SID = {
     "AC": re.compile(r"^AC[0-9a-fA-F]{32}$"),
     "CA": re.compile(r"^CA[0-9a-fA-F]{32}$"),
     "CF": re.compile(r"^CF[0-9a-fA-F]{32}$"),
+    "SM": re.compile(r"^SM[0-9a-fA-F]{32}$"),
 }
 _CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 _TWIML_MAX = 4000
+_BODY_MAX = 1600
+# GSM 03.38's basic set: a text of only these is 160 characters a segment, else UCS-2 (70).
+_GSM7 = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+def _segments(body: str) -> int:
+    single, multi = (160, 153) if set(body) <= _GSM7 else (70, 67)
+    return 1 if len(body) <= single else -(-len(body) // multi)
+
+
+def _rfc2822(at: datetime | None) -> str | None:
+    return format_datetime(at, usegmt=True) if at is not None else None
+
+
+@dataclass
+class SentMessage:
+    """One text the REST API accepted (``tw.messages``)."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    status: str = "queued"
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    params: dict[str, Any] = field(default_factory=dict)  # the create request's form
+
+    def resource(self) -> dict[str, Any]:
+        """Twilio's Message resource (``api.v2010.account.message``)."""
+        uri = f"{API}/Accounts/{self.account_sid}/Messages/{self.sid}"
+        return {
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "body": self.body,
+            "date_created": _rfc2822(self.created_at),
+            "date_sent": None,
+            "date_updated": _rfc2822(self.created_at),
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": self.from_,
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": str(_segments(self.body)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": self.status,
+            "subresource_uris": {"media": f"{uri}/Media.json"},
+            "to": self.to,
+            "uri": f"{uri}.json",
+        }
 
 
 def twilio_error(status: int, code: int, message: str) -> JSONResponse:
@@ -254,6 +323,8 @@ class TwilioSim:
         self.calls: dict[str, CallLeg] = {}
         self.humans: dict[str, HumanScript] = {}
         self.api_keys: dict[str, str] = {}
+        self.messages: list[SentMessage] = []
+        self._messages_down: tuple[int, int | None] | None = None  # (status, times left)
         self._server: HttpServer | None = None
         self._aio_clients: list[AsyncTwilioHttpClient] = []
 
@@ -316,6 +387,38 @@ class TwilioSim:
         sid, secret = new_sid("SK"), secrets.token_hex(16)
         self.api_keys[sid] = secret
         return sid, secret
+
+    def fail_messages(self, *, status: int = 503, times: int | None = None) -> None:
+        """Make ``POST Messages.json`` answer ``status`` (Twilio's error body, code 20000 +
+        status, nothing recorded) for the next ``times`` requests, or until
+        :meth:`heal_messages` when ``times`` is None: the Messages API is down."""
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or None until healed)")
+        self._messages_down = (status, times)
+
+    def heal_messages(self) -> None:
+        """The Messages API accepts texts again."""
+        self._messages_down = None
+
+    def messages_to(self, number: str) -> list[SentMessage]:
+        return [m for m in self.messages if m.to == number]
+
+    async def wait_for_messages(
+        self, count: int, *, to: str | None = None, timeout_s: float = 10.0
+    ) -> list[SentMessage]:
+        """Wait until at least ``count`` texts (to ``to``, if given) were accepted."""
+
+        def chosen() -> list[SentMessage]:
+            return self.messages_to(to) if to is not None else list(self.messages)
+
+        await self.wait_for(
+            lambda: len(chosen()) >= count,
+            timeout_s,
+            f"{count} text(s){' to ' + mask_phone(to) if to else ''}",
+        )
+        return chosen()
 
     def phone(self, http_base: str, public_url: str, **kwargs: Any) -> PhoneSimulator:
         """A :class:`PhoneSimulator` on this account whose calls this simulator hosts."""
@@ -481,6 +584,8 @@ class TwilioSim:
                 self._participants_endpoint,
                 methods=["GET"],
             ),
+            Route(acct + "/Messages.json", self._messages_endpoint, methods=["GET", "POST"]),
+            Route(acct + "/Messages/{sid}.json", self._message_endpoint, methods=["GET"]),
         ]
 
         async def not_found(request: Request, exc: Exception) -> Response:
@@ -536,7 +641,8 @@ class TwilioSim:
         sid = request.path_params.get("sid")
         call_sid = sid if isinstance(sid, str) and sid.startswith("CA") else None
         if call_sid is None and response.status_code == 201 and isinstance(body, dict):
-            call_sid = body.get("sid")
+            created = body.get("sid")
+            call_sid = created if isinstance(created, str) and created.startswith("CA") else None
         params = form.as_dict()
         self.timeline.record(
             "rest",
@@ -789,6 +895,82 @@ class TwilioSim:
         conf = self._conference(request)
         items = [conf.participant_resource(p, self.clock) for p in conf.participants.values()]
         return 200, self._page(request, "participants", items)
+
+    # Messages
+
+    async def _messages_endpoint(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self._handle(request, self._create_message)
+        return await self._handle(request, self._list_messages)
+
+    async def _create_message(self, request: Request, form: _Form) -> tuple[int, Any]:
+        if self._messages_down is not None:
+            status, times = self._messages_down
+            if times is not None:
+                self._messages_down = (status, times - 1) if times > 1 else None
+            raise _BadRequest(status, 20000 + status, "Service unavailable (simulated outage)")
+        to, from_, body = form.get("To"), form.get("From"), form.get("Body")
+        if not to:
+            raise _BadRequest(400, 21604, "A 'To' phone number is required.")
+        if not from_:
+            if form.get("MessagingServiceSid"):
+                raise _BadRequest(
+                    400, 21704, "MessagingServiceSid is not supported by the simulator"
+                )
+            raise _BadRequest(400, 21603, "A 'From' phone number is required.")
+        if not _E164.match(to):
+            raise _BadRequest(400, 21211, f"Invalid 'To' Phone Number: {mask_phone(to)}")
+        if not _E164.match(from_):
+            raise _BadRequest(400, 21212, f"Invalid 'From' Phone Number: {mask_phone(from_)}")
+        if self.owned_numbers and from_ not in self.owned_numbers:
+            raise _BadRequest(
+                400,
+                21606,
+                f"The From phone number {mask_phone(from_)} is not a valid, SMS-capable inbound "
+                "phone number or short code for your account.",
+            )
+        if form.get("MediaUrl") or form.get("ContentSid"):
+            raise _BadRequest(
+                400, 21620, "MediaUrl and ContentSid are not supported by the simulator"
+            )
+        if not body:
+            raise _BadRequest(400, 21602, "Message body is required.")
+        if len(body) > _BODY_MAX:
+            raise _BadRequest(
+                400,
+                21617,
+                f"The concatenated message body exceeds the {_BODY_MAX} character limit.",
+            )
+        message = SentMessage(
+            sid=new_sid("SM"),
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            body=body,
+            params=form.as_dict(),
+        )
+        self.messages.append(message)
+        self.timeline.record("message", None, sid=message.sid, to=to, from_=from_, body=body)
+        return 201, message.resource()
+
+    async def _list_messages(self, request: Request, form: _Form) -> tuple[int, Any]:
+        q = request.query_params
+        messages = list(self.messages)
+        for name, attr in (("To", "to"), ("From", "from_")):
+            if q.get(name):
+                messages = [m for m in messages if getattr(m, attr) == q[name]]
+        messages.reverse()  # newest first, as Twilio lists them
+        return 200, self._page(request, "messages", [m.resource() for m in messages])
+
+    async def _message_endpoint(self, request: Request) -> Response:
+        return await self._handle(request, self._fetch_message)
+
+    async def _fetch_message(self, request: Request, form: _Form) -> tuple[int, Any]:
+        sid = str(request.path_params["sid"])
+        for message in self.messages:
+            if message.sid == sid:
+                return 200, message.resource()
+        raise self._not_found(request)
 
     # helpers
 

@@ -2,8 +2,8 @@
 
 ``data/twilio_api_v2010_calls.json`` is a vendored subset of twilio-oai's
 ``twilio_api_v2010.json`` (source commit and MIT licence noted in the file and in
-``data/TWILIO_OAI_LICENSE``): the Call, Conference and Participant resources, their enums,
-list pages and the Calls create/update request bodies. Tests (here and in services that
+``data/TWILIO_OAI_LICENSE``): the Call, Conference, Participant and Message resources, their
+enums, list pages and the Calls create/update and Messages create request bodies. Tests (here and in services that
 talk to the simulator) validate REST answers against it without the full 1.8 MB spec,
 which is not in the repository.
 
@@ -23,11 +23,12 @@ import importlib.resources
 import json
 from typing import Any
 
-__all__ = ["CALL", "CONFERENCE", "PARTICIPANT", "resource_schema", "schema_names"]
+__all__ = ["CALL", "CONFERENCE", "MESSAGE", "PARTICIPANT", "resource_schema", "schema_names"]
 
 CALL = "api.v2010.account.call"
 CONFERENCE = "api.v2010.account.conference"
 PARTICIPANT = "api.v2010.account.conference.participant"
+MESSAGE = "api.v2010.account.message"
 
 # Enum properties Twilio sends as null until they apply (a live conference has no end
 # reason). OpenAPI 3.0 ignores siblings of $ref, so twilio-oai cannot mark them nullable.
