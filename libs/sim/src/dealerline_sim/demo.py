@@ -23,8 +23,11 @@ from dealerline_common.bus import Bus
 from dealerline_common.logs import configure_logging
 from dealerline_common.messages import LatencyEvent, Say, Transcript, loads, parse_event
 
-from .fleet import Fleet
+from .aftercall_report import format_email, format_record, format_text, wait_for_record
+from .fleet import Fleet, TwilioAccount
+from .mailbox import Mailbox
 from .phone import Call, PhoneSimulator, Transcriber, Turn, run_script
+from .twilio_rest import TwilioSim
 
 DEMO_LINES = [
     "Hi, I would like to book an oil change for my car.",
@@ -224,28 +227,67 @@ def format_report(report: CallReport) -> str:
 
 async def _main(args: argparse.Namespace) -> int:
     configure_logging("demo", level="WARNING", json=False)
-    async with Fleet(log_dir=Path(args.log_dir) if args.log_dir else None) as fleet:
-        print(f"LLM: {fleet.llm.describe()}", flush=True)
-        print("Loading Whisper for the caller's ears ...", flush=True)
-        transcriber = Transcriber()
-        print(f"Placing a call from {CALLER_NUMBER[:3]}••• to the dealership ...", flush=True)
-        call_started = datetime.now(UTC)
-        report = await place_scripted_call(fleet, DEMO_LINES, pace=1.0, transcriber=transcriber)
-        print(format_report(report), flush=True)
-        if not all(t.agent_answered for t in report.turns):
-            print("\nsome turn got no answer from the agent", file=sys.stderr)
-            return 1
-        if report.call.protocol_errors:
-            print(f"\nprotocol errors: {report.call.protocol_errors}", file=sys.stderr)
-            return 1
-        assert fleet.database_url is not None
-        rows = await booked_appointments(fleet.database_url, CALLER_NUMBER, since=call_started)
-        print("\n── Appointments booked during the call " + "─" * 30, flush=True)
-        for row in rows:
-            print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        if not rows:
-            print("no appointment was booked during the call", file=sys.stderr)
-            return 1
+    # The dealership's service desk (a real SMTP server on localhost) and Twilio's REST API
+    # (the simulator), so the aftercall service's email and confirmation text are real
+    # deliveries that can be shown.
+    mailbox = Mailbox().start()
+    twilio = await TwilioSim().start()
+    try:
+        async with Fleet(
+            log_dir=Path(args.log_dir) if args.log_dir else None,
+            twilio=TwilioAccount(
+                account_sid=twilio.account_sid,
+                auth_token=twilio.auth_token,
+                from_number=DEALER_NUMBER,
+                api_base_url=twilio.rest_url,
+            ),
+            extra_env=mailbox.env(),
+        ) as fleet:
+            return await _booking_call(fleet, mailbox, twilio)
+    finally:
+        mailbox.stop()
+        await twilio.aclose()
+
+
+async def _booking_call(fleet: Fleet, mailbox: Mailbox, twilio: TwilioSim) -> int:
+    print(f"LLM: {fleet.llm.describe()}", flush=True)
+    print("Loading Whisper for the caller's ears ...", flush=True)
+    transcriber = Transcriber()
+    print(f"Placing a call from {CALLER_NUMBER[:3]}••• to the dealership ...", flush=True)
+    call_started = datetime.now(UTC)
+    report = await place_scripted_call(fleet, DEMO_LINES, pace=1.0, transcriber=transcriber)
+    print(format_report(report), flush=True)
+    if not all(t.agent_answered for t in report.turns):
+        print("\nsome turn got no answer from the agent", file=sys.stderr)
+        return 1
+    if report.call.protocol_errors:
+        print(f"\nprotocol errors: {report.call.protocol_errors}", file=sys.stderr)
+        return 1
+    assert fleet.database_url is not None
+    rows = await booked_appointments(fleet.database_url, CALLER_NUMBER, since=call_started)
+    print("\n── Appointments booked during the call " + "─" * 30, flush=True)
+    for row in rows:
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    if not rows:
+        print("no appointment was booked during the call", file=sys.stderr)
+        return 1
+
+    print("\nThe caller hung up; waiting for the aftercall service ...", flush=True)
+    try:
+        record = await wait_for_record(fleet.database_url, report.session_id, timeout_s=60)
+        emails = await mailbox.wait_for(1, timeout_s=60)
+        texts = await twilio.wait_for_messages(1, to=CALLER_NUMBER, timeout_s=60)
+    except TimeoutError as exc:
+        print(f"after the call: {exc}", file=sys.stderr)
+        return 1
+    print("\n" + format_record(record), flush=True)
+    for recipients, message in emails:
+        print("\n" + format_email(recipients, message), flush=True)
+    for text in texts:
+        print("\n" + format_text(text), flush=True)
+    if record.row["outcome"] != "booked" or not record.row["summary"]:
+        print("the call record has no 'booked' outcome or no summary", file=sys.stderr)
+        return 1
     return 0
 
 
