@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from esc_testkit import (
     CUSTOMER_CALL,
+    FakeCalls,
     Running,
     StatusLog,
     TwilioSide,
@@ -30,6 +31,7 @@ from dealerline_common.messages import (
     StaffDutyChanged,
     loads,
 )
+from dealerline_common.state_store import MemoryStateStore
 from dealerline_sim.nats_server import NatsServer
 
 S = HumanCallStatus
@@ -293,3 +295,43 @@ async def test_actions_refused_in_conference_and_once_over(
         await _metric(
             run, 'dealerline_escalation_staff_actions_total{action="claim",outcome="refused"} 2.0'
         )
+
+
+async def test_a_resumed_escalation_keeps_the_list_staff_changed(
+    nats_server: NatsServer, client: Bus
+) -> None:
+    """Dan claims while Alice's phone rings and Bob passes; the replica dies before Dan
+    answers. The replica that resumes the escalation keeps the list the staff made (from
+    the state, not the request): Dan's leg is still his attempt, then Alice, never Bob."""
+    store = MemoryStateStore()
+    calls = FakeCalls()
+    async with running_service(nats_server.url, store=store, calls=calls) as first:
+        log = await _start(first, client, [ALICE, BOB, CAROL])
+        await _ringing(first, first.twilio(SID), log, 1)
+        assert (await staff_action(client, SID, "claim", DAN)).accepted
+        dan = await calls.created_call(2)
+        assert (await staff_action(client, SID, "pass", BOB)).accepted
+        state = await store.get_state(SID)
+        assert state.escalation.ringing is not None and state.escalation.ringing.name == "Dan"
+        assert [p.name for p in state.escalation.hunt or []] == ["Alice", "Carol"]
+        await first.service.kill()  # crash: the request is neither acked nor finished
+    async with running_service(nats_server.url, store=store, calls=calls) as second:
+        tw = second.twilio(SID)
+        for _ in range(200):
+            if SID in second.service.escalator.runs:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the request was not redelivered")
+        # The resumed run knows Dan is the one being rung: his claim is "already rung".
+        again = await staff_action(client, SID, "claim", DAN)
+        assert again.accepted and "already being rung" in again.detail
+        calls.statuses[dan["sid"]] = "busy"
+        await tw.status(2, dan["sid"], "busy")
+        third = await calls.created_call(3)
+        await tw.status(3, third["sid"], "busy")
+        fourth = await calls.created_call(4)
+        await tw.status(4, fourth["sid"], "busy")
+        final = await log.wait_for(S.FAILED, final=True)
+        assert final.reason == "exhausted"
+        assert _to(second) == [ALICE.phone, DAN_E164, ALICE.phone, CAROL.phone]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .messages import HumanCallStatus, now
+from .messages import HumanCallStatus, StaffContact, now
 
 __all__ = [
     "AppointmentInfo",
@@ -148,6 +148,12 @@ class EscalationInfo(_Model):
     human_call_sid: str | None = None
     conference: str | None = None
     attempts: int = 0
+    # The escalation service's hunt list as it last left it, so a replica that resumes the
+    # escalation keeps the order staff changed from the dashboard: ``ringing`` is who the
+    # current attempt rings, ``hunt`` who is still to be rung, in order (claims, passes and
+    # duty changes applied). None until the first attempt (then: the request's list).
+    ringing: StaffContact | None = None
+    hunt: list[StaffContact] | None = None
     updated_at: float = Field(default_factory=now)
 
 

@@ -147,6 +147,10 @@ class Decision:
     staff_name: str | None = None
     new_attempt: int | None = None
     conference: str | None = None
+    # The run's hunt list to keep in the state (see ``EscalationInfo.hunt``); ``ringing``
+    # goes with ``new_attempt``.
+    hunt: list[StaffContact] | None = None
+    ringing: StaffContact | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,7 @@ class Escalator:
                 esc.staff_name = d.staff_name
                 esc.detail = None
                 esc.conference = None
+                esc.ringing = d.ringing
             elif d.status is None or d.status is esc.status:
                 if before_final:
                     raise _Unchanged  # a final state is never touched again
@@ -391,6 +396,8 @@ class Escalator:
                 esc.human_call_sid = d.human_call_sid
             if d.conference is not None:
                 esc.conference = d.conference
+            if d.hunt is not None:
+                esc.hunt = list(d.hunt)
             esc.updated_at = self.wall()
             final = escalation_final(esc.status, esc.detail)
             if final:
@@ -894,9 +901,9 @@ class EscalationRun:
 
     The hunt list is the run's own (``queue``: the people still to ring, in order; ``rung``:
     who each attempt rang), so staff actions from the dashboard (claim, pass: answered on
-    ``call.<sid>.staff`` by this run alone) and duty changes (``staff.duty``) reorder it in
-    memory. The state store only has the attempt count: a run resumed by another replica
-    rebuilds the list from the request (see :meth:`_hunt`).
+    ``call.<sid>.staff`` by this run alone) and duty changes (``staff.duty``) reorder it;
+    every change is also kept in the state (``EscalationInfo.hunt``/``ringing``), so a run
+    resumed by another replica goes on with the same list (see :meth:`_hunt`).
     """
 
     esc: Escalator
@@ -946,14 +953,30 @@ class EscalationRun:
         """The people still to ring, in order, built on the first look at the state.
 
         A fresh run starts from the whole list. A resumed one (another replica rang the
-        first ``attempts``) starts after the attempt count, in the request's order: claims,
-        passes and duty changes applied by the replica before it are not in the state."""
+        first ``attempts``) takes the list that replica kept in the state (claims, passes
+        and duty changes applied); a state written before the list was kept there falls
+        back to the request's order after the attempt count."""
         if self.queue is None:
+            if esc.hunt is not None:
+                self.queue = [p for p in esc.hunt if p.staff_id not in self.off_duty]
+                if esc.attempts and esc.ringing is not None:
+                    self.rung.setdefault(esc.attempts, esc.ringing)
+                return self.queue
             done = min(esc.attempts, len(self.staff))
             self.queue = [p for p in self.staff[done:] if p.staff_id not in self.off_duty]
             if done and esc.attempts == done and self.staff[done - 1].name == esc.staff_name:
                 self.rung.setdefault(done, self.staff[done - 1])
         return self.queue
+
+    async def _keep_hunt(self) -> None:
+        """Write the run's list into the state (under the run's lock), so a replica that
+        resumes the escalation rings the same people in the same order."""
+        hunt = list(self.queue or [])
+
+        def keep(state: ConversationState) -> Decision | None:
+            return Decision(hunt=hunt) if state.escalation.hunt != hunt else None
+
+        await self.esc.commit(self.sid, self.task, keep)
 
     def _put_at(self, index: int, person: StaffContact) -> None:
         """``person`` at ``index`` of the list (any other place they had is dropped)."""
@@ -1019,6 +1042,7 @@ class EscalationRun:
                 self._put_at(0, person)
                 who = esc.staff_name or "the team member"
                 if esc.status is S.WAITING_CONFIRMATION:
+                    await self._keep_hunt()
                     return _accepted(f"{who} answered; you are rung next if they do not accept")
                 if esc.status in (S.CALLING, S.RINGING):
                     change = await self.esc.commit(
@@ -1030,9 +1054,11 @@ class EscalationRun:
                         continue  # answered or failed meanwhile: look again
                     if current is not None and current.staff_id not in self.off_duty:
                         self._put_at(1, current)
+                    await self._keep_hunt()
                     if change.human_call_sid:
                         hang_ups.append(change.human_call_sid)
                     return _accepted(f"the call to {who} was let go; ringing you now")
+                await self._keep_hunt()
                 return _accepted("ringing you now")
         return _refused("the escalation kept changing; try again")
 
@@ -1052,6 +1078,8 @@ class EscalationRun:
                     return _refused(why)
                 listed = any(same_person(p, person) for p in queue)
                 self.queue = [p for p in queue if not same_person(p, person)]
+                if listed:
+                    await self._keep_hunt()
                 if mine and esc.status in _LIVE:
                     change = await self.esc.commit(
                         self.sid, self.task, self._end_attempt(esc.attempts, "declined", _LIVE)
@@ -1127,6 +1155,9 @@ class EscalationRun:
             before = len(self.queue)
             self.queue = [p for p in self.queue if p.staff_id != duty.staff_id]
             removed = before - len(self.queue)
+            if removed:
+                with contextlib.suppress(StateStoreError, OSError):
+                    await self._keep_hunt()  # else the next attempt's commit keeps it
         if removed:
             self.esc.m.duty_removals.inc()
             log.info(
@@ -1310,15 +1341,18 @@ class EscalationRun:
                 await self.esc.commit(self.sid, self.task, exhausted)
                 return
             person = queue[0]
+            rest = queue[1:]
 
             def start(state: ConversationState) -> Decision | None:
-                return Decision(new_attempt=attempt, staff_name=person.name)
+                return Decision(
+                    new_attempt=attempt, staff_name=person.name, ringing=person, hunt=rest
+                )
 
             change = await self.esc.commit(self.sid, self.task, start)
             if change is None or change.status is not S.CALLING or change.attempt != attempt:
                 return
             self.rung[attempt] = person
-            self.queue = [p for p in queue if p is not person]
+            self.queue = rest
         self._since("create", attempt)
         self._since("ring", attempt)
         self.esc.m.attempts.inc()
