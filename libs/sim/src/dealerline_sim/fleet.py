@@ -401,6 +401,9 @@ async def _run_forever(args: argparse.Namespace) -> None:
             f"\ndealerline is running. Gateway (point Twilio here): {fleet.gateway_url}\n"
             f"  webhook  POST {args.public_url}/api/voice/incoming\n"
             f"  logs     {fleet.log_dir}\n"
+            f"Dashboard for sales staff: {fleet.url('dashboard-api')}/ — give someone a login with\n"
+            f"  .venv/bin/python -m dealerline_dashboard set-password "
+            f"--database-url '{fleet.database_url}' --email maria.lopez@sunrisemotors.example\n"
             "Press Ctrl-C to stop everything.",
             flush=True,
         )
