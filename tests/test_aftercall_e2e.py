@@ -1,6 +1,10 @@
-"""The after-call record through the real fleet: a booking call placed with the phone
-simulator leaves one call record (transcript, outcome, LLM summary) and a service-desk
-email job; a call whose agent process is killed mid-call still gets its record.
+"""A phone call through the real fleet (real nats-server, every service as its own process,
+the embedded Whisper and Kokoro models, the scripted LLM over HTTP, the phone simulator
+playing Twilio): the call is answered end to end (what the caller says reaches the agent,
+what the agent says is what the caller hears, Media Streams framing and marks, forged
+webhooks refused), and it leaves one call record (transcript, outcome, LLM summary) and a
+service-desk email job; a call whose agent process is killed mid-call still gets its
+record.
 
 One fleet serves the module (starting it loads Whisper and Kokoro)."""
 
@@ -26,12 +30,13 @@ from dealerline_common.messages import NotificationJob, loads
 from dealerline_sim.demo import (
     CALLER_NUMBER,
     DEALER_NUMBER,
+    format_report,
     normalise,
     place_scripted_call,
     word_error_rate,
 )
 from dealerline_sim.fleet import Fleet, LlmChoice
-from dealerline_sim.phone import PhoneSimulator, Transcriber
+from dealerline_sim.phone import PhoneSimulator, Transcriber, new_sid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -158,8 +163,34 @@ async def test_a_booking_call_leaves_its_record_summary_and_desk_email(
         fleet, BOOKING, pace=2.0, transcriber=Transcriber(), quiet_s=3.0
     )
     sid = report.session_id
-    call = await record_of(fleet, sid)
     artifacts = Path("artifacts") / "e2e-aftercall"
+    (artifacts / "call.txt").write_text(format_report(report))
+
+    # The call itself, end to end.
+    greeting, *caller_turns = report.turns
+    assert greeting.caller_said is None
+    assert greeting.agent_answered, "the LLM greeted the caller on [CALL_STARTED]"
+    assert len(caller_turns) == len(BOOKING)
+    for turn in caller_turns:
+        assert turn.caller_said is not None
+        assert word_error_rate(turn.caller_said, turn.stt_heard) < 0.2, turn
+        assert turn.agent_answered, turn
+        assert turn.latency is not None, "the gateway published the turn's stage timings"
+        assert turn.latency.stages_ms["total"] > 0
+    for turn in report.turns:
+        # what the caller heard transcribes back to what the agent said
+        assert word_error_rate(turn.agent_answered, turn.caller_heard) < 0.2, turn
+    phone = report.call
+    assert phone.protocol_errors == []
+    assert phone.outbound_media_sizes, "the gateway played audio"
+    assert all(size > 0 and size % 160 == 0 for size in phone.outbound_media_sizes)
+    assert all(size <= 400 for size in phone.outbound_media_sizes)
+    marked = [seg for seg in phone.heard_segments if seg.mark_name]
+    assert marked, "one mark per sentence"
+    assert all(seg.mark_echoed_at is not None for seg in marked), "every mark came back"
+
+    # What it left behind.
+    call = await record_of(fleet, sid)
     (artifacts / "record.txt").write_text(
         "\n".join(
             [f"{call.outcome} {call.end_reason} {call.duration_s}s", f"summary: {call.summary}"]
@@ -206,6 +237,15 @@ async def test_a_booking_call_leaves_its_record_summary_and_desk_email(
     assert "Oil Change" in job.body
     delivery = await delivery_of(fleet, job.key)  # the notifier took it off DL_NOTIFY
     assert delivery.session_id == sid
+
+
+async def test_a_forged_incoming_webhook_is_refused(fleet: Fleet) -> None:
+    async with PhoneSimulator(fleet.gateway_url, fleet.public_url, fleet.auth_token) as sim:
+        params = sim.incoming_call_params(new_sid("CA"), CALLER_NUMBER, DEALER_NUMBER)
+        forged = await sim.post_webhook("/api/voice/incoming", params, forged=True)
+        assert forged.status_code == 403
+        genuine = await sim.post_webhook("/api/voice/incoming", params)
+        assert genuine.status_code == 200
 
 
 async def test_a_call_whose_agent_is_killed_mid_call_still_gets_its_record(

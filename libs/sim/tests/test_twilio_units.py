@@ -179,4 +179,4 @@ def test_vendored_schemas_convert_nullable_and_refs() -> None:
     with pytest.raises(jsonschema.ValidationError):
         validator.validate(example)  # strict: every property is present
     with pytest.raises(KeyError):
-        resource_schema("api.v2010.account.message")
+        resource_schema("api.v2010.account.recording")

@@ -562,4 +562,4 @@ async def test_history_and_stale_events_get_no_text_and_missing_facts_come_from_
     assert await app.row(f"call5:sms:{appt}:rescheduled") is None
     out = capsys.readouterr()
     assert CALLER not in out.out + out.err  # numbers are logged masked only
-    assert "+1*******142" in out.out
+    assert "+1*******142" in out.out + out.err

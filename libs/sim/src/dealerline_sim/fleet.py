@@ -221,7 +221,16 @@ class Fleet:
 
         if self.database_url is None:
             assert self.log_dir is not None
-            self.database_url = f"sqlite+aiosqlite:///{self.log_dir / 'dealership.db'}"
+            path = self.log_dir / "dealership.db"
+            # Fresh every time: a log folder reused from an earlier run keeps its database,
+            # whose calls and bookings are not this fleet's.
+            for stale in (
+                path,
+                path.with_name(path.name + "-wal"),
+                path.with_name(path.name + "-shm"),
+            ):
+                stale.unlink(missing_ok=True)
+            self.database_url = f"sqlite+aiosqlite:///{path}"
             await upgrade(self.database_url)
             await seed(self.database_url)
             self._say(f"dealership database {display_url(self.database_url)}: migrated, seeded")
