@@ -134,6 +134,34 @@ def test_escalation_starts_once() -> None:
     assert len(state.pending_tasks) == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "detail"),
+    [
+        (HumanCallStatus.FAILED, "customer_hung_up"),
+        (HumanCallStatus.FAILED, "exhausted"),
+        (HumanCallStatus.COMPLETED, "human_ended"),
+    ],
+)
+def test_a_retried_write_does_not_revive_an_escalation_that_ended(
+    status: HumanCallStatus, detail: str
+) -> None:
+    """The turn that started the escalation is written back on a conflict retry after the
+    escalation service ended it (the caller hung up while staff rang): the state keeps
+    the end, and the escalation is no longer in progress."""
+    state = fresh()
+    apply_effect(state, ToolEffect(escalation_started=TASK))
+    state.escalation.status = status
+    state.escalation.detail = detail
+    state.escalation_in_progress = False
+    apply_effect(state, ToolEffect(escalation_started=TASK))
+    assert state.escalation_in_progress is False
+    assert (state.escalation.status, state.escalation.detail) == (status, detail)
+    # A person who could not be reached is not the end: the escalation still runs.
+    state.escalation.status, state.escalation.detail = HumanCallStatus.FAILED, "busy"
+    apply_effect(state, ToolEffect(escalation_started=TASK))
+    assert state.escalation_in_progress is True
+
+
 def test_a_new_escalation_after_the_last_one_ended() -> None:
     state = fresh()
     apply_effect(state, ToolEffect(escalation_started=TASK))

@@ -170,7 +170,25 @@ def apply_effect(state: ConversationState, effect: ToolEffect) -> None:
         state.end_requested = True
 
 
+# Reasons with which the escalation service ends a whole escalation (``EscalationReason``);
+# a FAILED with any other reason only means "ringing the next person".
+_ESCALATION_OVER_REASONS = frozenset({"exhausted", "customer_hung_up", "human_ended", "error"})
+
+
+def _escalation_over(state: ConversationState, task_id: str) -> bool:
+    e = state.escalation
+    if e.task_id != task_id:
+        return False
+    return e.status is HumanCallStatus.COMPLETED or (
+        e.status is HumanCallStatus.FAILED and e.detail in _ESCALATION_OVER_REASONS
+    )
+
+
 def _start_escalation(state: ConversationState, task: BackgroundTask) -> None:
+    if _escalation_over(state, task.task_id):
+        # The turn's write is being retried after the escalation service ended this very
+        # escalation (the caller hung up while staff rang): re-applying must not revive it.
+        return
     state.escalation_in_progress = True
     if state.task(task.task_id) is None:
         state.pending_tasks.append(task.model_copy(deep=True))
