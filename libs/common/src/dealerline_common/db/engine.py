@@ -14,6 +14,8 @@ so reads inside a transaction are isolated, and a session that must serialise wr
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = [
     "display_url",
     "normalize_database_url",
     "session_factory",
+    "writing",
 ]
 
 # Execution option: on SQLite, start this connection's transaction with BEGIN IMMEDIATE
@@ -136,3 +139,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (no lazy reload in async code)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def writing(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session in a write transaction (BEGIN IMMEDIATE on SQLite, so writers queue on
+    the lock up front instead of failing on upgrade), committed at the end of the block and
+    rolled back on any error."""
+    async with sessions() as session:
+        await session.connection(execution_options={SQLITE_IMMEDIATE: True})
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise

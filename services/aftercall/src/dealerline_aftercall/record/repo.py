@@ -12,8 +12,8 @@ on PostgreSQL), so replicas of the service never interleave updates of one row.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from dealerline_common.db.engine import SQLITE_IMMEDIATE
+from dealerline_common.db.engine import writing
 from dealerline_common.db.models import (
     Call,
     CallbackRequest,
@@ -73,16 +73,9 @@ class CallRepo:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            await session.connection(execution_options={SQLITE_IMMEDIATE: True})
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+    def _writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session in a write transaction (``dealerline_common.db.engine.writing``)."""
+        return writing(self.sessions)
 
     async def _row(self, session: AsyncSession, session_id: str, at: datetime) -> Call:
         """The session's call row, locked for this transaction; created if absent."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from dealerline_common.db.engine import SQLITE_IMMEDIATE
+from dealerline_common.db.engine import writing
 from dealerline_common.db.models import (
     Appointment,
     AppointmentStatus,
@@ -161,18 +161,9 @@ class Dealership:
             raise RuntimeError("the dealership clock must return an aware datetime")
         return now.astimezone(UTC)
 
-    @asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncSession]:
-        """A session in a write transaction (BEGIN IMMEDIATE on SQLite), committed at the
-        end of the block and rolled back on any error."""
-        async with self.session_factory() as session:
-            await session.connection(execution_options={SQLITE_IMMEDIATE: True})
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+    def _writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session in a write transaction (``dealerline_common.db.engine.writing``)."""
+        return writing(self.session_factory)
 
     # ------------------------------------------------------------------ profile, calendar
 
