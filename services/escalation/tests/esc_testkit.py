@@ -335,6 +335,15 @@ class Running:
     def twilio(self, session_id: str, task_id: str = "task_1") -> TwilioSide:
         return TwilioSide(self.http, session_id, task_id)
 
+    async def resumed(self, session_id: str) -> None:
+        """Until this replica runs the session's escalation: a request another replica
+        died with comes back after ``ack_wait``."""
+        for _ in range(200):
+            if session_id in self.service.escalator.runs:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the request was not redelivered")
+
 
 @contextlib.asynccontextmanager
 async def running_service(
