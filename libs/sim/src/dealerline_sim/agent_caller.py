@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.conversation import turn_id_for_stream, turn_id_for_utterance
 from dealerline_common.messages import (
     Say,
     StreamStarted,
@@ -20,15 +21,6 @@ from dealerline_common.messages import (
     loads,
     parse_event,
 )
-
-
-def turn_id_for_stream(stream_sid: str) -> str:
-    """The agent's turn id for the greeting of a stream (``dealerline_agent.service``)."""
-    return f"turn-{stream_sid}"
-
-
-def turn_id_for_utterance(utterance_id: str) -> str:
-    return f"turn-{utterance_id}"
 
 
 class Caller:

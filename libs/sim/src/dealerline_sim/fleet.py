@@ -391,6 +391,22 @@ class Fleet:
             self._say("fleet stopped")
 
 
+async def _local_redis(url: str = "redis://127.0.0.1:6379/0") -> str | None:
+    """``url`` if a Redis answers there within a second, else None."""
+    url = os.environ.get("REDIS_URL") or url
+    try:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+    except Exception:
+        return None
+    return url
+
+
 async def _run_forever(args: argparse.Namespace) -> None:
     gateway_port = os.environ.get("GATEWAY_HTTP_PORT")
     fleet = Fleet(
@@ -448,19 +464,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-async def _local_redis(url: str = "redis://127.0.0.1:6379/0") -> str | None:
-    """``url`` if a Redis answers there within a second, else None."""
-    url = os.environ.get("REDIS_URL") or url
-    try:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        try:
-            await client.ping()
-        finally:
-            await client.aclose()
-    except Exception:
-        return None
-    return url
