@@ -28,6 +28,7 @@ from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.db.engine import create_engine_from_url, session_factory
 from dealerline_common.db.models import (
     Appointment,
@@ -46,7 +47,6 @@ from dealerline_common.messages import (
     EscalationStatus,
     HangupRequest,
     HumanCallStatus,
-    escalation_turn_id,
     loads,
     parse_control,
     parse_event,

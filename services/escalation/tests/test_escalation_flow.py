@@ -25,6 +25,7 @@ from esc_testkit import (
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.messages import (
     CallEndedEvent,
     HumanCallStatus,
@@ -32,7 +33,6 @@ from dealerline_common.messages import (
     StaffContact,
     StreamStopped,
     TurnPlayed,
-    escalation_turn_id,
     parse_event,
 )
 from dealerline_common.state import TaskStatus

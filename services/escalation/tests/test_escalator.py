@@ -18,11 +18,11 @@ from esc_testkit import (
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.messages import (
     EscalationRequest,
     HumanCallStatus,
     TurnPlayed,
-    escalation_turn_id,
 )
 from dealerline_common.metrics import Metrics
 from dealerline_common.state import ConversationState, EscalationInfo

@@ -215,16 +215,6 @@ class Dtmf(Wire):
     at: float = Field(default_factory=now)
 
 
-class HangupRequest(Wire):
-    """Ask the gateway holding the call to end it once ``after_turn`` has been heard."""
-
-    type: Literal["dealerline.control.hangup.v1"] = "dealerline.control.hangup.v1"
-    session_id: str
-    after_turn: str | None = None
-    reason: str = ""
-    at: float = Field(default_factory=now)
-
-
 class TurnPlayed(Wire):
     """The gateway played the whole of ``turn_id`` to the caller (its last mark came back)."""
 
@@ -234,13 +224,37 @@ class TurnPlayed(Wire):
     at: float = Field(default_factory=now)
 
 
-ControlMessage = StreamStarted | StreamStopped | BargeIn | Dtmf | HangupRequest | TurnPlayed
+ControlMessage = StreamStarted | StreamStopped | BargeIn | Dtmf | TurnPlayed
 Control = Annotated[ControlMessage, Field(discriminator="type")]
 _control: TypeAdapter[ControlMessage] = TypeAdapter(Control)
 
 
 def parse_control(data: bytes | str) -> ControlMessage:
     return _control.validate_json(data)
+
+
+# --------------------------------------------------------------------------- command lane
+# ``call.<sid>.command``: the fleet → the gateway holding the call (the only direction).
+
+
+class HangupRequest(Wire):
+    """Ask the gateway holding the call to end it once ``after_turn`` has been heard."""
+
+    type: Literal["dealerline.command.hangup.v1"] = "dealerline.command.hangup.v1"
+    session_id: str
+    after_turn: str | None = None
+    reason: str = ""
+    at: float = Field(default_factory=now)
+
+
+# One kind so far; a union with a ``type`` discriminator like the control lane's when a
+# second command arrives.
+CommandMessage = HangupRequest
+_command: TypeAdapter[CommandMessage] = TypeAdapter(CommandMessage)
+
+
+def parse_command(data: bytes | str) -> CommandMessage:
+    return _command.validate_json(data)
 
 
 # --------------------------------------------------------------------------- escalation
@@ -281,12 +295,6 @@ class EscalationRequest(Wire):
     customer_name: str | None = None
     staff: list[StaffContact] = Field(default_factory=list)
     requested_at: float = Field(default_factory=now)
-
-
-def escalation_turn_id(task_id: str, status: str) -> str:
-    """The id of the turn the agent speaks when escalation ``task_id`` reaches ``status``;
-    the escalation service waits for this turn to have played before it moves the call."""
-    return f"turn-esc-{task_id}-{status}"
 
 
 EscalationReason = Literal[

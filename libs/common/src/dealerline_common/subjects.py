@@ -62,7 +62,13 @@ def audio(session_id: str) -> str:
 
 
 def control(session_id: str) -> str:
+    """Gateway → fleet: the stream started or stopped, barge-ins, key presses, turns played."""
     return _call(session_id, "control")
+
+
+def command(session_id: str) -> str:
+    """Fleet → the gateway holding the call: hang up after a turn."""
+    return _call(session_id, "command")
 
 
 def escalation(session_id: str) -> str:
@@ -93,6 +99,7 @@ ALL_TRANSCRIPTS = _all("transcript")
 ALL_SAY = _all("say")
 ALL_AUDIO = _all("audio")
 ALL_CONTROL = _all("control")
+ALL_COMMAND = _all("command")
 ALL_ESCALATION = _all("escalation")
 ALL_EVENTS = _all("events")
 

@@ -38,6 +38,7 @@ from starlette.applications import Starlette
 
 from dealerline_common import subjects, tracing
 from dealerline_common.bus import Bus, Reject, WorkConsumer
+from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
     AppointmentEvent,
@@ -53,7 +54,6 @@ from dealerline_common.messages import (
     Transcript,
     TranscriptEvent,
     TurnTimings,
-    escalation_turn_id,
     loads,
     now,
     parse_control,

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, Reject
+from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import (
     BargeIn,
@@ -57,7 +58,6 @@ from dealerline_common.messages import (
     StreamStarted,
     StreamStopped,
     TurnPlayed,
-    escalation_turn_id,
     loads,
     parse_control,
 )
