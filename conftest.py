@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from dealerline_common.bus import Bus
-from dealerline_sim.nats_server import NatsServer
+from dealerline_common.local_nats import NatsServer
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from nats.aio.msg import Msg
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, BusConnectError, Reject
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import Say, loads
 from dealerline_common.metrics import Metrics
-from dealerline_sim.nats_server import NatsServer
 
 
 async def _bus(server: NatsServer, name: str = "t", metrics: Metrics | None = None) -> Bus:

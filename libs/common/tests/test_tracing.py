@@ -27,8 +27,8 @@ from starlette.routing import Route
 
 from dealerline_common import tracing
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.ops import HttpServer
-from dealerline_sim.nats_server import NatsServer
 
 OTEL_VARS = (
     "OTEL_SDK_DISABLED",
