@@ -1,0 +1,179 @@
+"""The state store interface: an optimistic-locked document per session plus side keys
+for background results, and the read-mutate-write cycle with bounded retries that every
+store shares (:meth:`StateStore.update`)."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import Awaitable, Callable
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ..logs import get_logger
+from ..state import BackgroundTask, ConversationState, Notification
+from .errors import LostRace, StateConflictError
+from .keys import SessionKeys, check_id
+
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_TTL_S", "Mutator", "StateStore", "lost_race_retrying"]
+
+log = get_logger(__name__)
+
+DEFAULT_TTL_S = 86400.0
+DEFAULT_RETRIES = 3  # a write that loses a race is retried up to 3 times
+
+Mutator = Callable[[ConversationState], None | Awaitable[None]]
+
+
+def lost_race_retrying(attempts: int, backoff_s: float) -> AsyncRetrying:
+    """Retry an optimistic attempt that raised :class:`LostRace`, ``attempts`` in all,
+    with a short random backoff (at most ``backoff_s``) so racing writers spread out."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(LostRace),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=backoff_s / 8, max=backoff_s),
+        reraise=True,
+    )
+
+
+class StateStore(abc.ABC):
+    """The conversation state store: optimistic-locked document + atomic side keys.
+
+    Every key of a session expires ``ttl_s`` after the session's last write, so a call that
+    ends without cleanup never leaks. ``retries`` is how many times :meth:`update` (and the
+    sync) re-reads and tries again after losing to a concurrent writer.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "",
+        ttl_s: float = DEFAULT_TTL_S,
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = 0.05,
+    ) -> None:
+        if not ttl_s > 0:
+            raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        if backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
+        self.namespace = namespace
+        self.ttl_s = float(ttl_s)
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def keys(self, session_id: str) -> SessionKeys:
+        check_id("session_id", session_id)
+        return SessionKeys.of(self.namespace, session_id)
+
+    # -- the document --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_state_with_version(self, session_id: str) -> tuple[ConversationState | None, int]:
+        """The stored state and its version, or ``(None, 0)`` if there is none."""
+
+    async def get_state(self, session_id: str) -> ConversationState:
+        """The stored state, or a fresh (unstored) ``ConversationState`` for a new session."""
+        state, _ = await self.get_state_with_version(session_id)
+        return state if state is not None else ConversationState(session_id=session_id)
+
+    @abc.abstractmethod
+    async def set_state_if_version(self, state: ConversationState, expected_version: int) -> bool:
+        """Write ``state`` only if the stored version is still ``expected_version``.
+
+        ``expected_version`` 0 means "only if absent". On success the stored version is
+        ``expected_version + 1``, ``state.version``/``state.updated_at`` are set to what was
+        stored, and True is returned; a concurrent writer makes it return False (nothing
+        written, ``state`` untouched).
+        """
+
+    async def update(
+        self, session_id: str, mutate: Mutator, *, retries: int | None = None
+    ) -> ConversationState:
+        """Read, apply ``mutate`` (sync or async) to a fresh copy, write with the lock.
+
+        On a lost race the state is re-read and ``mutate`` runs again on the new copy, so it
+        must be a function of the state it is given (no side effects that must not repeat).
+        Creates the document if absent. Raises :class:`StateConflictError` after
+        ``1 + retries`` attempts; an exception from ``mutate`` propagates, nothing written.
+        """
+        check_id("session_id", session_id)
+        attempts = 1 + (self.retries if retries is None else retries)
+        if attempts < 1:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        try:
+            async for attempt in lost_race_retrying(attempts, self.backoff_s):
+                with attempt:
+                    return await self._update_once(session_id, mutate)
+        except LostRace:
+            log.warning("state_store.conflict_exhausted", session_id=session_id, attempts=attempts)
+            raise StateConflictError(
+                f"state of session {session_id!r} changed under every one of "
+                f"{attempts} attempts to update it"
+            ) from None
+        raise AssertionError("unreachable: tenacity either returned or raised")
+
+    async def _update_once(self, session_id: str, mutate: Mutator) -> ConversationState:
+        """One read-mutate-write attempt; raises :class:`LostRace` if another writer won."""
+        current, version = await self.get_state_with_version(session_id)
+        draft = current or ConversationState(session_id=session_id)
+        result = mutate(draft)
+        if inspect.isawaitable(result):
+            await result
+        if draft.session_id != session_id:
+            raise ValueError(f"mutate changed session_id {session_id!r} -> {draft.session_id!r}")
+        if not await self.set_state_if_version(draft, version):
+            log.debug("state_store.conflict", session_id=session_id, version=version)
+            raise LostRace
+        return draft
+
+    # -- background results -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def push_notification(self, session_id: str, notification: Notification) -> None:
+        """Queue a notification for the agent (atomic append; safe from any process)."""
+
+    @abc.abstractmethod
+    async def set_task(self, session_id: str, task: BackgroundTask) -> None:
+        """Store (replace) one background task record."""
+
+    @abc.abstractmethod
+    async def get_task(self, session_id: str, task_id: str) -> BackgroundTask | None:
+        """One background task record, or None."""
+
+    @abc.abstractmethod
+    async def sync_atomic_updates_to_state(self, session_id: str) -> ConversationState:
+        """Merge queued notifications and task records into the state, exactly once.
+
+        Each notification id not yet delivered is appended to ``pending_notifications`` and
+        recorded as delivered (in the state and the delivered set) in the same atomic write;
+        each task record replaces the state's copy if newer, or is appended. Returns the
+        stored state; its version is bumped only if something changed. Raises
+        :class:`StateConflictError` if concurrent writers won every attempt.
+        """
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def key_ttls(self, session_id: str) -> dict[str, float]:
+        """Seconds to live of each existing key of the session (for ops and tests)."""
+
+    @abc.abstractmethod
+    async def delete(self, session_id: str) -> None:
+        """Remove every key of the session."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+    async def __aenter__(self) -> StateStore:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

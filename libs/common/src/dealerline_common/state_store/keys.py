@@ -1,0 +1,49 @@
+"""The key layout of one session in a state store (the same for Redis and memory).
+
+With an optional namespace prefix ``ns``::
+
+    {ns}state:<sid>                    the document (JSON)
+    {ns}notifications:<sid>            LIST of Notification JSON (RPUSH)
+    {ns}delivered_notifications:<sid>  SET of notification ids already merged
+    {ns}task:<sid>:<task_id>           one BackgroundTask (JSON)
+    {ns}tasks:<sid>                    SET of task ids: an index, so a turn never SCANs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SessionKeys", "check_id"]
+
+
+def check_id(name: str, value: str) -> None:
+    """Reject an empty or non-string session/task id before it becomes part of a key."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    state: str
+    notifications: str
+    delivered: str
+    tasks: str  # index of task ids
+    task_prefix: str
+
+    @classmethod
+    def of(cls, ns: str, session_id: str) -> SessionKeys:
+        return cls(
+            state=f"{ns}state:{session_id}",
+            notifications=f"{ns}notifications:{session_id}",
+            delivered=f"{ns}delivered_notifications:{session_id}",
+            tasks=f"{ns}tasks:{session_id}",
+            task_prefix=f"{ns}task:{session_id}:",
+        )
+
+    def task(self, task_id: str) -> str:
+        return f"{self.task_prefix}{task_id}"
+
+    @property
+    def fixed(self) -> tuple[str, str, str, str]:
+        """The keys every session may have, whatever its tasks."""
+        return (self.state, self.notifications, self.delivered, self.tasks)

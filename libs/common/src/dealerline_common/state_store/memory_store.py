@@ -1,0 +1,208 @@
+"""The in-process state store: the Redis store's keys, version checks, exactly-once
+delivery and TTLs, kept in a dict behind one ``asyncio.Lock`` (the embedded default for a
+single process)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..logs import get_logger
+from ..messages import now
+from ..state import BackgroundTask, ConversationState, Notification
+from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore
+from .keys import SessionKeys, check_id
+from .merge import merge_notifications, merge_tasks
+from .stored import (
+    parse_notifications,
+    parse_state,
+    parse_state_or_new,
+    parse_tasks,
+    stored_version,
+)
+
+__all__ = ["MemoryStateStore"]
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: str | list[str] | set[str]
+    expires_at: float
+
+
+class MemoryStateStore(StateStore):
+    """The embedded store for one process, with the Redis store's semantics.
+
+    Same keys, same version checks, same exactly-once delivery and TTLs (measured on an
+    injectable monotonic ``clock``). One ``asyncio.Lock`` makes each operation atomic;
+    ``update``'s mutate runs outside it, so conflicts happen exactly as with Redis.
+    """
+
+    _SWEEP_EVERY_S = 60.0
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "",
+        ttl_s: float = DEFAULT_TTL_S,
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(namespace=namespace, ttl_s=ttl_s, retries=retries, backoff_s=backoff_s)
+        self._clock = clock
+        self._data: dict[str, _Entry] = {}
+        self._lock = asyncio.Lock()
+        self._next_sweep = clock() + self._SWEEP_EVERY_S
+
+    # Helpers below must be called with the lock held.
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is not None and entry.expires_at <= self._clock():
+            del self._data[key]
+            return None
+        return entry
+
+    def _get_str(self, key: str) -> str | None:
+        entry = self._live(key)
+        if entry is None:
+            return None
+        assert isinstance(entry.value, str)
+        return entry.value
+
+    def _get_set(self, key: str) -> set[str]:
+        entry = self._live(key)
+        if entry is None:
+            return set()
+        assert isinstance(entry.value, set)
+        return entry.value
+
+    def _get_list(self, key: str) -> list[str]:
+        entry = self._live(key)
+        if entry is None:
+            return []
+        assert isinstance(entry.value, list)
+        return entry.value
+
+    def _put(self, key: str, value: str | list[str] | set[str]) -> None:
+        self._data[key] = _Entry(value, self._clock() + self.ttl_s)
+
+    def _touch(self, keys: SessionKeys) -> None:
+        """Refresh the TTL of every key of the session (fixed keys and task records)."""
+        expires_at = self._clock() + self.ttl_s
+        names = [*keys.fixed, *(keys.task(t) for t in self._get_set(keys.tasks))]
+        for key in names:
+            entry = self._live(key)
+            if entry is not None:
+                entry.expires_at = expires_at
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Drop expired sessions nobody reads again, at most once a minute (O(keys))."""
+        t = self._clock()
+        if t < self._next_sweep:
+            return
+        self._next_sweep = t + self._SWEEP_EVERY_S
+        for key in [k for k, e in self._data.items() if e.expires_at <= t]:
+            del self._data[key]
+
+    async def get_state_with_version(self, session_id: str) -> tuple[ConversationState | None, int]:
+        keys = self.keys(session_id)
+        async with self._lock:
+            raw = self._get_str(keys.state)
+        if raw is None:
+            return None, 0
+        state = parse_state(raw, keys.state)
+        return state, state.version
+
+    async def set_state_if_version(self, state: ConversationState, expected_version: int) -> bool:
+        keys = self.keys(state.session_id)
+        if expected_version < 0:
+            raise ValueError(f"expected_version must be >= 0, got {expected_version!r}")
+        stamped = state.model_copy(update={"version": expected_version + 1, "updated_at": now()})
+        payload = stamped.model_dump_json()
+        async with self._lock:
+            if stored_version(self._get_str(keys.state), keys.state) != expected_version:
+                return False
+            self._put(keys.state, payload)
+            self._touch(keys)
+        state.version = stamped.version
+        state.updated_at = stamped.updated_at
+        return True
+
+    async def push_notification(self, session_id: str, notification: Notification) -> None:
+        keys = self.keys(session_id)
+        payload = notification.model_dump_json()
+        async with self._lock:
+            items = self._get_list(keys.notifications)
+            items.append(payload)
+            self._put(keys.notifications, items)
+            self._touch(keys)
+
+    async def set_task(self, session_id: str, task: BackgroundTask) -> None:
+        keys = self.keys(session_id)
+        check_id("task_id", task.task_id)
+        payload = task.model_dump_json()
+        async with self._lock:
+            self._put(keys.task(task.task_id), payload)
+            index = self._get_set(keys.tasks)
+            index.add(task.task_id)
+            self._put(keys.tasks, index)
+            self._touch(keys)
+
+    async def get_task(self, session_id: str, task_id: str) -> BackgroundTask | None:
+        keys = self.keys(session_id)
+        check_id("task_id", task_id)
+        async with self._lock:
+            raw = self._get_str(keys.task(task_id))
+        return None if raw is None else BackgroundTask.model_validate_json(raw)
+
+    async def sync_atomic_updates_to_state(self, session_id: str) -> ConversationState:
+        keys = self.keys(session_id)
+        async with self._lock:
+            state = parse_state_or_new(self._get_str(keys.state), keys.state, session_id)
+            notes = parse_notifications(self._get_list(keys.notifications), session_id)
+            task_ids = sorted(self._get_set(keys.tasks))
+            tasks = parse_tasks((self._get_str(keys.task(t)) for t in task_ids), session_id)
+            delivered = self._get_set(keys.delivered)
+            new_ids = merge_notifications(state, notes, delivered)
+            tasks_changed = merge_tasks(state, tasks)
+            if not new_ids and not tasks_changed:
+                return state
+            state.version += 1
+            state.updated_at = now()
+            self._put(keys.state, state.model_dump_json())
+            delivered.update(new_ids)
+            if delivered:
+                self._put(keys.delivered, delivered)
+            self._touch(keys)
+        log.debug(
+            "state_store.synced",
+            session_id=session_id,
+            notifications=len(new_ids),
+            version=state.version,
+        )
+        return state
+
+    async def key_ttls(self, session_id: str) -> dict[str, float]:
+        keys = self.keys(session_id)
+        async with self._lock:
+            t = self._clock()
+            names = [*keys.fixed, *(keys.task(i) for i in self._get_set(keys.tasks))]
+            return {k: e.expires_at - t for k in names if (e := self._live(k)) is not None}
+
+    async def delete(self, session_id: str) -> None:
+        keys = self.keys(session_id)
+        async with self._lock:
+            for task_id in self._get_set(keys.tasks):
+                self._data.pop(keys.task(task_id), None)
+            for key in keys.fixed:
+                self._data.pop(key, None)
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays for the life of the process."""
