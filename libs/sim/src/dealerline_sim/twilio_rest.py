@@ -53,43 +53,48 @@ Every accepted text is kept in ``tw.messages`` (a :class:`SentMessage` each, in 
 is a ``message`` timeline event. ``tw.fail_messages()`` makes creates answer 503 (code
 20503, nothing recorded) until ``tw.heal_messages()``, or for ``times`` requests.
 
+The resources live in ``dealerline_sim.rest_calls``, ``rest_conferences`` and
+``rest_messages``; what they share (auth, error bodies, paging, parameter checks) in
+``dealerline_sim.rest_request``; the real client's HTTP clients in ``dealerline_sim.twilio_http``.
+
 Everything observable is on ``tw.timeline`` (see ``dealerline_sim.timeline`` for the kinds);
 faults on status callbacks are set with ``tw.faults`` (``dealerline_sim.callbacks``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.ops import HttpServer
+from dealerline_sim import rest_calls, rest_conferences
 from dealerline_sim.callbacks import CallbackDispatcher, Faults, WebhookClient
-from dealerline_sim.conference import Conference, Conferences
+from dealerline_sim.conference import Conferences
 from dealerline_sim.humans import HumanScript
 from dealerline_sim.legs import FINAL_STATUSES, CallLeg
 from dealerline_sim.phone import Call, PhoneSimulator, new_sid
+from dealerline_sim.rest_messages import Messages, SentMessage
+from dealerline_sim.rest_request import (
+    ACCOUNT_SID,
+    API,
+    E164,
+    Handler,
+    authorize,
+    serve,
+    twilio_error,
+)
 from dealerline_sim.tasks import TaskSet
 from dealerline_sim.timeline import SimClock, SimEvent, Timeline
-from dealerline_sim.twiml import SimulatorError, TwimlError, parse_twiml
+from dealerline_sim.twilio_http import AsyncSimHttpClient, SimHttpClient
 
 __all__ = [
     "AsyncSimHttpClient",
@@ -100,172 +105,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-API = "/2010-04-01"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_SID = {
-    "AC": re.compile(r"^AC[0-9a-fA-F]{32}$"),
-    "CA": re.compile(r"^CA[0-9a-fA-F]{32}$"),
-    "CF": re.compile(r"^CF[0-9a-fA-F]{32}$"),
-    "SM": re.compile(r"^SM[0-9a-fA-F]{32}$"),
-}
-_CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
-_TWIML_MAX = 4000
-_BODY_MAX = 1600
-# GSM 03.38's basic set: a text of only these is 160 characters a segment, else UCS-2 (70).
-_GSM7 = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-
-
-def _segments(body: str) -> int:
-    single, multi = (160, 153) if set(body) <= _GSM7 else (70, 67)
-    return 1 if len(body) <= single else -(-len(body) // multi)
-
-
-def _rfc2822(at: datetime | None) -> str | None:
-    return format_datetime(at, usegmt=True) if at is not None else None
-
-
-@dataclass
-class SentMessage:
-    """One text the REST API accepted (``tw.messages``)."""
-
-    sid: str
-    account_sid: str
-    to: str
-    from_: str
-    body: str
-    status: str = "queued"
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    params: dict[str, Any] = field(default_factory=dict)  # the create request's form
-
-    def resource(self) -> dict[str, Any]:
-        """Twilio's Message resource (``api.v2010.account.message``)."""
-        uri = f"{API}/Accounts/{self.account_sid}/Messages/{self.sid}"
-        return {
-            "account_sid": self.account_sid,
-            "api_version": "2010-04-01",
-            "body": self.body,
-            "date_created": _rfc2822(self.created_at),
-            "date_sent": None,
-            "date_updated": _rfc2822(self.created_at),
-            "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
-            "from": self.from_,
-            "messaging_service_sid": None,
-            "num_media": "0",
-            "num_segments": str(_segments(self.body)),
-            "price": None,
-            "price_unit": "USD",
-            "sid": self.sid,
-            "status": self.status,
-            "subresource_uris": {"media": f"{uri}/Media.json"},
-            "to": self.to,
-            "uri": f"{uri}.json",
-        }
-
-
-def twilio_error(status: int, code: int, message: str) -> JSONResponse:
-    """Twilio's REST error body."""
-    return JSONResponse(
-        {
-            "code": code,
-            "message": message,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status,
-        },
-        status_code=status,
-    )
-
-
-class _Form:
-    """A form body with repeated keys (``StatusCallbackEvent`` comes once per value)."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self.pairs if key == name]
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.pairs:
-            if key in out:
-                prev = out[key]
-                out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
-            else:
-                out[key] = value
-        return out
-
-
-class _BadRequest(Exception):
-    """Ends a REST request with Twilio's error body."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def response(self) -> JSONResponse:
-        resp = twilio_error(self.status, self.code, self.message)
-        if self.status == 401:
-            resp.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
-        return resp
-
-
-def _valid_endpoint(value: str) -> bool:
-    return bool(_E164.match(value)) or value.startswith(("client:", "sip:"))
-
-
-def _valid_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _rewrite_twilio_url(url: str, rest_url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if host == "twilio.com" or host.endswith(".twilio.com"):
-        base = urlsplit(rest_url)
-        return urlunsplit(
-            (base.scheme, base.netloc, base.path.rstrip("/") + parts.path, parts.query, "")
-        )
-    return url
-
-
-class SimHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio has no stubs
-    """twilio-python's sync HTTP client, sending ``*.twilio.com`` requests to the simulator."""
-
-    def __init__(self, rest_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rest_url = rest_url
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
-        return super().request(method, _rewrite_twilio_url(url, self.rest_url), *args, **kwargs)
-
-
-class AsyncSimHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # no stubs
-    """twilio-python's async (aiohttp) HTTP client, sending ``*.twilio.com`` requests to the
-    simulator. Close it with ``await client.close()``."""
-
-    def __init__(self, rest_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.rest_url = rest_url
-
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
-        return await super().request(
-            method, _rewrite_twilio_url(url, self.rest_url), *args, **kwargs
-        )
 
 
 class TwilioSim:
@@ -297,7 +136,7 @@ class TwilioSim:
     ) -> None:
         self.auth_token = auth_token or secrets.token_hex(16)
         self.account_sid = account_sid or new_sid("AC")
-        if not _SID["AC"].match(self.account_sid):
+        if not ACCOUNT_SID.match(self.account_sid):
             raise ValueError("account_sid must be AC followed by 32 hex digits")
         if dial_delay_s < 0:
             raise ValueError("dial_delay_s must not be negative")
@@ -323,8 +162,7 @@ class TwilioSim:
         self.calls: dict[str, CallLeg] = {}
         self.humans: dict[str, HumanScript] = {}
         self.api_keys: dict[str, str] = {}
-        self.messages: list[SentMessage] = []
-        self._messages_down: tuple[int, int | None] | None = None  # (status, times left)
+        self._messages = Messages(self.account_sid, self.owned_numbers, self.timeline)
         self._server: HttpServer | None = None
         self._aio_clients: list[AsyncTwilioHttpClient] = []
 
@@ -378,7 +216,7 @@ class TwilioSim:
 
     def add_human(self, phone: str, script: HumanScript) -> None:
         """Who answers (or not) when a REST call dials ``phone`` (E.164)."""
-        if not _E164.match(phone):
+        if not E164.match(phone):
             raise ValueError(f"not an E.164 number: {phone!r}")
         self.humans[phone] = script
 
@@ -392,18 +230,19 @@ class TwilioSim:
         """Make ``POST Messages.json`` answer ``status`` (Twilio's error body, code 20000 +
         status, nothing recorded) for the next ``times`` requests, or until
         :meth:`heal_messages` when ``times`` is None: the Messages API is down."""
-        if not 400 <= status <= 599:
-            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
-        if times is not None and times < 1:
-            raise ValueError("times must be at least 1 (or None until healed)")
-        self._messages_down = (status, times)
+        self._messages.fail(status=status, times=times)
 
     def heal_messages(self) -> None:
         """The Messages API accepts texts again."""
-        self._messages_down = None
+        self._messages.heal()
+
+    @property
+    def messages(self) -> list[SentMessage]:
+        """Every text the REST API accepted, in order."""
+        return self._messages.sent
 
     def messages_to(self, number: str) -> list[SentMessage]:
-        return [m for m in self.messages if m.to == number]
+        return self._messages.sent_to(number)
 
     async def wait_for_messages(
         self, count: int, *, to: str | None = None, timeout_s: float = 10.0
@@ -569,23 +408,9 @@ class TwilioSim:
     def _app(self) -> Starlette:
         acct = API + "/Accounts/{account}"
         routes = [
-            Route(acct + "/Calls.json", self._calls_endpoint, methods=["GET", "POST"]),
-            Route(
-                acct + "/Calls/{sid}.json", self._call_endpoint, methods=["GET", "POST", "DELETE"]
-            ),
-            Route(acct + "/Conferences.json", self._conferences_endpoint, methods=["GET"]),
-            Route(
-                acct + "/Conferences/{sid}.json",
-                self._conference_endpoint,
-                methods=["GET", "POST"],
-            ),
-            Route(
-                acct + "/Conferences/{sid}/Participants.json",
-                self._participants_endpoint,
-                methods=["GET"],
-            ),
-            Route(acct + "/Messages.json", self._messages_endpoint, methods=["GET", "POST"]),
-            Route(acct + "/Messages/{sid}.json", self._message_endpoint, methods=["GET"]),
+            *rest_calls.routes(acct, self, self._serve),
+            *rest_conferences.routes(acct, self.conferences, self.clock, self._serve),
+            *self._messages.routes(acct, self._serve),
         ]
 
         async def not_found(request: Request, exc: Exception) -> Response:
@@ -601,392 +426,8 @@ class TwilioSim:
             exception_handlers={404: not_found, 405: not_allowed},
         )
 
+    async def _serve(self, request: Request, handler: Handler) -> Response:
+        return await serve(request, handler, self._authorize, self.timeline)
+
     def _authorize(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        user = password = ""
-        if header[:6].lower() == "basic ":
-            try:
-                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = password = ""
-        ok = (user == self.account_sid and secrets.compare_digest(password, self.auth_token)) or (
-            user in self.api_keys and secrets.compare_digest(password, self.api_keys[user])
-        )
-        if not ok:
-            raise _BadRequest(401, 20003, "Authenticate")
-        if request.path_params.get("account") != self.account_sid:
-            raise self._not_found(request)
-
-    async def _form(self, request: Request) -> _Form:
-        body = (await request.body()).decode("utf-8", errors="replace")
-        return _Form(parse_qsl(body, keep_blank_values=True))
-
-    async def _handle(
-        self,
-        request: Request,
-        handler: Callable[[Request, _Form], Awaitable[tuple[int, Any]]],
-    ) -> Response:
-        form = await self._form(request) if request.method == "POST" else _Form([])
-        code: int | None = None
-        body: Any = None
-        try:
-            self._authorize(request)
-            status, body = await handler(request, form)
-            response: Response = (
-                Response(status_code=204) if body is None else JSONResponse(body, status)
-            )
-        except _BadRequest as exc:
-            response = exc.response()
-            code = exc.code
-        sid = request.path_params.get("sid")
-        call_sid = sid if isinstance(sid, str) and sid.startswith("CA") else None
-        if call_sid is None and response.status_code == 201 and isinstance(body, dict):
-            created = body.get("sid")
-            call_sid = created if isinstance(created, str) and created.startswith("CA") else None
-        params = form.as_dict()
-        self.timeline.record(
-            "rest",
-            call_sid,
-            method=request.method,
-            path=request.url.path,
-            params=params,
-            http_status=response.status_code,
-            code=code,
-        )
-        log.info(
-            "twilio_rest",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            code=code,
-            to=mask_phone(str(params.get("To", ""))),
-        )
-        return response
-
-    def _not_found(self, request: Request) -> _BadRequest:
-        return _BadRequest(404, 20404, f"The requested resource {request.url.path} was not found")
-
-    # Calls.json
-
-    async def _calls_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            return await self._handle(request, self._create_call)
-        return await self._handle(request, self._list_calls)
-
-    async def _create_call(self, request: Request, form: _Form) -> tuple[int, Any]:
-        to, from_ = form.get("To"), form.get("From")
-        if not to:
-            raise _BadRequest(400, 21201, "No 'To' number is specified")
-        if not from_:
-            raise _BadRequest(400, 21213, "No 'From' number is specified")
-        if not _valid_endpoint(to):
-            raise _BadRequest(400, 21211, f"Invalid 'To' Phone Number: {mask_phone(to)}")
-        if not _valid_endpoint(from_):
-            raise _BadRequest(400, 21212, f"Invalid 'From' Phone Number: {mask_phone(from_)}")
-        if self.owned_numbers and from_ not in self.owned_numbers:
-            raise _BadRequest(
-                400,
-                21210,
-                f"The source phone number provided, {mask_phone(from_)}, is not yet verified "
-                "for your account. You may only make calls from phone numbers that you've "
-                "verified or purchased from Twilio.",
-            )
-        if form.get("ApplicationSid"):
-            raise _BadRequest(400, 21218, "ApplicationSid is not supported by the simulator")
-        url, twiml = form.get("Url"), form.get("Twiml")
-        if not url and not twiml:
-            raise _BadRequest(400, 21205, "Url parameter is required.")
-        if url and not _valid_url(url):
-            raise _BadRequest(400, 21205, f"Url is not a valid URL: {url}")
-        if url:
-            twiml = None  # Twilio ignores Twiml when both are given
-        elif twiml is not None:
-            self._check_twiml(twiml)
-        method = self._method(form.get("Method"), "Method")
-        callback = form.get("StatusCallback")
-        if callback is not None and not _valid_url(callback):
-            raise _BadRequest(400, 21609, f"Invalid StatusCallback url: {callback}")
-        callback_method = self._method(form.get("StatusCallbackMethod"), "StatusCallbackMethod")
-        events: set[str] = set()
-        for value in form.getlist("StatusCallbackEvent"):
-            events.update(value.replace(",", " ").split())
-        unknown = events - _CALL_EVENTS
-        if unknown:
-            raise _BadRequest(
-                400,
-                20001,
-                f"StatusCallbackEvent must be initiated, ringing, answered or completed, not {sorted(unknown)}",
-            )
-        timeout_raw = form.get("Timeout")
-        timeout = 60
-        if timeout_raw:
-            try:
-                timeout = int(timeout_raw)
-            except ValueError as exc:
-                raise _BadRequest(400, 20001, f"Timeout must be an integer: {timeout_raw}") from exc
-            if not 1 <= timeout <= 600:
-                raise _BadRequest(400, 20001, "Timeout must be between 1 and 600 seconds")
-        amd = form.get("MachineDetection")
-        if amd is not None and amd not in ("Enable", "DetectMessageEnd"):
-            raise _BadRequest(400, 20001, "MachineDetection must be Enable or DetectMessageEnd")
-        leg = CallLeg(
-            self,
-            sid=new_sid("CA"),
-            direction="outbound-api",
-            from_number=from_,
-            to_number=to,
-            status="queued",
-            url=url,
-            method=method,
-            twiml=twiml,
-            status_callback=callback,
-            status_callback_method=callback_method,
-            status_callback_events=frozenset(events),
-            timeout_s=float(timeout),
-            machine_detection=amd,
-            human=self.humans.get(to, self.default_human),
-        )
-        self.calls[leg.sid] = leg
-        self.timeline.record("status", leg.sid, status="queued", previous=None)
-        leg.start_outbound()
-        return 201, leg.resource()
-
-    async def _list_calls(self, request: Request, form: _Form) -> tuple[int, Any]:
-        q = request.query_params
-        legs = list(self.calls.values())
-        for name, attr in (("To", "to_number"), ("From", "from_number")):
-            if q.get(name):
-                legs = [leg for leg in legs if getattr(leg, attr) == q[name]]
-        if q.get("Status"):
-            legs = [leg for leg in legs if leg.rest_status == q["Status"]]
-        if q.get("ParentCallSid"):
-            legs = [leg for leg in legs if leg.parent_call_sid == q["ParentCallSid"]]
-        legs.sort(key=lambda leg: leg.created_sim_s, reverse=True)
-        return 200, self._page(request, "calls", [leg.resource() for leg in legs])
-
-    def _page(self, request: Request, key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        q = request.query_params
-        try:
-            size = max(1, min(1000, int(q.get("PageSize", "50"))))
-            page = max(0, int(q.get("Page", "0")))
-        except ValueError as exc:
-            raise _BadRequest(400, 20001, "Page and PageSize must be integers") from exc
-        start = page * size
-        chunk = items[start : start + size]
-        path = request.url.path
-
-        def uri(p: int) -> str:
-            return f"{path}?PageSize={size}&Page={p}"
-
-        return {
-            key: chunk,
-            "end": start + max(0, len(chunk) - 1),
-            "first_page_uri": uri(0),
-            "next_page_uri": uri(page + 1) if start + size < len(items) else None,
-            "page": page,
-            "page_size": size,
-            "previous_page_uri": uri(page - 1) if page > 0 else None,
-            "start": start,
-            "uri": uri(page),
-        }
-
-    # Calls/{Sid}.json
-
-    async def _call_endpoint(self, request: Request) -> Response:
-        handler = {
-            "GET": self._fetch_call,
-            "POST": self._update_call,
-            "DELETE": self._delete_call,
-        }[request.method]
-        return await self._handle(request, handler)
-
-    def _leg(self, request: Request) -> CallLeg:
-        sid = str(request.path_params["sid"])
-        leg = self.calls.get(sid)
-        if leg is None:
-            raise self._not_found(request)
-        return leg
-
-    async def _fetch_call(self, request: Request, form: _Form) -> tuple[int, Any]:
-        return 200, self._leg(request).resource()
-
-    async def _update_call(self, request: Request, form: _Form) -> tuple[int, Any]:
-        leg = self._leg(request)
-        status = form.get("Status")
-        url, twiml = form.get("Url"), form.get("Twiml")
-        callback = form.get("StatusCallback")
-        if callback is not None:
-            if not _valid_url(callback):
-                raise _BadRequest(400, 21609, f"Invalid StatusCallback url: {callback}")
-            leg.status_callback = callback
-            leg.status_callback_method = self._method(
-                form.get("StatusCallbackMethod"), "StatusCallbackMethod"
-            )
-            if not leg.status_callback_events:
-                leg.status_callback_events = frozenset({"completed"})
-        if status is not None:
-            if status not in ("completed", "canceled"):
-                raise _BadRequest(400, 20001, f"Status must be completed or canceled, not {status}")
-            await leg.end(status)
-            return 200, leg.resource()
-        if url or twiml:
-            if url and not _valid_url(url):
-                raise _BadRequest(400, 21205, f"Url is not a valid URL: {url}")
-            if url:
-                twiml = None
-            elif twiml is not None:
-                self._check_twiml(twiml)
-            method = self._method(form.get("Method"), "Method")
-            try:
-                await leg.redirect(url=url, method=method, twiml=twiml)
-            except SimulatorError as exc:
-                raise _BadRequest(400, 21220, "Call is not in-progress. Cannot redirect.") from exc
-        return 200, leg.resource()
-
-    async def _delete_call(self, request: Request, form: _Form) -> tuple[int, Any]:
-        leg = self._leg(request)
-        if not leg.is_final:
-            raise _BadRequest(400, 20009, "Cannot delete a call that is not completed")
-        del self.calls[leg.sid]
-        return 204, None
-
-    # Conferences
-
-    async def _conferences_endpoint(self, request: Request) -> Response:
-        return await self._handle(request, self._list_conferences)
-
-    async def _list_conferences(self, request: Request, form: _Form) -> tuple[int, Any]:
-        q = request.query_params
-        confs = self.conferences.all()
-        if q.get("FriendlyName"):
-            confs = [c for c in confs if c.friendly_name == q["FriendlyName"]]
-        if q.get("Status"):
-            confs = [c for c in confs if c.status == q["Status"]]
-        confs.sort(key=lambda c: c.created_sim_s, reverse=True)
-        return 200, self._page(request, "conferences", [c.resource(self.clock) for c in confs])
-
-    def _conference(self, request: Request) -> Conference:
-        conf = self.conferences.by_sid.get(str(request.path_params["sid"]))
-        if conf is None:
-            raise self._not_found(request)
-        return conf
-
-    async def _conference_endpoint(self, request: Request) -> Response:
-        return await self._handle(
-            request, self._update_conference if request.method == "POST" else self._fetch_conf
-        )
-
-    async def _fetch_conf(self, request: Request, form: _Form) -> tuple[int, Any]:
-        return 200, self._conference(request).resource(self.clock)
-
-    async def _update_conference(self, request: Request, form: _Form) -> tuple[int, Any]:
-        conf = self._conference(request)
-        status = form.get("Status")
-        if status is not None:
-            if status != "completed":
-                raise _BadRequest(400, 20001, f"Status must be completed, not {status}")
-            self.conferences.end(conf, "conference-ended-via-api")
-        return 200, conf.resource(self.clock)
-
-    async def _participants_endpoint(self, request: Request) -> Response:
-        return await self._handle(request, self._list_participants)
-
-    async def _list_participants(self, request: Request, form: _Form) -> tuple[int, Any]:
-        conf = self._conference(request)
-        items = [conf.participant_resource(p, self.clock) for p in conf.participants.values()]
-        return 200, self._page(request, "participants", items)
-
-    # Messages
-
-    async def _messages_endpoint(self, request: Request) -> Response:
-        if request.method == "POST":
-            return await self._handle(request, self._create_message)
-        return await self._handle(request, self._list_messages)
-
-    async def _create_message(self, request: Request, form: _Form) -> tuple[int, Any]:
-        if self._messages_down is not None:
-            status, times = self._messages_down
-            if times is not None:
-                self._messages_down = (status, times - 1) if times > 1 else None
-            raise _BadRequest(status, 20000 + status, "Service unavailable (simulated outage)")
-        to, from_, body = form.get("To"), form.get("From"), form.get("Body")
-        if not to:
-            raise _BadRequest(400, 21604, "A 'To' phone number is required.")
-        if not from_:
-            if form.get("MessagingServiceSid"):
-                raise _BadRequest(
-                    400, 21704, "MessagingServiceSid is not supported by the simulator"
-                )
-            raise _BadRequest(400, 21603, "A 'From' phone number is required.")
-        if not _E164.match(to):
-            raise _BadRequest(400, 21211, f"Invalid 'To' Phone Number: {mask_phone(to)}")
-        if not _E164.match(from_):
-            raise _BadRequest(400, 21212, f"Invalid 'From' Phone Number: {mask_phone(from_)}")
-        if self.owned_numbers and from_ not in self.owned_numbers:
-            raise _BadRequest(
-                400,
-                21606,
-                f"The From phone number {mask_phone(from_)} is not a valid, SMS-capable inbound "
-                "phone number or short code for your account.",
-            )
-        if form.get("MediaUrl") or form.get("ContentSid"):
-            raise _BadRequest(
-                400, 21620, "MediaUrl and ContentSid are not supported by the simulator"
-            )
-        if not body:
-            raise _BadRequest(400, 21602, "Message body is required.")
-        if len(body) > _BODY_MAX:
-            raise _BadRequest(
-                400,
-                21617,
-                f"The concatenated message body exceeds the {_BODY_MAX} character limit.",
-            )
-        message = SentMessage(
-            sid=new_sid("SM"),
-            account_sid=self.account_sid,
-            to=to,
-            from_=from_,
-            body=body,
-            params=form.as_dict(),
-        )
-        self.messages.append(message)
-        self.timeline.record("message", None, sid=message.sid, to=to, from_=from_, body=body)
-        return 201, message.resource()
-
-    async def _list_messages(self, request: Request, form: _Form) -> tuple[int, Any]:
-        q = request.query_params
-        messages = list(self.messages)
-        for name, attr in (("To", "to"), ("From", "from_")):
-            if q.get(name):
-                messages = [m for m in messages if getattr(m, attr) == q[name]]
-        messages.reverse()  # newest first, as Twilio lists them
-        return 200, self._page(request, "messages", [m.resource() for m in messages])
-
-    async def _message_endpoint(self, request: Request) -> Response:
-        return await self._handle(request, self._fetch_message)
-
-    async def _fetch_message(self, request: Request, form: _Form) -> tuple[int, Any]:
-        sid = str(request.path_params["sid"])
-        for message in self.messages:
-            if message.sid == sid:
-                return 200, message.resource()
-        raise self._not_found(request)
-
-    # helpers
-
-    @staticmethod
-    def _method(value: str | None, name: str) -> str:
-        if value is None or value == "":
-            return "POST"
-        if value.upper() not in ("GET", "POST"):
-            raise _BadRequest(400, 20001, f"{name} must be GET or POST, not {value}")
-        return value.upper()
-
-    @staticmethod
-    def _check_twiml(twiml: str) -> None:
-        if len(twiml) > _TWIML_MAX:
-            raise _BadRequest(400, 20001, f"Twiml is longer than {_TWIML_MAX} characters")
-        try:
-            parse_twiml(twiml)
-        except TwimlError as exc:
-            raise _BadRequest(400, 12100, f"Twiml is not valid TwiML: {exc}") from exc
+        authorize(request, self.account_sid, self.auth_token, self.api_keys)
