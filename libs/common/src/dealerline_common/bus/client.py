@@ -1,0 +1,337 @@
+"""The :class:`Bus`: one NATS connection for a service, with reconnect, headers, queue
+groups, JetStream publishing with dedup and retry, and work consumers (:mod:`.work`).
+
+Trace context rides in the headers (see :mod:`dealerline_common.tracing`): every publish
+carries the ``traceparent`` of the span active at the time, every handler runs with the
+context its message carried, and each work job or queue-group message gets a consumer
+span. With tracing off none of this runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from .. import tracing
+from ..logs import get_logger
+from ..messages import Wire
+from ..metrics import Metrics
+from .streams import STREAMS, StreamSpec, ensure_streams, key_value
+from .work import Handler, WorkConsumer, default_retry_delay
+
+__all__ = ["Bus", "BusConnectError"]
+
+log = get_logger(__name__)
+
+
+class BusConnectError(ConnectionError):
+    """NATS could not be reached at start-up."""
+
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+)
+
+
+class Bus:
+    """One NATS connection for a service."""
+
+    def __init__(
+        self,
+        servers: str,
+        name: str,
+        metrics: Metrics | None = None,
+        *,
+        file_storage: bool = True,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
+        self.servers = [s.strip() for s in servers.split(",") if s.strip()]
+        self.name = name
+        self.metrics = metrics
+        self.file_storage = file_storage
+        self.connect_timeout_s = connect_timeout_s
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._consumers: list[WorkConsumer] = []
+        self._queue_subs: list[Subscription] = []
+        self._closing = False
+        self.connected = asyncio.Event()
+
+    # ----------------------------------------------------------------- connection
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("bus is not connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("bus is not connected")
+        return self._js
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect(self) -> None:
+        """Connect, retrying until ``connect_timeout_s`` (the server may start after us).
+
+        Also configures the process's tracing from ``OTEL_*`` if nothing did yet (the
+        bus is the one thing every service has, so none can forget)."""
+        tracing.setup_tracing(self.name)
+
+        # nats-py retries the first connection itself (max_reconnect_attempts=-1 applies to
+        # it too), so the whole attempt is bounded here and turned into one clear error.
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int; any number works
+                    connect_timeout=2,
+                    ping_interval=10,
+                    max_outstanding_pings=3,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                ),
+                self.connect_timeout_s,
+            )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise BusConnectError(
+                f"could not connect to NATS at {','.join(self.servers)} "
+                f"within {self.connect_timeout_s:.0f}s"
+            ) from exc
+        self._nc = nc
+        self._js = self.nc.jetstream(timeout=5.0)
+        self.connected.set()
+        log.info("bus connected", bus=self.name)
+
+    async def _on_disconnected(self) -> None:
+        self.connected.clear()
+        if self._closing:
+            return
+        if self.metrics:
+            self.metrics.bus_disconnects.inc()
+        log.warning("bus disconnected", bus=self.name)
+
+    async def _on_reconnected(self) -> None:
+        self.connected.set()
+        if self.metrics:
+            self.metrics.bus_reconnects.inc()
+        log.info("bus reconnected", bus=self.name)
+
+    async def _on_error(self, exc: Exception) -> None:
+        if self.connected.is_set():
+            log.warning("bus error", bus=self.name, error=repr(exc))
+
+    async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+        """Create every stream, or update one whose settings changed; safe to run often."""
+        await ensure_streams(self.js, specs, file_storage=self.file_storage)
+
+    async def kv(self, bucket: str, ttl_s: float) -> KeyValue:
+        return await key_value(self.js, bucket, ttl_s, file_storage=self.file_storage)
+
+    # ----------------------------------------------------------------- core lane
+
+    async def publish(
+        self, subject: str, data: bytes | Wire, headers: dict[str, str] | None = None
+    ) -> None:
+        payload = data.dumps() if isinstance(data, Wire) else data
+        if tracing.enabled():
+            headers = tracing.inject(dict(headers or {}))
+        await self.nc.publish(subject, payload, headers=headers or None)
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        queue: str = "",
+        *,
+        pending_msgs_limit: int = 4096,
+    ) -> Subscription:
+        """Subscribe with a handler whose errors are logged, never raised into nats-py.
+
+        The handler runs with the trace context its message carried. A queue-group
+        subscription is work shared with other replicas: each message it takes gets a
+        consumer span (``process <subject>``), like a work job, and :meth:`stop_consuming`
+        drains it (no new messages, those already received are handled)."""
+
+        async def guarded(msg: Msg) -> None:
+            token = None
+            if tracing.enabled():
+                token = otel_context.attach(tracing.extract(msg.headers) or Context())
+            try:
+                if queue and tracing.enabled():
+                    with tracing.span(
+                        f"process {subject}",
+                        kind=tracing.SpanKind.CONSUMER,
+                        attributes={
+                            "messaging.system": "nats",
+                            "messaging.operation.type": "process",
+                            "messaging.destination.name": msg.subject,
+                            "messaging.consumer.group.name": queue,
+                            "dealerline.service": self.name,
+                        },
+                    ):
+                        await handler(msg)
+                else:
+                    await handler(msg)
+            except Exception:
+                log.exception("subscription handler failed", subject=msg.subject)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+
+        sub = await self.nc.subscribe(
+            subject, queue=queue, cb=guarded, pending_msgs_limit=pending_msgs_limit
+        )
+        if queue:
+            self._queue_subs.append(sub)
+        return sub
+
+    # ----------------------------------------------------------------- durable lane
+
+    async def publish_durable(
+        self,
+        subject: str,
+        data: bytes | Wire,
+        headers: dict[str, str] | None = None,
+        msg_id: str | None = None,
+    ) -> api.PubAck:
+        """Publish to JetStream and wait for the stream's ack; ``msg_id`` deduplicates."""
+        payload = data.dumps() if isinstance(data, Wire) else data
+        hdrs = dict(headers or {})
+        if msg_id:
+            hdrs["Nats-Msg-Id"] = msg_id
+        tracing.inject(hdrs)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                ack = await self.js.publish(subject, payload, headers=hdrs or None)
+        # nats-py waits for the ack with asyncio.wait_for, which on 3.11 can swallow a
+        # cancel that lands as the ack arrives; a cancelled turn must still stop here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        return ack
+
+    async def work(
+        self,
+        subject: str,
+        *,
+        stream: str,
+        durable: str,
+        handler: Handler,
+        concurrency: int = 1,
+        ack_wait_s: float = 10.0,
+        max_deliver: int = 5,
+        name: str | None = None,
+        retry_delay_s: Callable[[int], float] | None = None,
+    ) -> WorkConsumer:
+        """Consume ``subject`` as one member of the ``durable`` group with explicit ack.
+
+        Each of ``concurrency`` loops pulls one message only when it is free, so a busy
+        worker never hoards jobs another replica could run. While a handler runs the
+        message is kept alive with in-progress acks; if the process dies, the message is
+        redelivered to another member ``ack_wait_s`` later; if it drains, see
+        :meth:`stop_consuming`. A handler that raises is retried after
+        ``retry_delay_s(attempt)`` seconds (default: a short linear backoff) until
+        ``max_deliver`` attempts, then terminated. Each job runs in a consumer span
+        (``process <subject>``) whose parent is the publisher's span.
+        """
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+            filter_subject=subject,
+            max_ack_pending=10_000,
+        )
+        psub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+        consumer = WorkConsumer(
+            psub=psub,
+            subject=subject,
+            service=self.name,
+            handler=handler,
+            concurrency=concurrency,
+            ack_wait_s=ack_wait_s,
+            max_deliver=max_deliver,
+            name=name or durable,
+            metrics=self.metrics,
+            retry_delay_s=retry_delay_s or default_retry_delay,
+        )
+        consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    # ----------------------------------------------------------------- shutdown
+
+    async def stop_consuming(self, timeout_s: float, *, hand_back: bool = True) -> None:
+        """Stop taking new work and let jobs in flight finish, up to ``timeout_s``.
+
+        Work loops stop pulling and queue-group subscriptions are drained. Jobs still
+        running at the deadline are cancelled and, with ``hand_back``, nak'ed so another
+        replica takes them at once; ``hand_back=False`` plays a crash (they come back
+        only after ``ack_wait``).
+        """
+        queue_subs, self._queue_subs = self._queue_subs, []
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(
+            *(c.stop(timeout_s, hand_back=hand_back) for c in consumers),
+            *(self._drain_sub(sub, timeout_s) for sub in queue_subs),
+        )
+
+    async def _drain_sub(self, sub: Subscription, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(sub.drain(), max(timeout_s, 0.01))  # type: ignore[no-untyped-call]
+        except Exception:  # already unsubscribed, connection closed, or the deadline
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Drain the connection (handlers finish what they hold, publishes flush), at most
+        ``timeout_s``, then close it. Work consumers still running are stopped first, their
+        jobs in flight handed back (call :meth:`stop_consuming` before to let them finish)."""
+        if self._nc is None:
+            return
+        if self._consumers:
+            await self.stop_consuming(0.0)
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._nc.drain(), timeout_s)
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+        self._nc = None
+        self._js = None
+        self.connected.clear()
