@@ -1,7 +1,9 @@
 """The service images' Dockerfiles, read and checked without building them (no Docker
-daemon here): non-root, a health check on /livez or /readyz at the service's real port, only
-that service's workspace member installed from the lock, the CUDA variant and the model
-build arguments of the speech workers, and a build context that carries no local clutter."""
+daemon here): the five CPU services share deploy/service.Dockerfile with the build
+arguments deploy/build_images.py gives each, the speech workers have their own. Checked:
+non-root, a health check on /livez or /readyz at the service's real port, only that
+service's workspace member installed from the lock, the CUDA variant and the model build
+arguments of the speech workers, and a build context that carries no local clutter."""
 
 from __future__ import annotations
 
@@ -29,9 +31,13 @@ SERVICES = {
     "aftercall": ("dealerline_aftercall", "AftercallSettings"),
 }
 GPU_WORKERS = ("stt", "tts")
-# Build stages besides the Python one whose output the runtime stage may copy: the
-# dashboard's web UI, built by Node.
-EXTRA_STAGES = {"dashboard-api": {"web"}}
+SHARED = REPO / "deploy" / "service.Dockerfile"
+sys.path.insert(0, str(REPO / "deploy"))
+import build_images  # noqa: E402
+
+# Build stages besides the Python one whose output the runtime stage may copy: the web UI
+# (built by Node for dashboard-api, an empty folder for the others).
+EXTRA_STAGES = {service: {"web"} for service in build_images.SERVICES}
 WEB = REPO / "services" / "dashboard-api" / "web"
 RUNTIME_UID = "10001"  # the chart's runAsUser
 
@@ -55,12 +61,37 @@ class Dockerfile:
     def final(self) -> Stage:
         return self.stages[-1]
 
+    def used(self) -> list[Stage]:
+        """The stages the final one needs (its bases and COPY --from sources, transitively):
+        BuildKit builds only these."""
+        names = {s.name for s in self.stages if s.name}
+        needed: list[Stage] = []
+        todo = [self.final]
+        while todo:
+            stage = todo.pop()
+            if stage in needed:
+                continue
+            needed.append(stage)
+            refs = [stage.base] + [
+                m.group(1) for c in stage.all("COPY") if (m := re.search(r"--from=(\S+)", c))
+            ]
+            todo += [self.stage(r) for r in refs if r in names]
+        return needed
+
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
 
-def parse_dockerfile(path: Path) -> Dockerfile:
-    """Instructions with continuation lines joined and comments dropped, split by stage."""
+def substitute(text: str, args: dict[str, str]) -> str:
+    """``${NAME}`` / ``$NAME`` of the given build arguments replaced by their values."""
+    for name, value in args.items():
+        text = re.sub(rf"\$\{{{name}\}}|\${name}\b", value, text)
+    return text
+
+
+def parse_dockerfile(path: Path, args: dict[str, str] | None = None) -> Dockerfile:
+    """Instructions with continuation lines joined and comments dropped, split by stage;
+    with ``args``, those build arguments substituted as docker build would."""
     logical: list[str] = []
     current = ""
     for raw in path.read_text().splitlines():
@@ -70,7 +101,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         if line.endswith("\\"):
             current += line[:-1].rstrip() + " "
             continue
-        logical.append(current + line)
+        logical.append(substitute(current + line, args or {}))
         current = ""
     assert not current, f"{path}: dangling line continuation"
     global_args: dict[str, str] = {}
@@ -150,11 +181,46 @@ def service(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def dockerfile_of(service: str) -> Dockerfile:
+    """The recipe ``deploy/build_images.py`` builds the service's image from, with its build
+    arguments substituted."""
+    if service in GPU_WORKERS:
+        path = REPO / "services" / service / "Dockerfile"
+        assert path.is_file(), f"services/{service} has no Dockerfile"
+        return parse_dockerfile(path)
+    return parse_dockerfile(SHARED, build_images.build_args(service))
+
+
 @pytest.fixture
 def dockerfile(service: str) -> Dockerfile:
-    path = REPO / "services" / service / "Dockerfile"
-    assert path.is_file(), f"services/{service} has no Dockerfile"
-    return parse_dockerfile(path)
+    return dockerfile_of(service)
+
+
+def test_every_service_has_exactly_one_recipe() -> None:
+    """Each service is built from the shared recipe or (speech workers) its own, never both,
+    and the shared recipe declares every argument the build script passes."""
+    assert set(build_images.SERVICES) | set(GPU_WORKERS) == set(SERVICES)
+    for service in SERVICES:
+        own = (REPO / "services" / service / "Dockerfile").is_file()
+        assert own == (service in GPU_WORKERS), service
+    declared = set(parse_dockerfile(SHARED).global_args)
+    for stage in parse_dockerfile(SHARED).stages:
+        declared |= {a.partition("=")[0] for a in stage.all("ARG")}
+    for service in build_images.SERVICES:
+        assert set(build_images.build_args(service)) <= declared
+
+
+def test_the_build_script_gives_each_service_its_own_settings() -> None:
+    """The env prefix and port the script bakes in are the service's settings' own."""
+    for service, (prefix, port, web) in build_images.SERVICES.items():
+        cls = settings_class(service)
+        assert cls.model_config["env_prefix"] == prefix
+        assert settings_port(service) == port
+        assert web == (service == "dashboard-api")
+    cmds = build_images.commands("reg", "1.2", [])
+    tags = [c[c.index("-t") + 1] for c in cmds]
+    assert "reg/agent:1.2" in tags and "reg/stt:1.2-cuda" in tags and "reg/tts:1.2-models" in tags
+    assert all(c[-1] == "." for c in cmds), "the context is the repository root"
 
 
 def test_runs_as_a_non_root_user(dockerfile: Dockerfile) -> None:
@@ -173,31 +239,48 @@ def test_health_check_hits_livez_or_readyz_on_the_service_port(
     port = settings_port(service)
     (check,) = dockerfile.final.all("HEALTHCHECK")
     assert re.search(r"--start-period=\d+s", check)
-    assert re.search(rf"http://127\.0\.0\.1:\$\{{\w+_HTTP_PORT:-{port}\}}/(livez|readyz)", check)
     assert f"EXPOSE {port}" in [f"EXPOSE {e}" for e in dockerfile.final.all("EXPOSE")]
-    env = " ".join(dockerfile.final.all("ENV"))
-    assert f"HTTP_PORT={port}" in env
+    env = env_of(dockerfile.final)
+    if service in GPU_WORKERS:
+        assert re.search(
+            rf"http://127\.0\.0\.1:\$\{{\w+_HTTP_PORT:-{port}\}}/(livez|readyz)", check
+        )
+        assert f"HTTP_PORT={port}" in " ".join(dockerfile.final.all("ENV"))
+        return
+    # The shared probe asks the port the service's own variable names, else its default.
+    assert "python -m dealerline_common.probe /livez" in check
+    prefix = settings_class(service).model_config["env_prefix"]
+    assert env["DEALERLINE_PORT_ENV"] == f"{prefix}HTTP_PORT"
+    assert env["DEALERLINE_HTTP_PORT"] == str(port)
 
 
 def test_starts_the_service_module(service: str, dockerfile: Dockerfile) -> None:
     package = SERVICES[service][0]
     (cmd,) = dockerfile.final.all("CMD")
-    assert json.loads(cmd) == ["python", "-m", package]
     assert (REPO / "services" / service / "src" / package / "__main__.py").is_file()
+    if service in GPU_WORKERS:
+        assert json.loads(cmd) == ["python", "-m", package]
+        return
+    # One name in every image: a link to the service's own script, which runs its __main__.
+    assert json.loads(cmd) == ["dealerline-service"]
+    runs = " ".join(dockerfile.stage("build").all("RUN"))
+    assert f'ln -s "dealerline-{service}" /app/.venv/bin/dealerline-service' in runs
+    data = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
+    assert data["project"]["scripts"][f"dealerline-{service}"] == f"{package}.__main__:main"
 
 
 def test_installs_only_its_own_member_from_the_lock(service: str, dockerfile: Dockerfile) -> None:
     dist = dist_name(service)
-    syncs = [r for s in dockerfile.stages for r in s.all("RUN") if "uv sync" in r]
+    syncs = [r for s in dockerfile.used() for r in s.all("RUN") if "uv sync" in r]
     assert len(syncs) == 2, "a dependency layer, then the sources"
     for run in syncs:
         args = shlex.split(run[run.index("uv sync") :].split("$(")[0])
         assert {"--frozen", "--no-dev", "--no-editable"} <= set(args), run
-        assert args[args.index("--package") + 1] == dist
+        assert args[args.index("--package") + 1].strip('"') == dist
         assert "--all-packages" not in args
     assert "--no-install-workspace" in syncs[0]
     sources: list[str] = []
-    for stage in dockerfile.stages:
+    for stage in dockerfile.used():
         for copy in stage.all("COPY"):
             parts = shlex.split(copy)
             if any(p.startswith("--from=") for p in parts):
@@ -254,10 +337,11 @@ def test_models_are_left_out_unless_asked_for(worker: str) -> None:
 
 def test_cpu_only_services_use_the_slim_base() -> None:
     for service in set(SERVICES) - set(GPU_WORKERS):
-        dockerfile = parse_dockerfile(REPO / "services" / service / "Dockerfile")
+        dockerfile = dockerfile_of(service)
         assert dockerfile.global_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
-        extra = EXTRA_STAGES.get(service, set())
-        python = [s for s in dockerfile.stages if s.name not in extra]
+        web = "true" if service == "dashboard-api" else "false"
+        assert dockerfile.stage("web").base == f"web-{web}"
+        python = [s for s in dockerfile.stages if s.name not in ("web", "web-true")]
         assert {s.base for s in python} == {"${PYTHON_IMAGE}"}, service
         assert "VARIANT" not in dockerfile.global_args
 
@@ -266,9 +350,10 @@ def test_dashboard_image_builds_and_serves_the_web_ui() -> None:
     """A Node stage runs `npm ci` (the lock, exactly) and `npm run build` on the web UI's
     sources; the runtime image gets the build output (vite's outDir) at the folder
     DASHBOARD_WEB_DIR names, a setting the dashboard really reads."""
-    dockerfile = parse_dockerfile(REPO / "services" / "dashboard-api" / "Dockerfile")
+    dockerfile = dockerfile_of("dashboard-api")
     assert dockerfile.global_args["NODE_IMAGE"] == "node:20-bookworm-slim"
-    web = dockerfile.stage("web")
+    assert dockerfile.stage("web").base == "web-true"
+    web = dockerfile.stage("web-true")
     assert web.base == "${NODE_IMAGE}"
     (workdir,) = web.all("WORKDIR")
     sources = [p for c in web.all("COPY") for p in shlex.split(c)[:-1]]
@@ -292,6 +377,7 @@ def test_dashboard_image_builds_and_serves_the_web_ui() -> None:
     final = dockerfile.final
     (copy,) = [c for c in final.all("COPY") if "--from=web" in c]
     source, target = shlex.split(copy)[-2:]
+    assert source.rstrip("/") == dockerfile.stage("web-false").all("RUN")[0].split()[-1]
     assert source.rstrip("/") == f"{workdir.rstrip('/')}/{out_dir}"
     web_dir = env_of(final)["DASHBOARD_WEB_DIR"]
     assert target.rstrip("/") == web_dir.rstrip("/")
