@@ -32,9 +32,11 @@ run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stop
 demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
 	$(RUN) python -m dealerline_sim.demo --scenario $(or $(SCENARIO),booking)
 
-lint: setup ## ruff format check and ruff lint
+lint: setup ## ruff format check, ruff lint, the import contracts (import-linter) and the size rules
 	$(RUN) ruff format --check .
 	$(RUN) ruff check .
+	$(RUN) lint-imports --no-cache
+	$(RUN) python tools/sizes.py
 
 typecheck: setup ## mypy (strict) on libs/common
 	$(RUN) mypy libs/common/src
@@ -42,7 +44,7 @@ typecheck: setup ## mypy (strict) on libs/common
 pytest: setup ## Only the test suite
 	$(RUN) pytest
 
-test: lint typecheck pytest ## Everything CI runs: format check, lint, mypy, pytest
+test: lint typecheck pytest ## Everything CI runs: format check, lint, import contracts, sizes, mypy, pytest
 
 bench: setup ## Measure per-stage turn latency (p50/p95) on the embedded models; writes README table
 	$(RUN) python -m dealerline_sim.bench --turns 6 --readme README.md

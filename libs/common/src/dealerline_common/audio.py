@@ -115,7 +115,7 @@ def duration_ms(ulaw: bytes) -> float:
 
 
 def rms(samples: Int16Array) -> float:
-    """Root mean square of PCM16 samples (the seed's energy measure)."""
+    """Root mean square of PCM16 samples (the energy measure of the simple threshold VAD)."""
     if samples.size == 0:
         return 0.0
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))

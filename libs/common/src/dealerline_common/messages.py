@@ -1,6 +1,6 @@
 """Every message that crosses the bus, as a versioned pydantic model.
 
-Rules (ARCHITECTURE.md "The bus"):
+Rules (docs/architecture.md, "The bus"):
 - each JSON message carries a ``type`` string ``dealerline.<name>.v<N>``; a reader that
   meets an unknown type rejects it instead of guessing;
 - audio travels as the raw payload of a NATS message, never base64 in JSON; its metadata

@@ -1,4 +1,4 @@
-"""The conversation state of one call (the seed's ``ConversationState``).
+"""The conversation state of one call (``ConversationState``).
 
 One JSON document per session, versioned: the agent reads it at the start of a turn and
 writes it back with optimistic locking (``state_store``); the escalation service writes

@@ -11,7 +11,8 @@ string and the signature covers the full URL, as Twilio does.
 Status callbacks are delivered by :class:`CallbackDispatcher`, one ordered lane per call
 (or conference), never blocking the call itself — as with Twilio, the application may see
 an answer webhook before the ``in-progress`` callback. :class:`Faults` bends delivery the
-ways TWILIO.md warns about; each rule applies to the next ``times`` matching callbacks:
+ways Twilio's own callbacks may arrive (twice, out of order, never: docs/twilio.md); each
+rule applies to the next ``times`` matching callbacks:
 
 - ``faults.drop(status="completed")`` — never delivered (its SequenceNumber is used up,
   so the receiver sees a gap);

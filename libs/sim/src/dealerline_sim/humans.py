@@ -4,7 +4,8 @@ Register one per phone number with ``TwilioSim.add_human(number, script)``; when
 ``Calls.json`` create dials that number, the outbound leg rings and then behaves as the
 script says. All durations are simulated seconds (see ``dealerline_sim.timeline``).
 
-The presets match the situations the escalation flow must survive (seed §5–6):
+The presets match the situations the escalation flow must survive (staff who are busy,
+unreachable, screened by voicemail, who decline, or who accept):
 
 =======================================  ==============================================
 preset                                   what the call does

@@ -4,7 +4,7 @@ Two entry points:
 
 - :func:`parse_connect_stream` checks the answer to an incoming-call webhook, which in this
   project must be ``<Response><Connect><Stream url>`` with ``<Parameter name value/>``
-  children. The rules of ``/work/shared/TWILIO.md`` are enforced: the stream URL must be
+  children. Twilio's rules (docs/twilio.md) are enforced: the stream URL must be
   ``wss://`` on port 443 with no query string.
 - :func:`parse_twiml` reads any voice document into :class:`TwimlVerb` trees for the call
   legs of ``dealerline_sim.legs`` to execute (``<Say>``, ``<Gather>``, ``<Dial><Conference>``,
