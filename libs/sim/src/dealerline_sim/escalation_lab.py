@@ -374,7 +374,6 @@ async def escalation_demo(log_dir: Path) -> int:
         who = f" {status.staff_name}" if status.staff_name else ""
         print(f"  [human call] {status.status.value}{who}", flush=True)
 
-    lab_said: dict[str, list[str]] = {}
     async with EscalationLab(
         log_dir=log_dir, time_scale=1.0, quiet=False, statuses=StatusLog(echo=progress)
     ) as lab:
@@ -392,7 +391,20 @@ async def escalation_demo(log_dir: Path) -> int:
                 second.phone: HumanScript.accepts_then_hangs_up(talk_s=10.0, ring_s=3.0),
             }
         )
-        lab_said = {leg.sid: lab.sim.said_to(leg.sid) for leg in run.staff_legs}
+        said = {leg.sid: lab.sim.said_to(leg.sid) for leg in run.staff_legs}
+    _print_caller_side(run)
+    _print_staff_side(run, said)
+    _print_final_state(run)
+    if not _came_back_from_staff(run):
+        print(
+            "\nthe escalation did not end with the caller back from the team member",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_caller_side(run: EscalationCall) -> None:
     print("\n── What the caller heard " + "─" * 45)
     print(f"  the caller said: {ASK_FOR_A_PERSON}")
     for i, text in enumerate(run.heard, 1):
@@ -401,10 +413,16 @@ async def escalation_demo(log_dir: Path) -> int:
     print("\n── Human-call status timeline (seconds since the call started) " + "─" * 8)
     for line in run.timeline():
         print("  " + line)
+
+
+def _print_staff_side(run: EscalationCall, said: Mapping[str, list[str]]) -> None:
+    """The staff legs as Twilio saw them (what each heard, keys pressed) and the room."""
+    from dealerline_common.logs import mask_phone
+
     print("\n── Staff calls (Twilio's view) " + "─" * 39)
     for leg in run.staff_legs:
         print(f"  {leg.sid}  to {mask_phone(leg.to_number)}  {' → '.join(leg.statuses)}")
-        for text in lab_said.get(leg.sid, []):
+        for text in said.get(leg.sid, []):
             print(f"      heard: {text}")
         if leg.pressed:
             print(f"      keys pressed: {', '.join(leg.pressed)}")
@@ -419,7 +437,9 @@ async def escalation_demo(log_dir: Path) -> int:
             f"  conference {run.conference.friendly_name}: {', '.join(who)}"
             f" ({'held both legs' if together else 'never held both legs'})"
         )
-    final = run.final
+
+
+def _print_final_state(run: EscalationCall) -> None:
     esc = run.state.escalation if run.state else None
     print("\n── Final escalation state in the store " + "─" * 31)
     if esc is not None:
@@ -427,16 +447,14 @@ async def escalation_demo(log_dir: Path) -> int:
             f"  status={esc.status.value} detail={esc.detail} staff={esc.staff_name} "
             f"attempts={esc.attempts}"
         )
-    ok = (
+
+
+def _came_back_from_staff(run: EscalationCall) -> bool:
+    """The staff member ended the call and the caller heard the AI on a second stream."""
+    final = run.final
+    return (
         final is not None
         and final.status is S.COMPLETED
         and final.reason == "human_ended"
         and len(run.heard) == 2
     )
-    if not ok:
-        print(
-            "\nthe escalation did not end with the caller back from the team member",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
