@@ -27,13 +27,11 @@ from dealerline_common.messages import (
 from dealerline_common.metrics import Metrics
 from dealerline_common.state import ConversationState, EscalationInfo
 from dealerline_common.state_store import MemoryStateStore
-from dealerline_escalation.escalator import (
-    CallbackLedger,
-    Decision,
-    EscalationRun,
-    Escalator,
-    hunt_list,
-)
+from dealerline_escalation.changes import Decision
+from dealerline_escalation.escalator import Escalator
+from dealerline_escalation.facts import CallbackLedger
+from dealerline_escalation.hunt import hunt_list
+from dealerline_escalation.run import EscalationRun
 from dealerline_escalation.twilio_client import TwilioRejected, TwilioUnavailable
 from dealerline_sim.nats_server import NatsServer
 
@@ -60,7 +58,7 @@ async def _setup(
     await seed_session(store, SID)
     req = request(SID)
     assert await esc.begin(req) == "new"
-    return esc, EscalationRun(esc, req), calls, clock
+    return esc, esc.new_run(req), calls, clock
 
 
 async def _status(esc: Escalator) -> EscalationInfo:
@@ -91,7 +89,7 @@ async def test_stalled_ring_is_cancelled_and_the_next_person_rung(
     esc, run, calls, clock = await _setup(client, nats_server.url)
     assert not await run.step()
     alice = calls.created[0]["sid"]
-    await esc.observe(SID, "task_1", 1, alice, "ringing", seq=1)
+    await esc.facts.observe(SID, "task_1", 1, alice, "ringing", seq=1)
     calls.statuses[alice] = "ringing"
     clock.now += 45 + 29
     assert not await run.step()
@@ -134,7 +132,7 @@ async def test_late_callbacks_of_a_lost_creation_still_count(
     esc, run, calls, _clock = await _setup(client, nats_server.url)
     calls.reject_create = TwilioUnavailable("create call: timed out")
     await run.step()
-    await esc.observe(SID, "task_1", 1, "CA" + "9" * 32, "ringing", seq=1)
+    await esc.facts.observe(SID, "task_1", 1, "CA" + "9" * 32, "ringing", seq=1)
     info = await _status(esc)
     assert info.status is S.RINGING and info.human_call_sid == "CA" + "9" * 32
 
@@ -144,8 +142,8 @@ async def test_answered_but_never_accepted_is_hung_up(nats_server: NatsServer, c
     await run.step()
     alice = calls.created[0]["sid"]
     calls.statuses[alice] = "in-progress"
-    assert await esc.human_answered(SID, "task_1", 1, alice)
-    assert await esc.key_pressed(SID, "task_1", 1, alice) is not None
+    assert await esc.facts.human_answered(SID, "task_1", 1, alice)
+    assert await esc.facts.key_pressed(SID, "task_1", 1, alice) is not None
     await run.step()  # the owner sees the answer (woken by its status message)
     clock.now += 89
     await run.step()
@@ -164,9 +162,9 @@ async def test_caller_is_moved_after_the_turn_played_or_the_timeout(
     await run.step()
     alice = calls.created[0]["sid"]
     calls.statuses[alice] = "in-progress"
-    await esc.human_answered(SID, "task_1", 1, alice)
-    await esc.key_pressed(SID, "task_1", 1, alice)
-    assert await esc.accept(SID, "task_1", 1, alice)
+    await esc.facts.human_answered(SID, "task_1", 1, alice)
+    await esc.facts.key_pressed(SID, "task_1", 1, alice)
+    assert await esc.facts.accept(SID, "task_1", 1, alice)
     await run.step()
     clock.now += 19
     await run.step()
@@ -185,8 +183,8 @@ async def test_caller_is_moved_after_the_turn_played_or_the_timeout(
     await run2.step()
     bob = calls2.created[0]["sid"]
     calls2.statuses[bob] = "in-progress"
-    await esc2.human_answered(SID, "task_1", 1, bob)
-    await esc2.accept(SID, "task_1", 1, bob)
+    await esc2.facts.human_answered(SID, "task_1", 1, bob)
+    await esc2.facts.accept(SID, "task_1", 1, bob)
     await run2.step()
     clock2.now += 20
     await run2.step()
@@ -201,8 +199,8 @@ async def test_turn_played_arrives_on_the_control_lane(
     try:
         alice = (await calls.created_call(1))["sid"]
         calls.statuses[alice] = "in-progress"
-        await esc.human_answered(SID, "task_1", 1, alice)
-        await esc.accept(SID, "task_1", 1, alice)
+        await esc.facts.human_answered(SID, "task_1", 1, alice)
+        await esc.facts.accept(SID, "task_1", 1, alice)
         await client.publish(
             subjects.control(SID),
             TurnPlayed(session_id=SID, turn_id=escalation_turn_id("task_1", "confirmed")),
@@ -222,15 +220,15 @@ async def test_human_hanging_up_while_the_caller_is_moved(
     await run.step()
     alice = calls.created[0]["sid"]
     calls.statuses[alice] = "in-progress"
-    await esc.human_answered(SID, "task_1", 1, alice)
-    await esc.accept(SID, "task_1", 1, alice)
+    await esc.facts.human_answered(SID, "task_1", 1, alice)
+    await esc.facts.accept(SID, "task_1", 1, alice)
     await run.step()
     real_redirect = calls.redirect
 
     async def redirect_while_human_hangs_up(call_sid: str, url: str) -> None:
         await real_redirect(call_sid, url)
         if "escalate" in url:
-            await esc.observe(SID, "task_1", 1, alice, "completed", seq=9)
+            await esc.facts.observe(SID, "task_1", 1, alice, "completed", seq=9)
 
     calls.redirect = redirect_while_human_hangs_up  # type: ignore[method-assign]
     run.played.add(escalation_turn_id("task_1", "confirmed"))
@@ -251,15 +249,15 @@ async def test_illegal_transitions_are_refused(nats_server: NatsServer, client: 
     await run.step()
     alice = calls.created[0]["sid"]
     # Accepting from CALLING is not a move the machine makes: nothing changes.
-    assert not await esc.accept(SID, "task_1", 1, alice)
-    change = await esc.commit(SID, "task_1", lambda _s: Decision(S.IN_CONFERENCE))
+    assert not await esc.facts.accept(SID, "task_1", 1, alice)
+    change = await esc.committer.commit(SID, "task_1", lambda _s: Decision(S.IN_CONFERENCE))
     assert change is None
     assert (await _status(esc)).status is S.CALLING
     refused = [s for s in esc.m.refused.collect()[0].samples if s.name.endswith("_total")]
     assert refused[0].value == 1.0
     # A fact for another task or attempt changes nothing either.
-    assert await esc.observe(SID, "task_other", 1, alice, "busy") is None
-    assert await esc.observe(SID, "task_1", 2, alice, "busy") is None
+    assert await esc.facts.observe(SID, "task_other", 1, alice, "busy") is None
+    assert await esc.facts.observe(SID, "task_1", 2, alice, "busy") is None
     assert (await _status(esc)).status is S.CALLING
 
 
@@ -299,7 +297,7 @@ async def test_statuses_reach_the_bus_with_task_and_attempt(
     esc, run, calls, _clock = await _setup(client, nats_server.url)
     await run.step()
     calls.reject_create = None
-    await esc.observe(SID, "task_1", 1, calls.created[0]["sid"], "busy")
+    await esc.facts.observe(SID, "task_1", 1, calls.created[0]["sid"], "busy")
     first = await log.wait_for(S.CALLING)
     failed = await log.wait_for(S.FAILED)
     assert (first.task_id, first.attempt, first.final, first.staff_name) == (
@@ -338,12 +336,12 @@ async def test_facts_that_change_nothing_write_nothing(
     esc, run, calls, clock = await _setup(client, nats_server.url)
     await run.step()
     alice = calls.created[0]["sid"]
-    await esc.observe(SID, "task_1", 1, alice, "ringing")
+    await esc.facts.observe(SID, "task_1", 1, alice, "ringing")
     version = (await esc.store.get_state(SID)).version
     calls.statuses[alice] = "ringing"
     clock.now += 61
     await run.step()  # a watchdog round: fetches Alice's call (and the caller's)
     assert calls.fetches == 2
-    await esc.observe(SID, "task_1", 1, alice, "initiated")
-    assert not await esc.accept(SID, "task_1", 1, alice)
+    await esc.facts.observe(SID, "task_1", 1, alice, "initiated")
+    assert not await esc.facts.accept(SID, "task_1", 1, alice)
     assert (await esc.store.get_state(SID)).version == version

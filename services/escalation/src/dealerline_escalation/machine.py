@@ -1,4 +1,4 @@
-"""The human-call state machine, in one place (seed section 9).
+"""The human-call state machine, in one place.
 
 One escalation rings the people of a hunt list one after the other; each of those
 outbound calls (an *attempt*) walks this machine::

@@ -1,5 +1,5 @@
 """The escalation service process: the human-leg webhooks on its HTTP port, the
-``escalation.request`` work consumer, and one :class:`~.escalator.EscalationRun` per
+``escalation.request`` work consumer, and one :class:`~.run.EscalationRun` per
 escalation it owns.
 
 Requests are consumed from JetStream with explicit ack, ``max_concurrent`` at a time; a
@@ -51,7 +51,8 @@ class Service(BusService):
         self.escalator = Escalator(
             settings, self.bus, self.store, self.calls, self.metrics, **extra
         )
-        self.webhooks = Webhooks(self.escalator, settings)
+        esc = self.escalator
+        self.webhooks = Webhooks(esc.facts, esc.urls, esc.m, settings)
         self.http = HttpServer(
             Starlette(routes=[*ops_routes(self.health, self.metrics), *self.webhooks.routes()]),
             settings.http_host,

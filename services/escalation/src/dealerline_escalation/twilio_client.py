@@ -11,7 +11,7 @@ never blocked). Its errors are sorted into what the orchestrator must tell apart
 - :class:`TwilioRejected` - any other 4xx (bad number, bad parameters): retrying is useless.
 
 twilio-python has no base-URL option; ``api_base_url`` sets ``client.api.base_url`` (the
-phone simulator's URL in tests), as ``/work/shared/TWILIO.md`` describes.
+phone simulator's URL in tests).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Twilio's webhooks for the human leg (seed section 5, phases 5-7).
+"""Twilio's webhooks for the human leg: answered, a person detected, accepted, and the
+call and conference status callbacks.
 
 Every route checks ``X-Twilio-Signature`` over the *public* URL of the request (the
 configured ``public_url`` plus path and query; optionally the URL rebuilt from
@@ -35,8 +36,10 @@ from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 from dealerline_common import subjects
 from dealerline_common.logs import get_logger
 
-from .escalator import Escalator, PromptContext
+from .facts import Facts, PromptContext
+from .metrics import EscalationMetrics
 from .settings import EscalationSettings
+from .urls import Urls
 
 log = get_logger(__name__)
 
@@ -96,8 +99,12 @@ def _int(value: str | None) -> int | None:
 
 
 class Webhooks:
-    def __init__(self, escalator: Escalator, settings: EscalationSettings) -> None:
-        self.esc = escalator
+    def __init__(
+        self, facts: Facts, urls: Urls, metrics: EscalationMetrics, settings: EscalationSettings
+    ) -> None:
+        self.facts = facts
+        self.urls = urls
+        self.m = metrics
         self.settings = settings
         token = settings.twilio_auth_token
         # Without the auth token no signature can be checked: every webhook is refused.
@@ -131,7 +138,7 @@ class Webhooks:
                 validator.validate(url, form, signature) for url in self.signed_urls(request)
             )
         ):
-            self.esc.m.signature_failures.labels(route).inc()
+            self.m.signature_failures.labels(route).inc()
             log.warning(
                 "webhook signature rejected", route=route, has_signature=signature is not None
             )
@@ -176,7 +183,7 @@ class Webhooks:
         ]
 
     def _gather(self, route: str, at: Attempt, timeout_s: int) -> Gather:
-        action = self.esc.attempt_url(route, at.session_id, at.task_id, at.attempt)
+        action = self.urls.attempt_url(route, at.session_id, at.task_id, at.attempt)
         return Gather(
             num_digits=1, action=action, method="POST", timeout=timeout_s, finish_on_key=""
         )
@@ -188,7 +195,7 @@ class Webhooks:
         if at is None:
             return PlainTextResponse("session_id, task_id and attempt are required", 400)
         call_sid = _field(form, "CallSid")
-        if not await self.esc.human_answered(at.session_id, at.task_id, at.attempt, call_sid):
+        if not await self.facts.human_answered(at.session_id, at.task_id, at.attempt, call_sid):
             log.info("answer for an attempt no longer live", session_id=at.session_id)
             return _say_hangup(NOT_NEEDED)
         response = VoiceResponse()
@@ -204,7 +211,7 @@ class Webhooks:
             return PlainTextResponse("session_id, task_id and attempt are required", 400)
         if _field(form, "Digits") is None:
             return _say_hangup(NO_ANSWER)
-        ctx = await self.esc.key_pressed(
+        ctx = await self.facts.key_pressed(
             at.session_id, at.task_id, at.attempt, _field(form, "CallSid")
         )
         if ctx is None:
@@ -223,9 +230,9 @@ class Webhooks:
             return PlainTextResponse("session_id, task_id and attempt are required", 400)
         call_sid = _field(form, "CallSid")
         if _field(form, "Digits") != "1":
-            await self.esc.decline(at.session_id, at.task_id, at.attempt, call_sid)
+            await self.facts.decline(at.session_id, at.task_id, at.attempt, call_sid)
             return _say_hangup(DECLINED)
-        if not await self.esc.accept(at.session_id, at.task_id, at.attempt, call_sid):
+        if not await self.facts.accept(at.session_id, at.task_id, at.attempt, call_sid):
             return _say_hangup(CUSTOMER_GONE)
         response = VoiceResponse()
         response.say(CONNECTING)
@@ -234,7 +241,7 @@ class Webhooks:
             subjects.conference_name(at.session_id),
             start_conference_on_enter=True,
             end_conference_on_exit=False,
-            status_callback=self.esc.conference_status_url(at.session_id),
+            status_callback=self.urls.conference_status_url(at.session_id),
             status_callback_event="start end join leave",
             status_callback_method="POST",
         )
@@ -247,7 +254,7 @@ class Webhooks:
         status = _field(form, "CallStatus")
         if at is None or status is None:
             return PlainTextResponse("session_id, task_id, attempt and CallStatus required", 400)
-        await self.esc.observe(
+        await self.facts.observe(
             at.session_id,
             at.task_id,
             at.attempt,
@@ -269,5 +276,5 @@ class Webhooks:
         event = _field(form, "StatusCallbackEvent")
         if event is None:
             return PlainTextResponse("StatusCallbackEvent is required", 400)
-        await self.esc.conference_event(sid, event, _field(form, "CallSid"))
+        await self.facts.conference_event(sid, event, _field(form, "CallSid"))
         return Response(status_code=204)
