@@ -261,7 +261,7 @@ def _families(metrics: Metrics) -> set[str]:
 
 def test_every_metric_the_dashboard_charts_exists() -> None:
     from dealerline_agent.metrics import AgentMetrics
-    from dealerline_escalation.escalator import EscalationMetrics
+    from dealerline_escalation.metrics import EscalationMetrics
     from dealerline_gateway.telemetry import GatewayMetrics
     from dealerline_stt.service import SttService
     from dealerline_stt.settings import SttSettings
