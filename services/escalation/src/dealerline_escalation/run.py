@@ -88,7 +88,6 @@ class EscalationRun:
         self.committer = committer
         self.handoff = handoff
         self.dialer = dialer
-        self.resumed = resumed
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
         self.played: set[str] = set()  # turn ids the caller has heard
@@ -109,15 +108,19 @@ class EscalationRun:
             dialer=dialer,
             resumed=resumed,
         )
-        self.staff = StaffActions(
+        self.staff = self._staff_actions(metrics)
+
+    def _staff_actions(self, metrics: EscalationMetrics) -> StaffActions:
+        """Claims, passes and duty changes, on this run's list, under its lock."""
+        return StaffActions(
             self.sid,
             self.task,
             hunt=self.hunt,
             lock=self.lock,
             wake=self.wake,
-            store=store,
-            committer=committer,
-            dialer=dialer,
+            store=self.store,
+            committer=self.committer,
+            dialer=self.dialer,
             metrics=metrics,
         )
 
