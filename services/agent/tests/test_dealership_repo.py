@@ -574,29 +574,6 @@ async def test_on_duty_staff_in_hunt_order(world: World) -> None:
     assert all(s.staff_id is not None for s in staff)
 
 
-async def test_calls_and_transcripts_are_recorded_once(world: World) -> None:
-    call_id = await world.dealer.record_call_start(
-        "sess-1", call_sid="CA1", caller_phone="+14155550123"
-    )
-    assert await world.dealer.record_call_start("sess-1", customer_id=world.john) == call_id
-    t0 = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
-    assert await world.dealer.record_turn("sess-1", "caller", "Hi", at=t0, turn_id="t1")
-    assert not await world.dealer.record_turn("sess-1", "caller", "Hi", at=t0, turn_id="t1")
-    assert await world.dealer.record_turn(
-        "sess-1", "agent", "Hello!", at=t0 + timedelta(seconds=2), turn_id="t1", interrupted=True
-    )
-    # A turn for a session whose start was never recorded still lands (the call is made).
-    assert await world.dealer.record_turn("sess-2", "caller", "Hello?", at=t0)
-    await world.dealer.record_call_end("sess-1", outcome="booked", summary="Oil change")
-    lines = await world.dealer.transcript("sess-1")
-    assert [(t.role, t.text, t.interrupted) for t in lines] == [
-        ("caller", "Hi", False),
-        ("agent", "Hello!", True),
-    ]
-    assert lines[0].at == t0
-    assert [t.text for t in await world.dealer.transcript("sess-2")] == ["Hello?"]
-
-
 async def _callback_rows(url: str) -> list[CallbackRequest]:
     engine = create_engine_from_url(url)
     try:

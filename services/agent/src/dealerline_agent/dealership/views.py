@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, time
 
 from dealerline_common.state import AppointmentInfo
 
@@ -14,7 +14,6 @@ __all__ = [
     "FaqHit",
     "Profile",
     "ServiceInfo",
-    "TranscriptLine",
     "WeekdayHours",
     "dollars",
 ]
@@ -108,7 +107,7 @@ class FaqHit:
 
 @dataclass(frozen=True)
 class CallbackRequestInfo:
-    """The result of :meth:`Dealership.request_callback`: ``created`` is False when the
+    """The result of :meth:`Callbacks.request_callback`: ``created`` is False when the
     idempotency key matched a request written before (a replayed turn)."""
 
     id: int
@@ -122,17 +121,8 @@ class CallbackRequestInfo:
 
 @dataclass(frozen=True)
 class Booking:
-    """The result of :meth:`Dealership.book`: ``created`` is False when the idempotency
+    """The result of :meth:`Appointments.book`: ``created`` is False when the idempotency
     key matched an appointment booked before (a repeated request)."""
 
     appointment: AppointmentInfo
     created: bool
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    role: str
-    text: str
-    at: datetime
-    turn_id: str | None
-    interrupted: bool
