@@ -14,12 +14,13 @@ import httpx
 import pytest
 from langchain_core.messages import BaseMessage
 
-from dealerline_agent.history import ai_message_id, from_dicts
+from dealerline_agent.history import from_dicts
 from dealerline_agent.prompts import build_system_prompt, context_for
 from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.conversation import ai_message_id
 from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import run_sync
@@ -319,7 +320,7 @@ async def test_barge_in_cancels_the_turn_and_keeps_only_what_was_heard(
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == heard
     assert not any("never hear" in str(m.get("content")) for m in messages)
-    metrics = agent.metrics.base.render().decode()
+    metrics = agent.metrics.render().decode()
     assert 'dealerline_agent_turns_cancelled_total{reason="barge_in"} 1.0' in metrics
     assert 'dealerline_agent_turns_total{result="cancelled"} 1.0' in metrics
 
@@ -345,7 +346,7 @@ async def test_stream_stopped_forgets_the_session(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
     # A stopped session is forgotten once idle for the TTL (short here; 30 min by default).
-    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.2), serve_http=False)
+    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.2))
     await agent.start()
     try:
         caller = Caller(test_bus, "sess_a")
@@ -370,7 +371,7 @@ def test_session_idle_ttl_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def metric(agent: AgentService, line: str) -> bool:
-    return line in agent.metrics.base.render().decode()
+    return line in agent.metrics.render().decode()
 
 
 async def test_stream_stopped_keeps_the_history_for_the_resumed_stream(
@@ -459,7 +460,7 @@ async def test_idle_sessions_are_swept_after_the_ttl(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
     """A stopped session and one whose stop was lost are both forgotten by the sweep."""
-    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.3), serve_http=False)
+    agent = make_agent(agent_settings(nats_server, llm, session_idle_ttl_s=0.3))
     await agent.start()
     try:
         stopped, lost = Caller(test_bus, "sess_stopped"), Caller(test_bus, "sess_lost")
@@ -505,7 +506,7 @@ async def test_two_replicas_greet_once(
 ) -> None:
     settings = agent_settings(nats_server, llm)
     store = MemoryStateStore()  # shared, as Redis is between real replicas
-    replicas = [make_agent(settings, serve_http=False, store=store) for _ in range(2)]
+    replicas = [make_agent(settings, store=store) for _ in range(2)]
     for replica in replicas:
         await replica.start()
     try:
@@ -578,7 +579,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
     """An agent dies after speaking the first sentence; the transcript is redelivered to
     another agent, whose turn has the same id, so the say stream drops the repeat."""
     settings = agent_settings(nats_server, llm, ack_wait_s=1.0, drain_timeout_s=1.0)
-    first = make_agent(settings, serve_http=False)
+    first = make_agent(settings)
     await first.start()
     caller = Caller(test_bus, "sess_r")
     await caller.start()
@@ -590,7 +591,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
     await first.bus.nc.close()
     await first.drain()
 
-    second = make_agent(settings, serve_http=False)
+    second = make_agent(settings)
     await second.start()
     try:
         says = await caller.turn(turn_id)
@@ -606,7 +607,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
             raise AssertionError("duplicate sentence in the stream")
         await psub.unsubscribe()
         assert [(s.turn_id, s.seq) for s in stored] == [(turn_id, i) for i in range(4)]
-        metrics = second.metrics.base.render().decode()
+        metrics = second.metrics.render().decode()
         assert 'dealerline_bus_redelivered_total{subject_kind="agent-transcripts"} 1.0' in metrics
     finally:
         await second.drain()
@@ -615,7 +616,7 @@ async def test_redelivered_transcript_keeps_its_turn_id(
 async def test_llm_history_is_capped(
     nats_server: NatsServer, llm: ScriptedLLM, test_bus: Bus
 ) -> None:
-    service = make_agent(agent_settings(nats_server, llm, max_history_messages=2), serve_http=False)
+    service = make_agent(agent_settings(nats_server, llm, max_history_messages=2))
     await service.start()
     try:
         caller = Caller(test_bus, "sess_h")

@@ -48,7 +48,7 @@ from dealerline_common.messages import (
     HangupRequest,
     HumanCallStatus,
     loads,
-    parse_control,
+    parse_command,
     parse_event,
 )
 from dealerline_common.state import ConversationState, Notification
@@ -145,7 +145,7 @@ async def world(
             database_url=db_url,
             llm_first_token_timeout_s=5.0,
         )
-        agent = AgentService(settings, store=store, serve_http=False)
+        agent = AgentService(settings, store=store)
         await agent.start()
         try:
             yield World(agent, llm, client, store, db_url)
@@ -460,21 +460,21 @@ async def test_asking_for_a_human_requests_an_escalation(world: World, client: B
 
 
 async def test_end_call_hangs_up_after_the_goodbye(world: World) -> None:
-    control: asyncio.Queue[Any] = asyncio.Queue()
+    commands: asyncio.Queue[Any] = asyncio.Queue()
 
-    async def on_control(msg: Any) -> None:
-        control.put_nowait(parse_control(msg.data))
+    async def on_command(msg: Any) -> None:
+        commands.put_nowait(parse_command(msg.data))
 
-    await world.bus.subscribe(subjects.control("s_bye"), on_control)
+    # The hang-up is a command to the gateway holding the call, not a control message.
+    await world.bus.subscribe(subjects.command("s_bye"), on_command)
     caller = await world.call("s_bye")
     turn_id = await caller.say("That's all, bye")
     says = await caller.turn(turn_id)
     assert "Goodbye" in " ".join(s.text for s in says)
-    while True:
-        message = await asyncio.wait_for(control.get(), 5)
-        if isinstance(message, HangupRequest):
-            break
+    message = await asyncio.wait_for(commands.get(), 5)
+    assert isinstance(message, HangupRequest)
     assert message.after_turn == turn_id
+    assert message.reason == "end_call"
     assert (await world.state("s_bye")).end_requested
 
 
@@ -484,13 +484,13 @@ async def test_failing_llm_is_retried_then_the_model_apologises(world: World) ->
     # Two failures (the call and its retry), then the fallback asks the model for words.
     assert [c.error_status for c in world.llm.completions[-3:]] == [500, 500, None]
     assert says[0].text == "I'm so sorry for the wait, could you say that once more?"
-    metrics = world.agent.metrics.base.render().decode()
+    metrics = world.agent.metrics.render().decode()
     assert 'dealerline_agent_llm_fallbacks_total{source="model"} 1.0' in metrics
     # The model is down for good: the apology it wrote last time is spoken again.
     says = await caller.turn(await caller.say("broken question"))
     assert says[0].text == "I'm so sorry for the wait, could you say that once more?"
     assert 'dealerline_agent_llm_fallbacks_total{source="cached"} 1.0' in (
-        world.agent.metrics.base.render().decode()
+        world.agent.metrics.render().decode()
     )
 
 

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
+from pydantic import model_validator
 
-from dealerline_common.logs import configure_logging, get_logger
-from dealerline_common.ops import run_until_signalled
-from dealerline_common.settings import SettingsError, load_settings
+from dealerline_common.service import service_main
 
 from .service import AgentService
 from .settings import AgentSettings
 
-log = get_logger("dealerline_agent")
 
+class _RunSettings(AgentSettings):
+    """The settings of a running agent: the LLM key is checked at start-up, so a pod
+    without one fails at once, naming the variable, not on the first call."""
 
-async def _run(settings: AgentSettings) -> None:
-    agent = AgentService(settings)
-    await run_until_signalled(agent.start, agent.drain, agent.health)
+    @model_validator(mode="after")
+    def _key_is_set(self) -> _RunSettings:
+        self.api_key()  # raises SettingsError, which service_main reports (exit 2)
+        return self
 
 
 def main() -> None:
-    configure_logging("agent")
-    try:
-        settings = load_settings(AgentSettings)
-        settings.api_key()  # fail now, naming the variable, not on the first call
-    except SettingsError as exc:
-        log.error("bad configuration", error=str(exc))
-        sys.exit(2)
-    configure_logging("agent", settings.log_level, settings.log_json)
-    asyncio.run(_run(settings))
+    service_main("agent", _RunSettings, AgentService)
 
 
 if __name__ == "__main__":

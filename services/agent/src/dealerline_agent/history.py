@@ -16,20 +16,7 @@ from langchain_core.messages import (
     messages_to_dict,
 )
 
-
-def ai_message_id(turn_id: str, step: int = 0) -> str:
-    """The id of the assistant message of ``step`` (0, 1, … one per LLM call) of a turn."""
-    return f"{turn_id}:ai" if step == 0 else f"{turn_id}:ai:{step}"
-
-
-def user_message_id(turn_id: str) -> str:
-    return f"{turn_id}:user"
-
-
-def is_turn_ai_id(message_id: str | None, turn_id: str) -> bool:
-    return message_id is not None and (
-        message_id == f"{turn_id}:ai" or message_id.startswith(f"{turn_id}:ai:")
-    )
+from dealerline_common.conversation import ai_message_id, is_turn_ai_id, user_message_id
 
 
 def to_dicts(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:

@@ -3,35 +3,17 @@ marker means. No text the caller hears is written here: the LLM says every word.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from dealerline_common.conversation import CALL_RESUMED, CALL_STARTED, markers_in
 from dealerline_common.state import ConversationState, HumanCallStatus
-
-CALL_STARTED = "[CALL_STARTED]"
-CALL_RESUMED = "[CALL_RESUMED]"
-_MARKER = re.compile(r"\[(CALL_STARTED|CALL_RESUMED|ESCALATION_RETURNED|NOTIFICATION)(:[^\]]*)?\]")
-
-
-def escalation_returned(reason: str) -> str:
-    return f"[ESCALATION_RETURNED:{reason}]"
-
-
-def notification_marker(kind: str, value: str) -> str:
-    return f"[NOTIFICATION:{kind}:{value}]"
-
-
-def markers_in(text: str) -> list[str]:
-    """The marker names (``CALL_STARTED``, ``NOTIFICATION``…) that ``text`` carries."""
-    return [m.group(1) for m in _MARKER.finditer(text)]
 
 
 @dataclass(frozen=True)
 class TurnContext:
-    """What the agent knows about the call at the start of a turn (the seed's
-    ``build_context()``)."""
+    """What the agent knows about the call at the start of a turn."""
 
     today: datetime
     customer: str = "Not yet identified"
@@ -165,7 +147,9 @@ could be reached, offer a callback from the team (request_callback once they say
 the caller in one short sentence that you are connecting them with <name> now.
 - [NOTIFICATION:escalation_failed:<reason>]: nobody on the team could be reached. \
 Apologise, and offer to keep helping or a callback from the team (request_callback once \
-they say when and what about).
+they say when and what about).- [DTMF:<keys>]: the caller pressed these keys on their phone's keypad instead of \
+speaking (0-9, * and #). Treat the keys as their answer to what you last asked: when you \
+asked them to press 1 to confirm, [DTMF:1] means yes. Do not read the keys back aloud.
 """
 
 

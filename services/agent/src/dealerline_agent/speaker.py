@@ -1,0 +1,80 @@
+"""Speaking a turn: each sentence is published on ``call.<sid>.say`` as soon as it is
+ready, then a closing ``last=True`` message. Each carries ``Nats-Msg-Id``
+``<turn>:<seq>``, so a redelivered or replayed turn publishes nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from dealerline_common import subjects
+from dealerline_common.bus import Bus
+from dealerline_common.messages import Say, TurnTimings, now
+
+from .metrics import AgentMetrics
+
+
+class TurnVoice:
+    """The sentences of one turn, numbered in the order they are said."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        metrics: AgentMetrics,
+        session_id: str,
+        turn_id: str,
+        utterance_id: str | None,
+        timings: TurnTimings,
+    ) -> None:
+        self.bus = bus
+        self.metrics = metrics
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.utterance_id = utterance_id
+        self.timings = timings
+        self.seq = 0  # sentences said so far
+
+    async def say(self, text: str) -> None:
+        if self.seq == 0 and text:
+            self.timings.first_sentence = now()
+            if self.timings.llm_request is not None:
+                self.metrics.first_sentence.observe(
+                    self.timings.first_sentence - self.timings.llm_request
+                )
+        await self._publish(text, last=False)
+        self.seq += 1
+
+    async def say_all(self, sentences: Iterable[str]) -> None:
+        for sentence in sentences:
+            await self.say(sentence)
+
+    async def end(self) -> None:
+        """The turn's closing message: nothing more will be said."""
+        await self._publish("", last=True)
+
+    async def _publish(self, text: str, *, last: bool) -> None:
+        say = Say(
+            session_id=self.session_id,
+            turn_id=self.turn_id,
+            utterance_id=self.utterance_id,
+            seq=self.seq,
+            text=text,
+            last=last,
+            timings=self.timings.model_copy(),
+        )
+        await self.bus.publish_durable(
+            subjects.say(self.session_id), say, msg_id=f"{self.turn_id}:{self.seq}"
+        )
+        raise_if_cancelled()
+
+
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that an awaited call swallowed.
+
+    nats-py awaits the JetStream ack with ``asyncio.wait_for``, which on Python 3.11
+    drops a cancellation that lands as the ack arrives; the task still counts it in
+    ``cancelling()``, so a barge-in is honoured at the next sentence at the latest.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

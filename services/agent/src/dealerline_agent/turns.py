@@ -1,0 +1,259 @@
+"""The turn runner: one turn of a session, whatever started it (caller speech, a started
+stream, an escalation status, key presses).
+
+Turns of one session run one at a time (the session's lock); sessions run concurrently.
+A turn: joins background results into the state, replays itself if its reply is already
+stored (a redelivered transcript), streams the graph's reply out sentence by sentence
+(:mod:`.reply`), commits what it added to the state store, then announces it
+(:mod:`.announce`) and, if the caller said goodbye, asks the gateway to hang up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+
+from dealerline_common import tracing
+from dealerline_common.bus import Bus
+from dealerline_common.conversation import ai_message_id, is_turn_ai_id, user_message_id
+from dealerline_common.logs import get_logger
+from dealerline_common.messages import TurnTimings
+from dealerline_common.state import ConversationState
+from dealerline_common.state_store import StateStore
+
+from .announce import Announcer
+from .barge_in import BargeIns
+from .commands import request_escalation, request_hangup
+from .commit import commit_turn
+from .dealership.context import ToolContext
+from .dealership.effects import ToolEffect
+from .dealership.repo import Dealership
+from .graph import Graph
+from .history import from_dicts, turn_artifacts, turn_reply
+from .metrics import AgentMetrics
+from .reply import Reply
+from .sentences import SentenceSplitter, split_sentences
+from .sessions import Session, Sessions
+from .settings import AgentSettings
+from .speaker import TurnVoice
+from .turn_record import TurnRecord, current_turn
+
+log = get_logger(__name__)
+
+TurnResult = Literal["ok", "cancelled", "replayed", "skipped"]
+
+
+@dataclass
+class TurnInput:
+    """What a turn answers: caller speech (``caller_text``), or the agent's own input (a
+    marker such as ``[CALL_STARTED]``, or nothing: the pending notifications speak)."""
+
+    turn_id: str
+    text: str
+    utterance_id: str | None = None
+    timings: TurnTimings = field(default_factory=TurnTimings)
+    caller_text: bool = False
+
+
+@dataclass
+class TurnParts:
+    """The runner's collaborators."""
+
+    settings: AgentSettings
+    bus: Bus
+    store: StateStore
+    graph: Graph
+    sessions: Sessions
+    barge_ins: BargeIns
+    announcer: Announcer
+    metrics: AgentMetrics
+    dealership: Dealership
+    clock: Callable[[], datetime]
+
+
+class TurnRunner:
+    def __init__(self, parts: TurnParts) -> None:
+        self.p = parts
+
+    async def turn(self, sid: str, turn: TurnInput) -> TurnResult:
+        while True:
+            session = self.p.sessions.open(sid)
+            async with session.lock:
+                if not self.p.sessions.is_current(session):
+                    continue  # forgotten by the sweep while this turn waited: start afresh
+                if self.p.sessions.hung_up(sid):
+                    return "skipped"
+                await self.p.barge_ins.apply_pending(session)
+                return await self._tracked(session, turn)
+
+    async def _tracked(self, session: Session, turn: TurnInput) -> TurnResult:
+        """Run the turn as the session's running one, counted and timed."""
+        session.running_turn_id = turn.turn_id
+        session.running_task = asyncio.current_task()
+        started = time.monotonic()
+        result: TurnResult | Literal["error"] = "error"
+        try:
+            with tracing.span(
+                "agent.turn",
+                session_id=session.session_id,
+                turn_id=turn.turn_id,
+                utterance_id=turn.utterance_id,
+            ):
+                result = await self._run_locked(session, turn)
+            return result
+        except asyncio.CancelledError:
+            result = "cancelled"
+            raise
+        finally:
+            session.running_turn_id = None
+            session.running_task = None
+            session.generating = False
+            session.touch()
+            self.p.metrics.turns.labels(result).inc()
+            self.p.metrics.turn_duration.observe(time.monotonic() - started)
+            session.last_result = result
+
+    async def _run_locked(self, session: Session, turn: TurnInput) -> TurnResult:
+        sid = session.session_id
+        # Background results (escalation outcomes) join the state first, exactly once.
+        state = await self.p.store.sync_atomic_updates_to_state(sid)
+        history = from_dicts(state.messages)
+        if any(isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn.turn_id) for m in history):
+            return await self._replay(session, turn, history, state)
+        if not turn.text and not state.pending_notifications:
+            # A proactive turn whose news an earlier turn already told: say nothing, but
+            # end the turn so whoever waits for it to have played is not kept waiting.
+            await self._voice(session, turn).end()
+            log.info("nothing new to say", session_id=sid, turn_id=turn.turn_id)
+            return "skipped"
+        if turn.caller_text:
+            await self.p.announcer.caller_said(sid, turn.turn_id, turn.text)
+        session.turns += 1
+        session.last_turn_id = turn.turn_id
+        session.generating = True
+        record, reply = await self._generate(session, turn, state, history)
+        session.generating = False
+        await self._finish(session, turn, record, reply)
+        return "ok"
+
+    def _voice(self, session: Session, turn: TurnInput) -> TurnVoice:
+        return TurnVoice(
+            self.p.bus,
+            self.p.metrics,
+            session.session_id,
+            turn.turn_id,
+            turn.utterance_id,
+            turn.timings,
+        )
+
+    async def _replay(
+        self,
+        session: Session,
+        turn: TurnInput,
+        history: list[BaseMessage],
+        state: ConversationState,
+    ) -> TurnResult:
+        """A redelivered turn whose reply is already in the history: speak it again under
+        the same message ids (the stream drops what it already has)."""
+        voice = self._voice(session, turn)
+        reply = turn_reply(history, turn.turn_id)
+        await voice.say_all(split_sentences(reply, self.p.settings.clause_min_chars))
+        await voice.end()
+        # Its events too: the first delivery may have died between storing the turn
+        # and publishing them (the same msg ids: the stream keeps one copy).
+        effects = [ToolEffect.model_validate(a) for a in turn_artifacts(history, turn.turn_id)]
+        await self.p.announcer.effects(session.session_id, turn.turn_id, effects, state)
+        log.info("turn replayed", session_id=session.session_id, turn_id=turn.turn_id)
+        return "replayed"
+
+    async def _generate(
+        self,
+        session: Session,
+        turn: TurnInput,
+        state: ConversationState,
+        history: list[BaseMessage],
+    ) -> tuple[TurnRecord, Reply]:
+        """Stream the graph's reply out; a cut-short turn still keeps what it did."""
+        sid = session.session_id
+        record = TurnRecord(turn.turn_id)
+        new_input: list[BaseMessage] = []
+        if turn.text:
+            new_input.append(HumanMessage(content=turn.text, id=user_message_id(turn.turn_id)))
+            record.add(new_input)
+        splitter = SentenceSplitter(clause_min_chars=self.p.settings.clause_min_chars)
+        reply = Reply(record, turn.timings, self.p.metrics, splitter, self._voice(session, turn))
+        inputs = {"messages": [*history, *new_input], "session_id": sid, "turn_id": turn.turn_id}
+        token = current_turn.set(record)
+        try:
+            stream = self.p.graph.astream(
+                inputs, self._config(sid, turn, state), stream_mode=["messages", "updates"]
+            )
+            await reply.run(stream)
+        except asyncio.CancelledError:
+            await self._keep_cut_short(sid, record, reply)
+            raise
+        finally:
+            current_turn.reset(token)
+        return record, reply
+
+    def _config(self, sid: str, turn: TurnInput, state: ConversationState) -> RunnableConfig:
+        ctx = ToolContext(
+            session_id=sid,
+            state=state.model_copy(deep=True),
+            repo=self.p.dealership,
+            clock=self.p.clock,
+            timezone=self.p.settings.dealership_timezone,
+            publish_escalation=partial(request_escalation, self.p.bus),
+            turn_id=turn.turn_id,
+        )
+        return {
+            "configurable": {"tool_context": ctx},
+            "recursion_limit": 4 * self.p.settings.max_tool_rounds + 10,
+        }
+
+    async def _keep_cut_short(self, sid: str, record: TurnRecord, reply: Reply) -> None:
+        """Barge-in or hang-up: keep what the turn did (tool calls committed, words
+        generated so far); the heard text trims the reply once the barge-in lands."""
+        partial_words = reply.unfinished_step()
+        if partial_words:
+            message_id = ai_message_id(record.turn_id, reply.steps_done)
+            record.add([AIMessage(content=partial_words, id=message_id)])
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._commit_and_announce(sid, record))
+
+    async def _commit_and_announce(self, sid: str, record: TurnRecord) -> None:
+        """A cut-short turn keeps what its tools did: stored, then announced."""
+        stored = await commit_turn(self.p.store, self.p.metrics, sid, record)
+        await self.p.announcer.effects(sid, record.turn_id, record.effects, stored)
+
+    async def _finish(
+        self, session: Session, turn: TurnInput, record: TurnRecord, reply: Reply
+    ) -> None:
+        """Store the turn, close its speech, then announce what it did."""
+        sid = session.session_id
+        turn.timings.llm_request = turn.timings.llm_request or record.llm_request
+        stored = await commit_turn(self.p.store, self.p.metrics, sid, record)
+        await reply.voice.end()
+        await self.p.announcer.agent_said(sid, turn.turn_id, reply.text())
+        await self.p.announcer.effects(sid, turn.turn_id, record.effects, stored)
+        await self.p.announcer.state(session, stored)
+        if any(e.end_call for e in record.effects):
+            await request_hangup(self.p.bus, sid, turn.turn_id)
+        log.info(
+            "turn done",
+            session_id=sid,
+            turn_id=turn.turn_id,
+            sentences=reply.voice.seq,
+            tools=record.tool_calls,
+            llm_failures=record.llm_failures,
+            fallback=record.fallback,
+        )
