@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
 from websockets.asyncio.client import ClientConnection
 
 from dealerline_common.bus import Bus
@@ -106,6 +108,17 @@ async def start_dashboard(nats_url: str, db_url: str, tmp_path: Path, **override
     await bus.connect()
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10)
     return Dash(service, http, bus, db_url)
+
+
+def app_routes(app: FastAPI) -> list[BaseRoute]:
+    """Every route ``app`` serves, those of the routers it includes too (a FastAPI that
+    keeps an included router as one entry of ``app.routes`` lists them through
+    ``iter_route_contexts``; an older one copies them into ``app.routes``)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return list(app.routes)
+    return [context.original_route for context in iter_route_contexts(app.routes)]
 
 
 async def recv_json(ws: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:

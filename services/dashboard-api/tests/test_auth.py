@@ -18,6 +18,7 @@ from dash_testkit import (
     SECRET,
     SERVICE,
     Dash,
+    app_routes,
     metric,
     recv_json,
 )
@@ -64,7 +65,7 @@ def fill(path: str) -> str:
 async def test_every_rest_route_rejects_missing_expired_and_forged_tokens(dash: Dash) -> None:
     routes = [
         (method, route.path)
-        for route in dash.service.app.routes
+        for route in app_routes(dash.service.app)
         if isinstance(route, APIRoute) and route.path.startswith("/api")
         for method in sorted(route.methods)
         if route.path not in PUBLIC
@@ -86,7 +87,7 @@ async def test_every_rest_route_rejects_missing_expired_and_forged_tokens(dash: 
 
 async def test_both_sockets_reject_missing_expired_and_forged_tokens(dash: Dash) -> None:
     paths = [
-        route.path for route in dash.service.app.routes if isinstance(route, APIWebSocketRoute)
+        route.path for route in app_routes(dash.service.app) if isinstance(route, APIWebSocketRoute)
     ]
     assert sorted(paths) == ["/ws/sales", "/ws/{session_id}"]
     await dash.publish_event(

@@ -1,6 +1,6 @@
 """The dashboard-api service process: the REST API, the dashboards' WebSockets and the
 web UI on one HTTP port (with ``/livez`` ``/readyz`` ``/metrics``), fed by the event
-stream and the escalation and duty subjects (see :mod:`.core`)."""
+stream and the escalation and duty subjects (see :mod:`.dashboard`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dealerline_common.ops import Health, HttpServer, ops_routes
 from dealerline_common.service import BusService
 
 from .api import build_app
-from .core import Dashboard
+from .dashboard import Dashboard
 from .settings import DashboardSettings
 
 log = get_logger(__name__)
