@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dealerline_aftercall.record.entries import appointment_from_state, merge_appointment
 from dealerline_aftercall.record.facts import (
     CallFacts,
     Turn,
@@ -18,8 +19,7 @@ from dealerline_aftercall.record.facts import (
     local_time,
     summary_request,
 )
-from dealerline_aftercall.record.keeper import turns_from_state
-from dealerline_aftercall.record.repo import appointment_from_state, merge_appointment
+from dealerline_aftercall.record.recovery import turns_from_state
 from dealerline_common.db.models import Call, CallOutcome, TranscriptTurn
 from dealerline_sim.llm import Scenario, render
 
@@ -142,6 +142,26 @@ def test_turns_missing_from_the_bus_are_recovered_from_the_state_in_order() -> N
         ("t1", "agent", "Done."),
     ]
     assert found[0].at < call.turns[0].at < found[1].at
+
+
+def test_recovered_turns_follow_the_message_id_scheme_and_skip_markers_and_tools() -> None:
+    call = Call(session_id="s", started_at=T0)
+    call.turns = []
+    messages: list[dict[str, Any]] = [
+        {"type": "human", "data": {"content": " [CALL_RESUMED] [DTMF:1] ", "id": "r:user"}},
+        {"type": "human", "data": {"content": "I need brakes", "id": "t2:user"}},
+        {"type": "ai", "data": {"content": "Checking.", "id": "t2:ai"}},
+        {"type": "tool", "data": {"content": "slots", "id": "t2:tool"}},
+        {"type": "tool", "data": {"content": "slots", "id": "t2:ai:1"}},
+        {"type": "ai", "data": {"content": "Tuesday works.", "id": "t2:ai:2"}},
+        {"type": "ai", "data": {"content": "Not a turn.", "id": "summary-1"}},
+        {"type": "human", "data": {"content": "Nor this.", "id": None}},
+    ]
+    found = turns_from_state(messages, call)
+    assert [(t.turn_id, t.role, t.text) for t in found] == [
+        ("t2", "caller", "I need brakes"),
+        ("t2", "agent", "Checking. Tuesday works."),
+    ]
 
 
 def test_local_time_is_the_dealerships_wall_clock() -> None:

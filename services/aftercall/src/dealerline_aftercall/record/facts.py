@@ -7,7 +7,6 @@ service-desk email.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,8 +39,6 @@ OUTCOME_LABELS: dict[CallOutcome, str] = {
 }
 
 _CONNECTED = {HumanCallStatus.IN_CONFERENCE.value, HumanCallStatus.COMPLETED.value}
-# The agent's own markers ([CALL_STARTED], [NOTIFICATION:…]) are not caller speech.
-_MARKERS = re.compile(r"^(\s*\[[A-Z_]+(:[^\]]*)?\]\s*)+$")
 
 
 def end_reason(raw: str) -> str:
@@ -57,10 +54,6 @@ def end_reason(raw: str) -> str:
     if reason in ("end_call", "stream_lost"):
         return reason
     return "stream_lost"  # disconnect, gateway_shutdown, task_failed:…
-
-
-def is_marker(text: str) -> bool:
-    return bool(_MARKERS.match(text or ""))
 
 
 @dataclass

@@ -42,22 +42,23 @@ from dealerline_common.state import ConversationState
 from dealerline_common.state_store import StateStore
 
 from ..settings import AftercallSettings
+from .draft import Draft
 from .facts import (
     DESK_OUTCOMES,
     CallFacts,
     Turn,
-    count_barge_ins,
     decide_outcome,
     desk_email,
-    is_marker,
     summary_request,
 )
-from .repo import CallRepo, Dealer, NewTurn, appointment_from_state, merge_appointment, utc
+from .recovery import known_facts, turns_from_state
+from .repo import CallRepo, Dealer, utc
 from .summary import Summarizer
 
 log = get_logger(__name__)
 
 DURABLE = "aftercall-record"
+DEFAULT_DEALER = Dealer("the dealership", "UTC", None)
 
 
 def desk_email_key(session_id: str) -> str:
@@ -236,105 +237,80 @@ class RecordKeeper:
                 self._locks.pop(session_id, None)
 
     async def _finalize(self, session_id: str) -> bool:
+        loaded = await self._load_recovering(session_id)
+        if loaded is None:
+            return False
+        call, state = loaded
+        draft = await self._draft(session_id, call, state)
+        dealer = await self.repo.dealer() or DEFAULT_DEALER
+        draft.summary = await self._summary(
+            session_id, dealer, draft.outcome, draft.customer_name, draft.facts
+        )
+        if draft.outcome in DESK_OUTCOMES:
+            await self._enqueue_desk_email(session_id, dealer, **draft.desk_facts())
+        if not await self.repo.complete(session_id, draft.write, draft.customer_id):
+            return False
+        self._recorded(session_id, draft)
+        await self._announce(session_id, draft.outcome.value, draft.summary, draft.duration_s, "")
+        return True
+
+    async def _load_recovering(
+        self, session_id: str
+    ) -> tuple[Call, ConversationState | None] | None:
+        """The call's row (None once recorded) and its state, with the turns only the
+        state's history has added to the row first."""
         call = await self.repo.load(session_id)
         if call is None or call.recorded_at is not None:
-            return False
+            return None
         state = await self._state(session_id)
         if state is not None and state.messages:
             missing = turns_from_state(state.messages, call)
             if missing and await self.repo.add_turns(session_id, missing):
                 log.info("turns recovered from the state store", session_id=session_id)
                 call = await self.repo.load(session_id) or call
-        turns = [Turn(t.role, t.text, t.at, t.interrupted) for t in call.turns]
-        appointments = list(call.appointments or [])
-        escalation = list(call.escalation or [])
-        customer_name = call.customer_name
-        caller_phone = call.caller_phone
-        customer_id: int | None = None
-        if state is not None:
-            caller_phone = state.caller_phone or caller_phone
-            if state.customer is not None:
-                customer_name = customer_name or state.customer.name
-                customer_id = state.customer.id
-            if state.confirmed_appointment is not None:
-                appointments = merge_appointment(
-                    appointments,
-                    appointment_from_state(
-                        state.confirmed_appointment.model_dump(mode="json"), state.updated_at
-                    ),
-                )
-            if not escalation and state.escalation.task_id:
-                escalation = [
-                    {
-                        "kind": "human_status",
-                        "at": state.escalation.updated_at,
-                        "status": state.escalation.status.value,
-                        "staff_name": state.escalation.staff_name,
-                        "task_id": state.escalation.task_id,
-                        "attempt": state.escalation.attempts,
-                        "final": state.escalation.status.value in ("completed", "failed"),
-                        "reason": None,
-                        "detail": state.escalation.detail,
-                        "source": "state",
-                    }
-                ]
-        callbacks = await self._callbacks(session_id, escalation)
-        customer_name = customer_name or next(
+        return call, state
+
+    async def _draft(self, session_id: str, call: Call, state: ConversationState | None) -> Draft:
+        """Everything the record gets but its summary."""
+        known = known_facts(call, state)
+        callbacks = await self._callbacks(session_id, known.escalation)
+        customer_name = known.customer_name or next(
             (c["customer_name"] for c in callbacks if c.get("customer_name")), None
         )
         facts = CallFacts(
-            turns=turns, appointments=appointments, escalation=escalation, callbacks=callbacks
+            turns=[Turn(t.role, t.text, t.at, t.interrupted) for t in call.turns],
+            appointments=known.appointments,
+            escalation=known.escalation,
+            callbacks=callbacks,
         )
-        outcome = decide_outcome(facts)
         ended_at = call.ended_at or datetime.now(UTC)
-        end_reason = call.end_reason or "stream_lost"
-        duration_s = round(max(0.0, (ended_at - call.started_at).total_seconds()), 1)
-        dealer = await self.repo.dealer() or Dealer("the dealership", "UTC", None)
-        summary = await self._summary(session_id, dealer, outcome, customer_name, facts)
+        return Draft(
+            facts=facts,
+            outcome=decide_outcome(facts),
+            customer_name=customer_name,
+            caller_phone=known.caller_phone,
+            customer_id=known.customer_id,
+            started_at=call.started_at,
+            ended_at=ended_at,
+            end_reason=call.end_reason or "stream_lost",
+            duration_s=round(max(0.0, (ended_at - call.started_at).total_seconds()), 1),
+        )
 
-        if outcome in DESK_OUTCOMES:
-            await self._enqueue_desk_email(
-                session_id,
-                dealer,
-                outcome=outcome,
-                summary=summary,
-                customer_name=customer_name,
-                caller_phone=caller_phone,
-                started_at=call.started_at,
-                duration_s=duration_s,
-                appointments=appointments,
-                callbacks=callbacks,
-            )
-
-        def write(row: Call) -> None:
-            row.ended_at = row.ended_at or ended_at
-            row.end_reason = row.end_reason or end_reason
-            row.duration_s = duration_s
-            row.outcome = outcome.value
-            row.summary = summary
-            row.customer_name = customer_name
-            row.caller_phone = caller_phone or row.caller_phone
-            row.barge_ins = count_barge_ins(turns)
-            row.appointments = appointments
-            row.escalation = escalation
-            row.latency = sorted(row.latency or [], key=lambda e: e.get("at") or 0.0)
-
-        if not await self.repo.complete(session_id, write, customer_id):
-            return False
-        self.records_written.labels(outcome.value).inc()
-        self.finalize_seconds.observe(max(0.0, (datetime.now(UTC) - ended_at).total_seconds()))
+    def _recorded(self, session_id: str, draft: Draft) -> None:
+        self.records_written.labels(draft.outcome.value).inc()
+        self.finalize_seconds.observe(
+            max(0.0, (datetime.now(UTC) - draft.ended_at).total_seconds())
+        )
         log.info(
             "call recorded",
             session_id=session_id,
-            caller=mask_phone(caller_phone),
-            outcome=outcome.value,
-            end_reason=end_reason,
-            duration_s=duration_s,
-            turns=len(turns),
-            summary=summary is not None,
+            caller=mask_phone(draft.caller_phone),
+            outcome=draft.outcome.value,
+            end_reason=draft.end_reason,
+            duration_s=draft.duration_s,
+            turns=len(draft.facts.turns),
+            summary=draft.summary is not None,
         )
-        await self._announce(session_id, outcome.value, summary, duration_s, "")
-        return True
 
     async def _state(self, session_id: str) -> ConversationState | None:
         try:
@@ -402,7 +378,7 @@ class RecordKeeper:
         call = await self.repo.load(session_id)
         if call is None or call.summary is not None or call.recorded_at is None:
             return False
-        dealer = await self.repo.dealer() or Dealer("the dealership", "UTC", None)
+        dealer = await self.repo.dealer() or DEFAULT_DEALER
         escalation = list(call.escalation or [])
         facts = CallFacts(
             turns=[Turn(t.role, t.text, t.at, t.interrupted) for t in call.turns],
@@ -464,43 +440,4 @@ class RecordKeeper:
             log.exception("call_recorded not published (the record is written)")
 
 
-def turns_from_state(messages: list[dict[str, Any]], call: Call) -> list[NewTurn]:
-    """Transcript lines the state store's history has and the record lacks (their events
-    died with the agent), placed in the history's order between the known ones."""
-    known = {(t.turn_id, t.role): t.at for t in call.turns}
-    ordered: list[tuple[str, str, str]] = []  # (turn_id, role, text), AI steps joined
-    for m in messages:
-        data = m.get("data") or {}
-        mid = str(data.get("id") or "")
-        text = _content(data.get("content"))
-        if m.get("type") == "human" and mid.endswith(":user"):
-            if text.strip() and not is_marker(text):
-                ordered.append((mid[: -len(":user")], "caller", text.strip()))
-        elif m.get("type") == "ai" and ":ai" in mid:
-            turn_id = mid.split(":ai", 1)[0]
-            if not text.strip():
-                continue
-            if ordered and ordered[-1][:2] == (turn_id, "agent"):
-                ordered[-1] = (turn_id, "agent", f"{ordered[-1][2]} {text.strip()}")
-            else:
-                ordered.append((turn_id, "agent", text.strip()))
-    cursor = call.started_at
-    out: list[NewTurn] = []
-    for turn_id, role, text in ordered:
-        if (turn_id, role) in known:
-            cursor = max(cursor, known[(turn_id, role)])
-            continue
-        cursor = cursor + timedelta(milliseconds=1)
-        out.append(NewTurn(role=role, text=text, at=cursor, turn_id=turn_id))
-    return out
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
-
-
-__all__ = ["DURABLE", "RecordKeeper", "desk_email_key", "turns_from_state", "utc"]
+__all__ = ["DURABLE", "RecordKeeper", "desk_email_key", "utc"]

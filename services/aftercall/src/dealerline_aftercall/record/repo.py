@@ -2,9 +2,9 @@
 
 Every write is idempotent, so a redelivered event changes nothing: transcript lines are
 keyed by ``(call, turn_id, role)`` (the table's unique constraint), the JSON lists
-(latency, escalation timeline, appointments) by the natural key of their entries, and
-the first ``call_ended`` wins. ``recorded_at`` is set once, under the row's lock, by the
-one finalize that wins (:meth:`CallRepo.complete`).
+(latency, escalation timeline, appointments) by the natural key of their entries (see
+:mod:`.entries`), and the first ``call_ended`` wins. ``recorded_at`` is set once, under
+the row's lock, by the one finalize that wins (:meth:`CallRepo.complete`).
 
 One write transaction per event (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE``
 on PostgreSQL), so replicas of the service never interleave updates of one row.
@@ -40,10 +40,20 @@ from dealerline_common.messages import (
     HumanStatusEvent,
     LatencyEvent,
     StateUpdateEvent,
-    StreamStartedEvent,
     TranscriptEvent,
 )
 
+from .entries import (
+    add_entry,
+    appointment_entry,
+    appointment_from_state,
+    callback_entry,
+    escalation_key,
+    human_status_entry,
+    latency_entry,
+    latency_key,
+    merge_appointment,
+)
 from .facts import end_reason
 
 ROLES = {"user": "caller", "assistant": "agent"}
@@ -112,65 +122,8 @@ class CallRepo:
                 await self._transcript(session, row, event, turn_id, at)
             elif isinstance(event, StateUpdateEvent):
                 await self._state(session, row, event.state, event.at)
-            elif isinstance(event, HumanStatusEvent):
-                entry = {
-                    "kind": "human_status",
-                    "at": event.at,
-                    "status": event.status.value,
-                    "staff_name": event.staff_name,
-                    "task_id": event.task_id,
-                    "attempt": event.attempt,
-                    "final": event.final,
-                    "reason": event.reason,
-                    "detail": event.detail,
-                }
-                key: tuple[Any, ...] = (
-                    "human_status",
-                    event.task_id,
-                    event.status.value,
-                    event.attempt,
-                    event.final,
-                )
-                row.escalation = _add(row.escalation, entry, key, _escalation_key)
-            elif isinstance(event, CallbackRequestedEvent):
-                entry = {
-                    "kind": "callback_requested",
-                    "at": event.at,
-                    "callback_id": event.callback_id,
-                    "preferred_window": event.preferred_window,
-                    "reason": event.reason,
-                    "customer_name": event.customer_name,
-                }
-                key = ("callback_requested", event.callback_id)
-                row.escalation = _add(row.escalation, entry, key, _escalation_key)
-                row.customer_name = row.customer_name or event.customer_name
-            elif isinstance(event, AppointmentEvent):
-                row.appointments = merge_appointment(
-                    row.appointments,
-                    {
-                        "action": event.action,
-                        "appointment_id": event.appointment_id,
-                        "service": event.service,
-                        "start": event.start,
-                        "vehicle": event.vehicle,
-                        "at": event.at,
-                        "source": "event",
-                    },
-                )
-                row.customer_name = row.customer_name or event.customer_name
-            elif isinstance(event, LatencyEvent):
-                entry = {
-                    "turn_id": event.turn_id,
-                    "utterance_id": event.utterance_id,
-                    "at": event.at,
-                    "stages_ms": dict(event.stages_ms),
-                }
-                row.latency = _add(row.latency, entry, event.turn_id, lambda e: e.get("turn_id"))
-            elif isinstance(event, CallEndedEvent) and row.ended_at is None:
-                row.ended_at = at
-                row.end_reason = end_reason(event.reason)
-            elif isinstance(event, StreamStartedEvent):
-                pass  # the row exists now; nothing else to keep
+            else:
+                _keep_fact(row, event, at)
 
     async def _transcript(
         self, session: AsyncSession, row: Call, event: TranscriptEvent, turn_id: str, at: datetime
@@ -357,68 +310,24 @@ class CallRepo:
             return True
 
 
-# --------------------------------------------------------------------------- JSON lists
+# --------------------------------------------------------------------------- facts
 
 
-def _escalation_key(entry: dict[str, Any]) -> tuple[Any, ...]:
-    if entry.get("kind") == "callback_requested":
-        return ("callback_requested", entry.get("callback_id"))
-    return (
-        "human_status",
-        entry.get("task_id"),
-        entry.get("status"),
-        entry.get("attempt"),
-        entry.get("final"),
-    )
-
-
-def _add(
-    entries: list[dict[str, Any]] | None,
-    entry: dict[str, Any],
-    key: Any,
-    key_of: Callable[[dict[str, Any]], Any],
-) -> list[dict[str, Any]]:
-    """``entries`` plus ``entry`` unless one with the same key is there (a new list, so
-    the ORM sees the change), ordered by time."""
-    current = list(entries or [])
-    if any(key_of(e) == key for e in current):
-        return current
-    return sorted([*current, entry], key=lambda e: e.get("at") or 0.0)
-
-
-def appointment_from_state(appointment: dict[str, Any], at: float) -> dict[str, Any]:
-    status = str(appointment.get("status") or "booked")
-    return {
-        "action": "cancelled" if status == "cancelled" else "booked",
-        "appointment_id": appointment.get("id"),
-        "service": appointment.get("service"),
-        "start": appointment.get("start"),
-        "vehicle": appointment.get("vehicle"),
-        "at": at,
-        "source": "state",
-    }
-
-
-def merge_appointment(
-    entries: list[dict[str, Any]] | None, entry: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Appointment changes: an event's entry is kept once per ``(id, action)``; the state
-    store's view of an appointment is only a stand-in until (unless) its event arrives."""
-    current = list(entries or [])
-    appointment_id = entry.get("appointment_id")
-    if not isinstance(appointment_id, int):
-        return current
-    same = [e for e in current if e.get("appointment_id") == appointment_id]
-    if entry["source"] == "state":
-        if any(e.get("source") == "event" for e in same):
-            return current
-        current = [e for e in current if e not in same]  # the newest state view wins
-        return sorted([*current, entry], key=lambda e: e.get("at") or 0.0)
-    if any(e.get("source") == "event" and e.get("action") == entry["action"] for e in same):
-        return current
-    current = [
-        e
-        for e in current
-        if not (e.get("appointment_id") == appointment_id and e.get("source") == "state")
-    ]
-    return sorted([*current, entry], key=lambda e: e.get("at") or 0.0)
+def _keep_fact(row: Call, event: EventMessage, at: datetime) -> None:
+    """Keep what an event (but a transcript line or a state update) adds to its row."""
+    if isinstance(event, HumanStatusEvent):
+        entry, key = human_status_entry(event)
+        row.escalation = add_entry(row.escalation, entry, key, escalation_key)
+    elif isinstance(event, CallbackRequestedEvent):
+        entry, key = callback_entry(event)
+        row.escalation = add_entry(row.escalation, entry, key, escalation_key)
+        row.customer_name = row.customer_name or event.customer_name
+    elif isinstance(event, AppointmentEvent):
+        row.appointments = merge_appointment(row.appointments, appointment_entry(event))
+        row.customer_name = row.customer_name or event.customer_name
+    elif isinstance(event, LatencyEvent):
+        row.latency = add_entry(row.latency, latency_entry(event), event.turn_id, latency_key)
+    elif isinstance(event, CallEndedEvent) and row.ended_at is None:
+        row.ended_at = at
+        row.end_reason = end_reason(event.reason)
+    # StreamStartedEvent: the row exists now; nothing else to keep
