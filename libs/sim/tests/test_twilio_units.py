@@ -111,7 +111,7 @@ def test_webhook_routes_and_signatures() -> None:
     params = {"CallSid": "CA1", "Digits": "1"}
     sig = client.sign("https://esc.example.com/a?b=1", params)
     assert RequestValidator("secret").validate("https://esc.example.com/a?b=1", params, sig)
-    # Twilio's known vector (TWILIO.md)
+    # Twilio's published example vector for the request signature
     assert (
         WebhookClient("12345").sign(
             "https://mycompany.com/myapp.php?foo=1&bar=2",

@@ -140,7 +140,7 @@ class EmailSender:
 class SmsSender:
     """Texts through ``client.messages.create_async``; ``twilio_api_base_url`` points the
     client at another API root (the phone simulator in tests): twilio-python has no
-    base-URL option, so ``client.api.base_url`` is set, as ``/work/shared/TWILIO.md`` says."""
+    base-URL option, so ``client.api.base_url`` is set (docs/twilio.md)."""
 
     channel = "sms"
 
