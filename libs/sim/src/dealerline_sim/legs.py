@@ -1,30 +1,23 @@
-"""Call legs as Twilio runs them: the state machine, status callbacks, the TwiML executor.
+"""Call legs as Twilio runs them: one call's state, its status callbacks, and its control.
 
 A :class:`CallLeg` is one call as Twilio's REST API sees it. Two kinds exist:
 
 - **outbound-api** legs, made by ``POST Calls.json``, ring a phone where a scripted human
   (``dealerline_sim.humans.HumanScript``) picks up or not;
 - **inbound** legs, the customer calls the ``PhoneSimulator`` places: the leg is the host
-  of the :class:`~dealerline_sim.phone.Call` (its Media Streams), so the application can
+  of the :class:`~dealerline_sim.call.Call` (its Media Streams), so the application can
   redirect it into a conference and back to a new stream.
 
 Status moves ``queued → initiated → ringing → in-progress → completed`` (or ends
 ``busy``/``no-answer``/``failed``/``canceled``); REST shows ``initiated`` as ``queued``, as
-Twilio does. Each change is a ``status`` timeline event and, for subscribed events
-(``StatusCallbackEvent`` ``initiated ringing answered completed``; ``completed`` alone when
-none was given), a signed status callback with ``SequenceNumber`` from 0, an RFC 2822
-``Timestamp``, ``CallbackSource=call-progress-events`` and, when final, ``CallDuration``,
-``Duration`` (billed minutes) and ``SipResponseCode``.
+Twilio does. Each change is a ``status`` timeline event and, for subscribed events, a
+signed status callback with ``SequenceNumber`` from 0, an RFC 2822 ``Timestamp`` and
+``CallbackSource=call-progress-events`` (see ``dealerline_sim.leg_status``).
 
 Once answered the leg fetches its ``Url`` (signed POST with ``CallSid``, ``From``, ``To``,
 ``CallStatus=in-progress``, ``Direction``, ``AccountSid``, ``ApiVersion``) and executes the
-TwiML: ``<Say>`` (recorded as heard, ~2.5 words per simulated second), ``<Play>``,
-``<Pause>``, ``<Gather>`` (the human's keys → POST to ``action`` with ``Digits`` and
-``FinishedOnKey``; no input → the next verb), ``<Redirect>``, ``<Hangup/>``/``<Reject/>``,
-``<Dial><Conference>`` (see ``dealerline_sim.conference``; afterwards the Dial's ``action``
-or the next verb), ``<Connect><Stream>`` (customer legs: a new Media Stream). Running out
-of verbs hangs up. A fetch that fails (not 200, not XML, bad TwiML) is what Twilio reports
-as 11200/12300/12100: an ``error`` event, "an application error has occurred", hang-up.
+TwiML (``dealerline_sim.leg_twiml``; ``<Dial><Conference>`` in ``dealerline_sim.leg_dial``,
+the requests and their failures in ``dealerline_sim.leg_webhooks``).
 
 A REST redirect interrupts whatever runs: a stream gets ``stop`` and closes, a conference
 is left (``participant-leave``) and the live ``<Dial>``'s ``action`` is requested (its
@@ -36,31 +29,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import urljoin, urlsplit
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from dealerline_common.logs import get_logger, mask_phone
-from dealerline_sim.callbacks import Callback, CallbackDispatcher, WebhookClient
-from dealerline_sim.conference import Conferences, Participant
+from dealerline_sim.callbacks import Callback
+from dealerline_sim.conference import Participant
 from dealerline_sim.humans import HumanScript
-from dealerline_sim.tasks import TaskSet
-from dealerline_sim.timeline import SimClock, Timeline
-from dealerline_sim.twiml import (
-    SimulatorError,
-    TwimlError,
-    TwimlVerb,
-    parse_twiml,
-    stream_instruction,
+from dealerline_sim.leg_context import Doc, LegContext
+from dealerline_sim.leg_status import (
+    FINAL_STATUSES,
+    call_resource,
+    callback_event,
+    check_status_change,
+    default_call_params,
+    final_callback_params,
+    format_number,
+    subscribed_events,
 )
+from dealerline_sim.leg_twiml import after_redirect, run_document, run_first_stream, run_inline
+from dealerline_sim.leg_webhooks import fetch
+from dealerline_sim.twiml import SimulatorError
 
 if TYPE_CHECKING:
-    from dealerline_sim.phone import Call, StreamRecord
+    from dealerline_sim.call import Call
+    from dealerline_sim.call_records import StreamRecord
 
 __all__ = [
     "FINAL_STATUSES",
@@ -71,90 +65,12 @@ __all__ = [
 
 log = get_logger(__name__)
 
-API_VERSION: Final = "2010-04-01"
-FINAL_STATUSES: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-_NEXT: Final[dict[str, frozenset[str]]] = {
-    "queued": frozenset({"initiated", "canceled", "failed"}),
-    "initiated": frozenset({"ringing", "canceled", "failed", "busy"}),
-    "ringing": frozenset({"in-progress", "busy", "no-answer", "failed", "canceled", "completed"}),
-    "in-progress": frozenset({"completed"}),
-}
-_EVENT_OF: Final = {"initiated": "initiated", "ringing": "ringing", "in-progress": "answered"}
-_SIP_CODE: Final = {
-    "completed": "200",
-    "busy": "486",
-    "no-answer": "487",
-    "canceled": "487",
-    "failed": "404",
-}
-APPLICATION_ERROR_SAY: Final = "We are sorry, an application error has occurred. Goodbye."
 _PARTICIPANT_LEFT: Final = {
     "party": "participant_hung_up",
     "redirect": "participant_updated_via_api",
     "api": "call_ended_via_api",
     "twiml": "participant_hung_up",
 }
-
-
-class LegContext(Protocol):
-    """What a leg needs from the simulator that owns it (``TwilioSim``)."""
-
-    account_sid: str
-    clock: SimClock
-    timeline: Timeline
-    dispatcher: CallbackDispatcher
-    webhooks: WebhookClient
-    conferences: Conferences
-    tasks: TaskSet
-    dial_delay_s: float
-
-    def error(self, call_sid: str | None, code: int, message: str) -> None: ...
-
-
-def format_number(number: str) -> str:
-    """Twilio's ``*_formatted``: ``(415) 555-0100`` for NANP numbers, else as given."""
-    if len(number) == 12 and number.startswith("+1") and number[1:].isdigit():
-        return f"({number[2:5]}) {number[5:8]}-{number[8:]}"
-    return number
-
-
-@dataclass
-class _Doc:
-    verbs: list[TwimlVerb]
-    url: str | None
-
-
-class _End:
-    """The leg is over: stop executing."""
-
-
-END: Final = _End()
-_Step = _Doc | _End | None  # None: go on with the next verb
-
-
-def _speech_s(text: str) -> float:
-    return max(0.5, len(text.split()) / 2.5)
-
-
-async def _first_of(events: dict[str, asyncio.Event], within_s: float | None) -> str | None:
-    """The name of the first event set (checked in order); None after ``within_s`` (wall)."""
-    for name, event in events.items():
-        if event.is_set():
-            return name
-    waiters = {
-        name: asyncio.create_task(event.wait(), name=f"leg-wait-{name}")
-        for name, event in events.items()
-    }
-    try:
-        await asyncio.wait(waiters.values(), timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters.values():
-            task.cancel()
-        await asyncio.gather(*waiters.values(), return_exceptions=True)
-    for name, event in events.items():
-        if event.is_set():
-            return name
-    return None
 
 
 class CallLeg:
@@ -192,9 +108,7 @@ class CallLeg:
         self.twiml = twiml
         self.status_callback = status_callback
         self.status_callback_method = status_callback_method
-        self.status_callback_events = status_callback_events or (
-            frozenset({"completed"}) if status_callback else frozenset()
-        )
+        self.status_callback_events = subscribed_events(status_callback_events, status_callback)
         self.timeout_s = timeout_s
         self.machine_detection = machine_detection
         self.human = human
@@ -253,70 +167,20 @@ class CallLeg:
 
     def resource(self) -> dict[str, Any]:
         """The REST Call resource (``api.v2010.account.call`` of twilio-oai)."""
-        clock = self.ctx.clock
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
-        final_ok = self.status == "completed"
-        return {
-            "sid": self.sid,
-            "date_created": clock.rfc2822(self.created_sim_s),
-            "date_updated": clock.rfc2822(self.updated_sim_s),
-            "parent_call_sid": self.parent_call_sid,
-            "account_sid": self.account_sid,
-            "to": self.to_number,
-            "to_formatted": format_number(self.to_number),
-            "from": self.from_number,
-            "from_formatted": format_number(self.from_number),
-            "phone_number_sid": self.phone_number_sid,
-            "status": self.rest_status,
-            "start_time": clock.rfc2822(self.start_sim_s) if self.start_sim_s is not None else None,
-            "end_time": clock.rfc2822(self.end_sim_s) if self.end_sim_s is not None else None,
-            "duration": str(self.duration_s or 0) if final_ok else None,
-            "price": None,
-            "price_unit": "USD",
-            "direction": self.direction,
-            "answered_by": self.answered_by,
-            "api_version": API_VERSION,
-            "forwarded_from": None,
-            "group_sid": None,
-            "caller_name": None,
-            "queue_time": "0",
-            "trunk_sid": None,
-            "uri": base + ".json",
-            "subresource_uris": {
-                name: f"{base}/{path}.json"
-                for name, path in (
-                    ("notifications", "Notifications"),
-                    ("recordings", "Recordings"),
-                    ("payments", "Payments"),
-                    ("events", "Events"),
-                    ("siprec", "Siprec"),
-                    ("streams", "Streams"),
-                    ("transcriptions", "Transcriptions"),
-                    ("user_defined_message_subscriptions", "UserDefinedMessageSubscriptions"),
-                    ("user_defined_messages", "UserDefinedMessages"),
-                )
-            },
-        }
+        return call_resource(self, self.ctx.clock)
 
     def call_params(self) -> dict[str, str]:
         """The parameters Twilio sends about this call on every request."""
         if self.customer is not None and self.customer.webhook_params:
             params = dict(self.customer.webhook_params)
         else:
-            params = {
-                "AccountSid": self.account_sid,
-                "ApiVersion": API_VERSION,
-                "CallSid": self.sid,
-                "Called": self.to_number,
-                "Caller": self.from_number,
-                "Direction": self.direction,
-                "From": self.from_number,
-                "To": self.to_number,
-                "CalledCountry": "US",
-                "CallerCountry": "US",
-                "FromCountry": "US",
-                "ToCountry": "US",
-            }
+            params = default_call_params(
+                account_sid=self.account_sid,
+                sid=self.sid,
+                direction=self.direction,
+                from_number=self.from_number,
+                to_number=self.to_number,
+            )
         params["CallStatus"] = self.status
         if self.parent_call_sid:
             params["ParentCallSid"] = self.parent_call_sid
@@ -330,8 +194,7 @@ class CallLeg:
         old = self.status
         if new == old:
             return
-        if new not in _NEXT.get(old, frozenset()):
-            raise SimulatorError(f"call {self.sid}: illegal status change {old} → {new}")
+        check_status_change(self.sid, old, new)
         now = self.ctx.clock.now_s()
         self.status = new
         self.updated_sim_s = now
@@ -351,7 +214,7 @@ class CallLeg:
     def _status_callback(self, status: str) -> None:
         if self.status_callback is None:
             return
-        event = "completed" if status in FINAL_STATUSES else _EVENT_OF.get(status)
+        event = callback_event(status)
         if event is None or event not in self.status_callback_events:
             return
         seq = next(self._callback_seq)
@@ -364,10 +227,7 @@ class CallLeg:
             }
         )
         if status in FINAL_STATUSES:
-            duration = self.duration_s or 0
-            params["CallDuration"] = str(duration)
-            params["Duration"] = str(math.ceil(duration / 60)) if duration else "0"
-            params["SipResponseCode"] = _SIP_CODE[status]
+            params.update(final_callback_params(status, self.duration_s or 0))
         self.ctx.dispatcher.submit(
             Callback(
                 kind="call",
@@ -419,7 +279,7 @@ class CallLeg:
             log.exception("leg_failed", call_sid=self.sid)
             if not self.is_final:
                 with contextlib.suppress(Exception):
-                    await self._hangup("error")
+                    await self.hang_up_from_twiml("error")
 
     async def _outbound(self) -> None:
         ctx = self.ctx
@@ -456,12 +316,12 @@ class CallLeg:
                 self._hang_up_later(script.hang_up_after_s), f"leg-hangup-{self.sid[:12]}"
             )
         if self.twiml is not None:
-            await self._run_inline(self.twiml)
+            await run_inline(self, self.twiml)
         else:
             assert self.url is not None
-            doc = await self._fetch(self.url, self.method, "answer")
-            if isinstance(doc, _Doc):
-                await self._run_document(doc)
+            doc = await fetch(self, self.url, self.method, "answer")
+            if isinstance(doc, Doc):
+                await run_document(self, doc)
 
     async def _hang_up_later(self, after_s: float) -> None:
         await self.ctx.clock.sleep(after_s)
@@ -483,7 +343,7 @@ class CallLeg:
             self.answered_sim_s = self.ctx.clock.now_s()
             self._set_status("in-progress")
         if stream.index == 1 and self._runner is None and not self._closed:
-            self._spawn_runner(self._first_stream(stream), "stream")
+            self._spawn_runner(run_first_stream(self, stream), "stream")
 
     def stream_ended(self, call: Call, stream: StreamRecord) -> None:
         if stream.end_reason == "open-failed" and stream.index == 1 and self.status == "ringing":
@@ -508,37 +368,6 @@ class CallLeg:
     async def caller_hung_up(self, call: Call) -> None:
         await self.party_hung_up("caller")
 
-    async def _first_stream(self, stream: StreamRecord) -> None:
-        """The incoming call's own ``<Connect><Stream>``: when it ends, go on with the rest
-        of that first document (or the Connect's ``action``)."""
-        call = self.customer
-        assert call is not None
-        verbs = parse_twiml(call.instruction.twiml)
-        index = next(i for i, v in enumerate(verbs) if v.tag == "Connect")
-        doc_url = call.webhook_url or None
-        step = await self._after_stream(stream, verbs[index], doc_url)
-        if isinstance(step, _End):
-            return
-        if isinstance(step, _Doc):
-            await self._run_document(step)
-        else:
-            await self._run_document(_Doc(verbs, doc_url), start=index + 1)
-
-    async def _after_stream(
-        self, stream: StreamRecord, connect: TwimlVerb, doc_url: str | None
-    ) -> _Step:
-        await stream.closed.wait()
-        if stream.end_reason in ("server-closed", "open-failed"):
-            action = connect.attr("action")
-            if action:
-                return await self._fetch(
-                    self._resolve(doc_url, action),
-                    (connect.attr("method") or "POST").upper(),
-                    "connect-action",
-                )
-            return None
-        return END  # the caller hung up (the call's host hook finishes the leg)
-
     # -- control from outside (REST, scripts, the caller) ------------------------------------
 
     async def redirect(self, *, url: str | None, method: str, twiml: str | None) -> None:
@@ -550,30 +379,7 @@ class CallLeg:
             await self._stop_runner()
             await self._leave_activity("redirect")
             self.dial_action = None
-            self._spawn_runner(self._after_redirect(url, method, twiml, dial_action), "redirect")
-
-    async def _after_redirect(
-        self,
-        url: str | None,
-        method: str,
-        twiml: str | None,
-        dial_action: tuple[str, str] | None,
-    ) -> None:
-        if dial_action is not None:
-            action_url, action_method = dial_action
-            await self._request(
-                action_url,
-                action_method,
-                "dial-action",
-                {"DialCallStatus": "completed", "DialCallDuration": "0"},
-            )
-        if twiml is not None:
-            await self._run_inline(twiml)
-            return
-        assert url is not None
-        doc = await self._fetch(url, method, "redirect")
-        if isinstance(doc, _Doc):
-            await self._run_document(doc)
+            self._spawn_runner(after_redirect(self, url, method, twiml, dial_action), "redirect")
 
     async def end(self, requested: str) -> None:
         """REST ``Status=completed|canceled``."""
@@ -626,280 +432,8 @@ class CallLeg:
             if call.current_stream is not None:
                 await call.end_stream("redirect" if why == "redirect" else "api-hangup")
 
-    # -- executing TwiML --------------------------------------------------------------------
-
-    async def _run_inline(self, twiml: str) -> None:
-        try:
-            verbs = parse_twiml(twiml)
-        except TwimlError as exc:
-            await self._application_error(12100, f"Twiml parameter: {exc}")
-            return
-        await self._run_document(_Doc(verbs, None))
-
-    async def _run_document(self, doc: _Doc, start: int = 0) -> None:
-        i = start
-        while not self.is_final:
-            if i >= len(doc.verbs):
-                await self._hangup("end-of-twiml")
-                return
-            verb = doc.verbs[i]
-            i += 1
-            step = await self._verb(verb, doc.url)
-            if isinstance(step, _End):
-                return
-            if isinstance(step, _Doc):
-                doc, i = step, 0
-
-    async def _verb(self, verb: TwimlVerb, doc_url: str | None) -> _Step:
-        tag = verb.tag
-        clock = self.ctx.clock
-        if tag == "Say":
-            loops = max(1, int(verb.number_attr("loop", 1)))
-            self.heard.append(verb.text)
-            self.ctx.timeline.record(
-                "say",
-                self.sid,
-                text=verb.text,
-                voice=verb.attr("voice"),
-                language=verb.attr("language"),
-            )
-            await clock.sleep(_speech_s(verb.text) * loops)
-            return None
-        if tag == "Play":
-            self.ctx.timeline.record("play", self.sid, url=verb.text)
-            await clock.sleep(1.0 * max(1, int(verb.number_attr("loop", 1))))
-            return None
-        if tag == "Pause":
-            length = verb.number_attr("length", 1.0)
-            self.ctx.timeline.record("pause", self.sid, length=length)
-            await clock.sleep(length)
-            return None
-        if tag in ("Hangup", "Reject"):
-            await self._hangup("twiml")
-            return END
-        if tag == "Redirect":
-            if not verb.text:
-                return await self._application_error(12200, "<Redirect> has no URL")
-            return await self._fetch(
-                self._resolve(doc_url, verb.text),
-                (verb.attr("method") or "POST").upper(),
-                "redirect",
-            )
-        if tag == "Gather":
-            return await self._gather(verb, doc_url)
-        if tag == "Dial":
-            return await self._dial(verb, doc_url)
-        if tag == "Connect":
-            return await self._connect(verb, doc_url)
-        self.ctx.error(self.sid, 12200, f"<{tag}> is not supported by the simulator; skipped")
-        return None
-
-    def _resolve(self, doc_url: str | None, url: str) -> str:
-        resolved = urljoin(doc_url or "", url)
-        if urlsplit(resolved).scheme not in ("http", "https"):
-            raise SimulatorError(f"cannot resolve {url!r} (document URL {doc_url!r})")
-        return resolved
-
-    async def _gather(self, verb: TwimlVerb, doc_url: str | None) -> _Step:
-        clock = self.ctx.clock
-        finish_on_key = verb.attrs.get("finishOnKey", "#")
-        num_digits = int(verb.number_attr("numDigits", 0)) or None
-        timeout = verb.number_attr("timeout", 5.0)
-        action_attr = verb.attr("action")
-        method = (verb.attr("method") or "POST").upper()
-        action = self._resolve(doc_url, action_attr) if action_attr else doc_url
-        for child in verb.children:
-            await self._verb(child, doc_url)
-        index = self.gathers
-        self.gathers += 1
-        keys = self.human.keys_for(index) if self.human is not None else None
-        press_after = self.human.press_after_s if self.human is not None else 0.0
-        digits = ""
-        finished = ""
-        timed_out = True
-        if keys is not None and press_after <= timeout:
-            await clock.sleep(press_after)
-            self.pressed.append(keys)
-            for key in keys:
-                if finish_on_key and key == finish_on_key:
-                    finished, timed_out = key, False
-                    break
-                digits += key
-                if num_digits is not None and len(digits) >= num_digits:
-                    timed_out = False
-                    break
-            if timed_out:
-                await clock.sleep(timeout)  # waits for more keys, then submits what it has
-        else:
-            await clock.sleep(timeout)
-        self.ctx.timeline.record(
-            "gather",
-            self.sid,
-            digits=digits,
-            finished_on_key=finished,
-            timed_out=timed_out,
-            action=action,
-            index=index,
-        )
-        if digits or verb.bool_attr("actionOnEmptyResult", False):
-            if action is None:
-                return await self._application_error(12200, "<Gather> has no action to post to")
-            return await self._fetch(
-                action,
-                method,
-                "gather",
-                {"Digits": digits, "FinishedOnKey": finished, "msg": "Gather End"},
-            )
-        return None
-
-    async def _dial(self, verb: TwimlVerb, doc_url: str | None) -> _Step:
-        nouns = [c for c in verb.children if c.tag == "Conference"]
-        action_attr = verb.attr("action")
-        method = (verb.attr("method") or "POST").upper()
-        action = self._resolve(doc_url, action_attr) if action_attr else None
-        if not nouns:
-            self.ctx.error(self.sid, 13201, "the simulator dials only <Conference>")
-            if action:
-                return await self._fetch(
-                    action, method, "dial-action", {"DialCallStatus": "failed"}
-                )
-            return None
-        noun = nouns[0]
-        if noun.attrs.get("statusCallback"):  # relative to the document, like every URL
-            attrs = dict(noun.attrs)
-            attrs["statusCallback"] = self._resolve(doc_url, attrs["statusCallback"])
-            noun = TwimlVerb(noun.tag, attrs, noun.text, noun.children)
-        self.dial_action = (action, method) if action else None
-        p = self.ctx.conferences.join(self.sid, noun, label=None)
-        self.participant = p
-        if self.customer is not None:
-            self.customer.in_conference = noun.text
-        joined = self.ctx.clock.now_s()
-        step = await self._stay_in_conference(p)
-        if isinstance(step, _End):
-            return step
-        self.participant = None
-        self.dial_action = None
-        if self.customer is not None:
-            self.customer.in_conference = None
-        if action:
-            return await self._fetch(
-                action,
-                method,
-                "dial-action",
-                {
-                    "DialCallStatus": "completed",
-                    "DialCallDuration": str(int(round(self.ctx.clock.now_s() - joined))),
-                },
-            )
-        return None
-
-    async def _stay_in_conference(self, p: Participant) -> _Step:
-        conf = self.ctx.conferences.by_sid[p.conference_sid]
-        clock = self.ctx.clock
-        script = self.human
-        if script is None:
-            await p.left.wait()
-            return None
-        if not conf.started.is_set():
-            which = await _first_of(
-                {"left": p.left, "started": conf.started},
-                clock.wall(script.max_wait_for_conference_s),
-            )
-            if which is None:
-                await self._hangup("human")
-                return END
-            if which == "left":
-                return None
-        if script.talk_s is None:
-            await p.left.wait()
-            return None
-        which = await _first_of({"left": p.left}, clock.wall(script.talk_s))
-        if which == "left":
-            return None
-        await self._hangup("human")
-        return END
-
-    async def _connect(self, verb: TwimlVerb, doc_url: str | None) -> _Step:
-        call = self.customer
-        if call is None:
-            self.ctx.error(self.sid, 31920, "<Connect><Stream> on a scripted human leg; skipped")
-            return None
-        try:
-            instruction = stream_instruction(verb)
-        except TwimlError as exc:
-            return await self._application_error(12200, str(exc))
-        try:
-            stream = await call.open_stream(instruction)
-        except SimulatorError as exc:
-            self.ctx.error(self.sid, 31920, f"stream failed to open: {exc}")
-            if call.streams and call.streams[-1].end_reason == "open-failed":
-                return await self._after_stream(call.streams[-1], verb, doc_url)
-            return None
-        return await self._after_stream(stream, verb, doc_url)
-
-    async def _hangup(self, by: str) -> None:
-        """Hang up from inside the runner (``<Hangup/>``, end of TwiML, the human)."""
+    async def hang_up_from_twiml(self, by: str) -> None:
+        """Hang up from inside the runner (``<Hangup/>``, end of TwiML, the human, an
+        application error)."""
         await self._leave_activity("twiml" if by != "human" else "party")
         self._finish("completed" if self.status == "in-progress" else "canceled", by)
-
-    # -- webhooks ---------------------------------------------------------------------------
-
-    async def _request(
-        self, url: str, method: str, purpose: str, extra: dict[str, str] | None = None
-    ) -> httpx.Response | None:
-        params = self.call_params()
-        params.update(extra or {})
-        status: int | None = None
-        body = ""
-        error: str | None = None
-        resp: httpx.Response | None = None
-        try:
-            resp = await self.ctx.webhooks.request(method, url, params)
-            status = resp.status_code
-            body = resp.text[:4000]
-        except httpx.HTTPError as exc:
-            error = repr(exc)
-        self.ctx.timeline.record(
-            "webhook",
-            self.sid,
-            url=url,
-            method=method,
-            params=params,
-            http_status=status,
-            body=body,
-            purpose=purpose,
-            error=error,
-        )
-        return resp
-
-    async def _fetch(
-        self, url: str, method: str, purpose: str, extra: dict[str, str] | None = None
-    ) -> _Doc | _End:
-        """Request TwiML and parse it; any failure is an application error (hang-up)."""
-        resp = await self._request(url, method, purpose, extra)
-        if resp is None:
-            return await self._application_error(11200, f"HTTP retrieval failure: {url}")
-        if resp.status_code != 200:
-            return await self._application_error(
-                11200, f"HTTP {resp.status_code} from {url} ({purpose})"
-            )
-        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in ("text/xml", "application/xml"):
-            return await self._application_error(
-                12300, f"Invalid Content-Type {ctype!r} from {url} ({purpose})"
-            )
-        try:
-            verbs = parse_twiml(resp.text)
-        except TwimlError as exc:
-            return await self._application_error(12100, f"{url} ({purpose}): {exc}")
-        return _Doc(verbs, url)
-
-    async def _application_error(self, code: int, message: str) -> _End:
-        self.ctx.error(self.sid, code, message)
-        self.heard.append(APPLICATION_ERROR_SAY)
-        self.ctx.timeline.record(
-            "say", self.sid, text=APPLICATION_ERROR_SAY, voice=None, language=None
-        )
-        await self._hangup("error")
-        return END
