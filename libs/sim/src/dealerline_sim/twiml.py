@@ -7,8 +7,8 @@ Two entry points:
   children. Twilio's rules (docs/twilio.md) are enforced: the stream URL must be
   ``wss://`` on port 443 with no query string.
 - :func:`parse_twiml` reads any voice document into :class:`TwimlVerb` trees for the call
-  legs of ``dealerline_sim.legs`` to execute (``<Say>``, ``<Gather>``, ``<Dial><Conference>``,
-  ``<Redirect>``, ``<Connect><Stream>``...). Twilio's parse (12100) and schema (12200)
+  legs to execute (``dealerline_sim.leg_twiml``, ``leg_dial``: ``<Say>``, ``<Gather>``,
+  ``<Dial><Conference>``, ``<Redirect>``, ``<Connect><Stream>``...). Twilio's parse (12100) and schema (12200)
   failures raise :class:`TwimlError`.
 """
 
