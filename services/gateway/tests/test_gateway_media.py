@@ -362,7 +362,7 @@ async def test_hangup_after_turn_heard(gateway: Running) -> None:
         await publish_sentence(gateway, sid, "turn_z", 0, "Goodbye.", b"\x11" * 320)
         await publish_sentence(gateway, sid, "turn_z", 1, "", b"", last=True)
         await gateway.probe.publish(
-            subjects.control(sid), HangupRequest(session_id=sid, after_turn="turn_z", reason="done")
+            subjects.command(sid), HangupRequest(session_id=sid, after_turn="turn_z", reason="done")
         )
         mark = await fake.next_event("mark")
         assert not fake.closed.is_set()
@@ -433,14 +433,14 @@ async def test_admission_error_refuses_the_stream(
 async def test_start_error_after_registering_cleans_up(
     gateway: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The control subscription failing after the session was registered and the audio
+    """The command subscription failing after the session was registered and the audio
     subscription made: unsubscribed, unregistered, tasks stopped, stream refused."""
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     subscribe = gateway.bus.subscribe
     made: list[Subscription] = []
 
     async def flaky_subscribe(subject: str, *args: Any, **kwargs: Any) -> Subscription:
-        if subject.endswith(".control"):
+        if subject.endswith(".command"):
             raise nats.errors.ConnectionClosedError
         sub = await subscribe(subject, *args, **kwargs)
         made.append(sub)
@@ -483,13 +483,36 @@ async def test_media_before_start_is_logged_once(gateway: Running) -> None:
     assert 'dealerline_gateway_bad_frames_total{reason="media_before_start"} 3.0' in metrics
 
 
+async def test_a_frame_out_of_place_counts_as_that_however_malformed(gateway: Running) -> None:
+    """The stream's state is judged before the frame's shape: malformed media before
+    ``start`` is ``media_before_start``, a malformed second ``start`` is ``duplicate_start``."""
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with twilio_stream(gateway) as fake:
+        await fake.send({"event": "media", "streamSid": fake.stream_sid})
+        await fake.send({"event": "dtmf", "dtmf": {"digit": "1"}})
+        params = await open_call(gateway, fake, control)
+        await fake.send({"event": "start", "streamSid": fake.stream_sid})
+        await fake.start(params)
+        await fake.send({"event": "dtmf", "dtmf": {"digit": "x"}})
+        await publish_sentence(gateway, params["session_id"], "turn_1", 0, "Hi.", b"\x10" * 320)
+        await fake.next_event("media")  # the stream lives on
+    metrics = await metrics_text(gateway)
+    for reason, count in (
+        ("media_before_start", 1),
+        ("dtmf_before_start", 1),
+        ("duplicate_start", 2),
+        ("bad_dtmf_digit", 1),
+    ):
+        assert f'dealerline_gateway_bad_frames_total{{reason="{reason}"}} {count}.0' in metrics
+
+
 async def test_a_dying_call_task_is_logged_and_closes_the_stream(
     gateway: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken_watchdog(self: MediaSession) -> None:
-        raise RuntimeError("watchdog bug")
+    async def broken_stall_sweep(self: MediaSession) -> None:
+        raise RuntimeError("stall sweep bug")
 
-    monkeypatch.setattr(MediaSession, "_watchdog", broken_watchdog)
+    monkeypatch.setattr(MediaSession, "_sweep_stalls", broken_stall_sweep)
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     with capture_logs() as logs:
         async with twilio_stream(gateway) as fake:
@@ -504,10 +527,10 @@ async def test_a_dying_call_task_is_logged_and_closes_the_stream(
     failed = [e for e in logs if e["event"] == "per-call task failed"]
     assert len(failed) == 1
     assert failed[0]["session_id"] == params["session_id"]
-    assert failed[0]["task"] == "watchdog"
+    assert failed[0]["task"] == "stall_sweep"
     assert failed[0]["log_level"] == "error" and failed[0]["exc_info"]
     metrics = await metrics_text(gateway)
-    assert 'dealerline_gateway_task_failures_total{task="watchdog"} 1.0' in metrics
+    assert 'dealerline_gateway_task_failures_total{task="stall_sweep"} 1.0' in metrics
 
 
 async def test_a_sentence_that_fails_to_send_is_skipped(

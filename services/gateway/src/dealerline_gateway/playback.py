@@ -12,8 +12,8 @@ one mark ``<turn_id>:<seq>``; Twilio echoes it once the sentence has played. Mar
 were pending when we sent ``clear`` are echoed too, but were not heard, so they are
 remembered and ignored.
 
-This class does no I/O: the media session sends what :meth:`next_sentence` gives it and
-reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`. Each
+This class does no I/O: the sender (:mod:`.sender`) sends what :attr:`Playback.queue`
+gives it and reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`. Each
 sentence keeps the trace context its audio message arrived with, so its playback span
 joins the call's trace under the TTS span that made it.
 """

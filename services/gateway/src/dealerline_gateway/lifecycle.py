@@ -1,0 +1,175 @@
+"""The start and the end of one media stream, as the rest of the fleet sees them.
+
+Start: the ``start`` frame's session id and one-time token are checked (:func:`admit`;
+while the process drains a stream is refused before its token is spent), then
+:meth:`Lifecycle.attach` registers the stream, counts it in ``gateway_active_streams``,
+subscribes to the call's audio and command subjects and starts watching for a hand-off
+to the human conference; ``StreamStarted`` goes out on the control subject.
+
+End: :meth:`Lifecycle.detach` unsubscribes; :meth:`Lifecycle.announce_end` decides whether
+Twilio's stop was a hand-off (:mod:`.handoff`) and publishes ``StreamStopped`` and, unless
+the call goes on in the conference, ``CallEndedEvent``; :meth:`Lifecycle.release` drops
+the stream from the gauge and the registry. A start that fails half way is undone by the
+same steps, with nothing published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from dealerline_common import subjects, tracing
+from dealerline_common.logs import get_logger
+from dealerline_common.messages import CallEndedEvent, StreamStarted, StreamStopped
+
+from .call import StreamCall
+from .codec import StartFrame
+from .handoff import HandoffWatch
+from .streams import OpenStream, StreamDeps
+from .tokens import StreamGrant, TokenStore
+
+log = get_logger(__name__)
+
+_CALL_ENDED_TIMEOUT_S = 5.0
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class Refused(Exception):
+    """The stream is not admitted (``reason`` is the ``streams_rejected_total`` label)."""
+
+    def __init__(self, reason: str, session_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.session_id = session_id
+
+
+async def admit(start: StartFrame, tokens: TokenStore, draining: bool) -> StreamGrant:
+    """The grant of the token the stream presents (used up now); raises :class:`Refused`."""
+    params = start.custom_parameters
+    token = str(params.get("token") or "")
+    session_id = str(params.get("session_id") or "")
+    call_sid = start.call_sid or params.get("call_sid")
+    try:
+        subjects.check_session_id(session_id)
+    except ValueError:
+        raise Refused("bad_session_id") from None
+    if draining:
+        # Before admission, so the one-time token is not spent on a refused stream.
+        raise Refused("draining", session_id)
+    try:
+        grant = await tokens.admit(
+            token, session_id, str(call_sid) if isinstance(call_sid, str) else None
+        )
+    except Exception:
+        log.exception("media stream admission failed", session_id=session_id)
+        raise Refused("start_failed", session_id) from None
+    if grant is None:
+        raise Refused("bad_token", session_id)
+    return grant
+
+
+class Lifecycle:
+    """What one admitted stream holds in its process and on the bus."""
+
+    def __init__(self, deps: StreamDeps, stream: OpenStream) -> None:
+        self._deps = deps
+        self._stream = stream
+        self._subs: list[Subscription] = []
+        self._handoff: HandoffWatch | None = None  # is a move to the human conference due?
+        self._counted = False  # in gateway_active_streams
+
+    async def attach(self, call: StreamCall, on_audio: Handler, on_command: Handler) -> None:
+        d = self._deps
+        d.streams.register(self._stream)
+        d.gm.active_streams.inc()
+        self._counted = True
+        self._subs.append(await d.bus.subscribe(subjects.audio(call.session_id), on_audio))
+        self._subs.append(await d.bus.subscribe(subjects.command(call.session_id), on_command))
+        self._handoff = HandoffWatch(d.handoffs, d.bus, call.session_id, call.call_sid)
+        await self._handoff.start()
+
+    async def announce_start(self, call: StreamCall) -> None:
+        grant = call.grant
+        with tracing.attached(call.ctx):  # the greeting turn joins the call's trace
+            await self._deps.bus.publish(
+                subjects.control(call.session_id),
+                StreamStarted(
+                    session_id=call.session_id,
+                    call_sid=grant.call_sid,
+                    stream_sid=call.stream_sid,
+                    resumed=grant.resumed,
+                    reason=grant.reason,
+                    from_number=call.from_number,
+                    to_number=call.to_number,
+                ),
+            )
+
+    async def detach(self) -> None:
+        """Leave the call's subjects (errors ignored)."""
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    async def forget_handoff(self) -> None:
+        """A start undone: stop watching for a hand-off without deciding anything."""
+        if self._handoff is not None:
+            await self._handoff.stop()
+            self._handoff = None
+
+    def uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._deps.gm.active_streams.dec()
+
+    def release(self) -> None:
+        """The stream is gone: out of the gauge and the registry."""
+        self.uncount()
+        self._deps.streams.unregister(self._stream)
+
+    async def announce_end(self, call: StreamCall, reason: str) -> None:
+        """``StreamStopped`` (``handoff``, ``stop`` or ``disconnect``) and, unless the call
+        was handed to the conference, ``CallEndedEvent`` (publish errors are logged)."""
+        sid = call.session_id
+        handoff = await self._is_handoff(call, reason)
+        stopped_reason = "handoff" if handoff else "stop" if reason == "stop" else "disconnect"
+        bus = self._deps.bus
+        try:
+            with tracing.attached(call.ctx):
+                await bus.publish(
+                    subjects.control(sid),
+                    StreamStopped(
+                        session_id=sid,
+                        call_sid=call.call_sid,
+                        stream_sid=call.stream_sid,
+                        reason=stopped_reason,
+                    ),
+                )
+                if not handoff:  # moved to the conference: the call goes on
+                    await asyncio.wait_for(
+                        bus.publish_durable(
+                            subjects.events(sid), CallEndedEvent(session_id=sid, reason=reason)
+                        ),
+                        _CALL_ENDED_TIMEOUT_S,
+                    )
+        except Exception:
+            log.exception("could not publish the end of the stream", session_id=sid)
+
+    async def _is_handoff(self, call: StreamCall, reason: str) -> bool:
+        """Whether Twilio stopped the stream because the call was moved into the human
+        conference, not hung up (see :mod:`.handoff`)."""
+        watch, self._handoff = self._handoff, None
+        if watch is None:
+            return False
+        try:
+            handoff = reason in ("stop", "disconnect") and await watch.decide()
+        finally:
+            await watch.stop()
+        if handoff:
+            log.info("media stream handed off to the conference", session_id=call.session_id)
+        return handoff

@@ -1,0 +1,217 @@
+"""Twilio's voice webhooks for the customer leg (all signature-checked):
+
+- ``POST /api/voice/incoming``: a new call gets a session id and a one-time stream token
+  and is answered with ``<Connect><Stream>``;
+- ``POST /api/voice/return-to-ai``: the call comes back from the human conference to a
+  new stream (``resumed=true``);
+- ``POST /api/voice/escalate``: the caller joins the conference ``support_<sid>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.datastructures import FormData
+from starlette.requests import HTTPConnection
+from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
+
+from dealerline_common import subjects
+from dealerline_common.logs import get_logger, mask_phone
+from dealerline_common.messages import CallStartedEvent, Wire, new_id
+
+from .gateway import Gateway
+from .settings import GatewaySettings
+from .tokens import StreamGrant
+
+log = get_logger(__name__)
+
+TWIML = "application/xml"
+
+router = APIRouter()
+
+
+def gateway_of(conn: HTTPConnection) -> Gateway:
+    gateway: Gateway = conn.app.state.gateway
+    return gateway
+
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(str(response), media_type=TWIML)
+
+
+def _stream_twiml(settings: GatewaySettings, grant: StreamGrant, token: str) -> VoiceResponse:
+    stream = Stream(url=settings.stream_url)
+    params: dict[str, str | None] = {
+        "session_id": grant.session_id,
+        "call_sid": grant.call_sid,
+        "token": token,
+        "from": grant.from_number,
+        "to": grant.to_number,
+        "resumed": "true" if grant.resumed else "false",
+        "reason": grant.reason,
+    }
+    for name, value in params.items():
+        if value:
+            stream.parameter(name=name, value=value)
+    connect = Connect()
+    connect.append(stream)
+    response = VoiceResponse()
+    response.append(connect)
+    return response
+
+
+def _conference_twiml(settings: GatewaySettings, session_id: str) -> VoiceResponse:
+    extra: dict[str, Any] = {}
+    if settings.conference_wait_url:
+        extra["wait_url"] = settings.conference_wait_url
+    if settings.escalation_public_url:
+        q = urlencode({"session_id": session_id})
+        extra["status_callback"] = (
+            f"{settings.escalation_public_url}/api/voice/conference-status?{q}"
+        )
+        extra["status_callback_event"] = "start end join leave"
+        extra["status_callback_method"] = "POST"
+    dial = Dial()
+    dial.conference(
+        subjects.conference_name(session_id),
+        start_conference_on_enter=True,
+        end_conference_on_exit=True,
+        **extra,
+    )
+    response = VoiceResponse()
+    response.append(dial)
+    return response
+
+
+async def _signed_form(gw: Gateway, request: Request, route: str) -> FormData | Response:
+    form = await request.form()
+    if not gw.signatures.valid(request, form):
+        gw.gm.signature_failures.labels(route).inc()
+        log.warning(
+            "webhook signature rejected",
+            route=route,
+            has_signature="x-twilio-signature" in request.headers,
+        )
+        return PlainTextResponse("invalid or missing X-Twilio-Signature", status_code=403)
+    return form
+
+
+async def _publish_event(gw: Gateway, subject: str, event: Wire, session_id: str) -> None:
+    """A best-effort dashboard event from a webhook: Twilio's answer must not wait on
+    a slow or failing bus for longer than ``event_publish_timeout_s``."""
+    kind = type(event).__name__
+    timeout_s = gw.settings.event_publish_timeout_s
+    try:
+        await asyncio.wait_for(gw.bus.publish_durable(subject, event), timeout_s)
+    except TimeoutError:
+        gw.gm.event_publish_failures.labels(kind).inc()
+        log.warning(
+            "event not published in time; answering anyway",
+            session_id=session_id,
+            event_type=kind,
+            timeout_s=timeout_s,
+        )
+    except Exception as exc:
+        gw.gm.event_publish_failures.labels(kind).inc()
+        log.warning(
+            "event not published; answering anyway",
+            session_id=session_id,
+            event_type=kind,
+            error=repr(exc),
+        )
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _query_session(request: Request) -> str | None:
+    q = request.query_params
+    sid = q.get("session_id") or q.get("session") or ""
+    try:
+        return subjects.check_session_id(sid)
+    except ValueError:
+        return None
+
+
+@router.post("/api/voice/incoming")
+async def incoming(request: Request) -> Response:
+    gw = gateway_of(request)
+    form = await _signed_form(gw, request, "incoming")
+    if isinstance(form, Response):
+        return form
+    if gw.health.draining:
+        return PlainTextResponse("draining: not taking new calls", status_code=503)
+    call_sid = _field(form, "CallSid")
+    if call_sid is None:
+        return PlainTextResponse("CallSid is required", status_code=400)
+    session_id = new_id("sess")
+    from_number, to_number = _field(form, "From"), _field(form, "To")
+    grant = StreamGrant(session_id, call_sid, from_number, to_number)
+    token = await gw.tokens.issue(grant)
+    gw.gm.calls.inc()
+    log.info(
+        "incoming call",
+        session_id=session_id,
+        call_sid=call_sid,
+        caller=mask_phone(from_number),
+    )
+    await _publish_event(
+        gw,
+        subjects.events(session_id),
+        CallStartedEvent(
+            session_id=session_id, call_sid=call_sid, from_masked=mask_phone(from_number)
+        ),
+        session_id,
+    )
+    return _twiml(_stream_twiml(gw.settings, grant, token))
+
+
+@router.post("/api/voice/return-to-ai")
+async def return_to_ai(request: Request) -> Response:
+    gw = gateway_of(request)
+    form = await _signed_form(gw, request, "return-to-ai")
+    if isinstance(form, Response):
+        return form
+    session_id = _query_session(request)
+    call_sid = _field(form, "CallSid")
+    if session_id is None or call_sid is None:
+        return PlainTextResponse("session_id and CallSid are required", status_code=400)
+    reason = request.query_params.get("reason") or "human_ended"
+    grant = StreamGrant(
+        session_id,
+        call_sid,
+        _field(form, "From"),
+        _field(form, "To"),
+        resumed=True,
+        reason=reason,
+    )
+    token = await gw.tokens.issue(grant)
+    # The call is back: a later stop of the new stream is a hang-up, not a hand-off.
+    await gw.handoffs.clear(session_id)
+    log.info("returning call to the AI", session_id=session_id, reason=reason)
+    return _twiml(_stream_twiml(gw.settings, grant, token))
+
+
+@router.post("/api/voice/escalate")
+async def escalate(request: Request) -> Response:
+    """The escalation service moves the caller here once a team member accepted: the
+    caller joins ``support_<sid>`` and owns it (``endConferenceOnExit``: when they
+    leave, the conference ends for the team member too)."""
+    gw = gateway_of(request)
+    form = await _signed_form(gw, request, "escalate")
+    if isinstance(form, Response):
+        return form
+    session_id = _query_session(request)
+    if session_id is None:
+        return PlainTextResponse("session_id is required", status_code=400)
+    # Before answering: the stop of the caller's media stream that this redirect
+    # causes must be read as a hand-off, not a hang-up (handoff.py).
+    await gw.handoffs.mark(session_id, _field(form, "CallSid"))
+    log.info("customer leg to conference", session_id=session_id)
+    return _twiml(_conference_twiml(gw.settings, session_id))
