@@ -1,4 +1,4 @@
-"""VAD benchmark: the seed's energy threshold vs webrtcvad (modes 1-3) vs Silero.
+"""VAD benchmark: a plain energy threshold (the baseline) vs webrtcvad (modes 1-3) vs Silero.
 
 Builds labelled telephone audio (Kokoro speech -> 8 kHz -> mu-law, with silence between
 utterances, mixed with white or pink noise at 20 and 10 dB SNR, plus a quiet talker),
@@ -308,8 +308,8 @@ def main() -> None:
         build_scene(speech, "white-10dB", speech_rms=2500, noise="white", snr_db=10),
         build_scene(speech, "pink-10dB", speech_rms=2500, noise="pink", snr_db=10),
     ]
-    # The seed: any loud frame starts speech, 30 quiet frames end it, 5 frames minimum.
-    seed_cfg = EndpointerConfig(
+    # The baseline: any loud frame starts speech, 30 quiet frames end it, 5 frames minimum.
+    baseline_cfg = EndpointerConfig(
         start_frames=1,
         start_window=1,
         end_silence_frames=30,
@@ -319,7 +319,7 @@ def main() -> None:
     )
     vad_cfg = EndpointerConfig(end_silence_frames=30)
     detectors: list[tuple[str, Callable[[], FrameVad], EndpointerConfig]] = [
-        ("energy>500 (seed)", lambda: EnergyVad(500), seed_cfg),
+        ("energy>500 (baseline)", lambda: EnergyVad(500), baseline_cfg),
         ("webrtcvad-1", lambda: WebRtcVad(1), vad_cfg),
         ("webrtcvad-2", lambda: WebRtcVad(2), vad_cfg),
         ("webrtcvad-3", lambda: WebRtcVad(3), vad_cfg),

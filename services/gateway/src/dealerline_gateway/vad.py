@@ -4,7 +4,7 @@ Two layers:
 
 - a :class:`FrameVad` says whether one 20 ms frame (160 PCM16 samples at 8 kHz) is voiced.
   :class:`WebRtcVad` is the one the gateway uses (chosen by measurement, see
-  ``bench/vad_bench.py`` and the README); :class:`EnergyVad` is the seed's RMS > 500
+  ``bench/vad_bench.py`` and the README); :class:`EnergyVad` is the plain RMS > 500
   baseline, kept for the benchmark and as a fallback.
 - an :class:`Endpointer` is a pure state machine fed one frame at a time with its voiced
   flag and the wall time it arrived. It declares speech onset after ``start_frames``
@@ -42,7 +42,7 @@ class FrameVad(Protocol):
 
 
 class EnergyVad:
-    """The seed's detector: RMS energy above a fixed threshold (500 on PCM16)."""
+    """The baseline detector: RMS energy above a fixed threshold (500 on PCM16)."""
 
     def __init__(self, threshold: float = 500.0) -> None:
         self.threshold = threshold
