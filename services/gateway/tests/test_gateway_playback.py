@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dealerline_common.messages import AudioMeta
 from dealerline_gateway.playback import Playback
 
@@ -175,3 +177,17 @@ def test_mark_sent_while_a_barge_in_landed_counts_as_cleared() -> None:
     assert not pb.mark_echoed("t1:0", 100.6)
     assert pb.turns["t1"].heard == {}
     assert pb.turn_done("t1") and pb.turn_done(None)
+
+
+async def test_wait_turn_done_until_the_turn_closes_or_the_timeout() -> None:
+    pb = Playback(16)
+    assert await pb.wait_turn_done(None, 0.0)  # nothing playing at all
+    assert not await pb.wait_turn_done("t1", 0.05)  # never seen
+    pb.offer(meta("t1", 0, "a"), b"\x01")
+    s = pb.queue.get_nowait()
+    waiter = asyncio.create_task(pb.wait_turn_done("t1", 5.0))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    pb.finished_sending(s)
+    pb.offer(meta("t1", 1, last=True), b"")
+    assert await asyncio.wait_for(waiter, 1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from dataclasses import dataclass, field
 
 from dealerline_common.messages import AudioMeta, TurnTimings
@@ -105,7 +106,7 @@ class Playback:
         self.current: Turn | None = None
         self.marks: dict[str, _Mark] = {}
         self.cleared: set[str] = set()
-        self.changed = asyncio.Event()  # set on any progress; the hang-up waiter watches it
+        self.changed = asyncio.Event()  # set on any progress (see wait_turn_done)
 
     # ----------------------------------------------------------------- inbound audio
 
@@ -286,6 +287,19 @@ class Playback:
             return not self.marks and all(t.queued == 0 for t in self.turns.values())
         turn = self.turns.get(turn_id)
         return turn is not None and turn.done
+
+    async def wait_turn_done(self, turn_id: str | None, timeout_s: float) -> bool:
+        """Until :meth:`turn_done` (True), or ``timeout_s`` passed (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.turn_done(turn_id):
+            self.changed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
+        return True
 
     # ----------------------------------------------------------------- barge-in
 

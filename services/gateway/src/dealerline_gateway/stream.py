@@ -339,16 +339,9 @@ class MediaSession:
             self._hangup = self.tasks.spawn("hangup", self._hangup_after(req))
 
     async def _hangup_after(self, req: HangupRequest) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.hangup_timeout_s
-        while not self.playback.turn_done(req.after_turn):
-            self.playback.changed.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                log.warning("hang-up: turn not heard in time", session_id=self.session_id)
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.playback.changed.wait(), min(remaining, 1.0))
+        timeout_s = self.settings.hangup_timeout_s
+        if not await self.playback.wait_turn_done(req.after_turn, timeout_s):
+            log.warning("hang-up: turn not heard in time", session_id=self.session_id)
         self._close_reason = f"hangup:{req.reason}" if req.reason else "hangup"
         await self._close_socket(1000)
 
