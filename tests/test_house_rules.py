@@ -63,8 +63,16 @@ def _copy_packages(dest: Path) -> None:
             "import dealerline_agent.settings",
             "Services never import each other",
         ),
-        ("dealerline_common/__init__.py", "import dealerline_sim", "libs/common imports no service"),
-        ("dealerline_sim/__init__.py", "import dealerline_tts", "libs/sim (the simulator) imports no service"),
+        (
+            "dealerline_common/__init__.py",
+            "import dealerline_sim",
+            "libs/common imports no service",
+        ),
+        (
+            "dealerline_sim/__init__.py",
+            "import dealerline_tts",
+            "libs/sim (the simulator) imports no service",
+        ),
         (
             "dealerline_stt/settings.py",
             "from dealerline_stt import service as _service",

@@ -13,6 +13,7 @@ import pytest
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AudioMeta,
     Say,
@@ -23,7 +24,6 @@ from dealerline_common.messages import (
     loads,
     now,
 )
-from dealerline_sim.nats_server import NatsServer
 from dealerline_stt.service import SttService
 from dealerline_stt.settings import SttSettings
 from dealerline_tts.service import TtsService

@@ -16,9 +16,9 @@ from dealerline_common.bus import Bus
 from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import DATABASE_KINDS, empty_database, run_sync
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.state_store import StateStore, state_store_from_url
 from dealerline_sim.llm import ScriptedLLM
-from dealerline_sim.nats_server import NatsServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

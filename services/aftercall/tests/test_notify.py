@@ -38,11 +38,11 @@ from dealerline_common.db.models import (
     ServiceType,
 )
 from dealerline_common.db.testing import migrated_db_url_fixture  # noqa: F401
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import AppointmentEvent, NotificationJob, TranscriptEvent
 from dealerline_common.metrics import Metrics
 from dealerline_common.state import ConversationState
 from dealerline_common.state_store import MemoryStateStore
-from dealerline_sim.nats_server import NatsServer
 from dealerline_sim.twilio_rest import TwilioSim
 
 DEALER_NUMBER = "+14155550199"

@@ -24,6 +24,7 @@ from dealerline_common.conversation import ai_message_id
 from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import run_sync
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     BargeIn,
     Say,
@@ -36,7 +37,6 @@ from dealerline_common.settings import SettingsError
 from dealerline_common.state_store import MemoryStateStore
 from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import Scenario, ScriptedLLM
-from dealerline_sim.nats_server import NatsServer
 
 GREETING = [
     "Thanks for calling Sunrise Motors service department.",

@@ -17,11 +17,11 @@ from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import turn_id_for_dtmf
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import Dtmf
 from dealerline_common.state_store import MemoryStateStore
 from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import ScriptedLLM
-from dealerline_sim.nats_server import NatsServer
 
 # ---------------------------------------------------------------------- the collector
 

@@ -39,6 +39,7 @@ from dealerline_common.db.models import (
 )
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import empty_database, run_sync
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AppointmentEvent,
     BargeIn,
@@ -55,7 +56,6 @@ from dealerline_common.state import ConversationState, Notification
 from dealerline_common.state_store import StateStore, state_store_from_url
 from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import Scenario, ScriptedLLM
-from dealerline_sim.nats_server import NatsServer
 
 T = TypeVar("T")
 SCENARIO = Path(__file__).parent / "scenarios" / "dealership.yaml"

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dash_testkit import Dash, make_database, start_dashboard
 
-from dealerline_sim.nats_server import NatsServer
+from dealerline_common.local_nats import NatsServer
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from esc_testkit import (
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import escalation_turn_id
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     CallEndedEvent,
     HumanCallStatus,
@@ -37,7 +38,6 @@ from dealerline_common.messages import (
 )
 from dealerline_common.state import TaskStatus
 from dealerline_common.state_store import MemoryStateStore, RedisStateStore
-from dealerline_sim.nats_server import NatsServer
 
 S = HumanCallStatus
 SID = "sess_esc1"

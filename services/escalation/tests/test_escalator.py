@@ -19,6 +19,7 @@ from esc_testkit import (
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import escalation_turn_id
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     EscalationRequest,
     HumanCallStatus,
@@ -33,7 +34,6 @@ from dealerline_escalation.facts import CallbackLedger
 from dealerline_escalation.hunt import hunt_list
 from dealerline_escalation.run import EscalationRun
 from dealerline_escalation.twilio_client import TwilioRejected, TwilioUnavailable
-from dealerline_sim.nats_server import NatsServer
 
 S = HumanCallStatus
 SID = "sess_unit"

@@ -16,10 +16,10 @@ from esc_testkit import (
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import HumanCallStatus
 from dealerline_common.settings import SettingsError, load_settings
 from dealerline_escalation.settings import EscalationSettings
-from dealerline_sim.nats_server import NatsServer
 
 
 async def test_service_joins_the_bus_and_reports_health(nats_server: NatsServer) -> None:

@@ -24,6 +24,7 @@ from nats.errors import NoRespondersError
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     HumanCallStatus,
     StaffActionReply,
@@ -32,7 +33,6 @@ from dealerline_common.messages import (
     loads,
 )
 from dealerline_common.state_store import MemoryStateStore
-from dealerline_sim.nats_server import NatsServer
 
 S = HumanCallStatus
 SID = "sess_staff1"

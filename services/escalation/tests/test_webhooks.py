@@ -19,6 +19,7 @@ from esc_testkit import (
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import HumanCallStatus
 from dealerline_escalation.webhooks import (
     ANSWER_PROMPT,
@@ -28,7 +29,6 @@ from dealerline_escalation.webhooks import (
     DECLINED,
     NOT_NEEDED,
 )
-from dealerline_sim.nats_server import NatsServer
 
 S = HumanCallStatus
 SID = "sess_hooks"

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gw_testkit import Running, running_gateway
 
-from dealerline_sim.nats_server import NatsServer
+from dealerline_common.local_nats import NatsServer
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from dealerline_common import audio
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
-from dealerline_sim.nats_server import NatsServer
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"

@@ -23,6 +23,7 @@ from gw_testkit import (
 
 from dealerline_common import audio, subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AudioMeta,
     CallEndedEvent,
@@ -34,7 +35,6 @@ from dealerline_common.messages import (
     parse_control,
     parse_event,
 )
-from dealerline_sim.nats_server import NatsServer
 
 CALL = "CA0123456789abcdef0123456789abcdef"
 

@@ -11,9 +11,9 @@ from gw_testkit import Running, collect, make_settings, start_call, twilio_strea
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import StreamStarted, StreamStopped, parse_control
 from dealerline_gateway.service import GatewayService, streams_budget_s
-from dealerline_sim.nats_server import NatsServer
 
 
 def test_the_streams_get_the_drain_timeout_less_the_closing_share() -> None:

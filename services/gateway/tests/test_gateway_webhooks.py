@@ -25,9 +25,9 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from dealerline_common import subjects
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import CallStartedEvent, parse_event
 from dealerline_gateway.tokens import StreamGrant
-from dealerline_sim.nats_server import NatsServer
 
 
 def test_known_twilio_vector() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dealerline_common.audio import float_to_ulaw
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.models import bundled_voices_path, kokoro_int8_path
-from dealerline_sim.nats_server import NatsServer
 from dealerline_stt.engine import WhisperEngine
 from dealerline_stt.service import SttService
 from dealerline_stt.settings import SttSettings

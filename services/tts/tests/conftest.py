@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dealerline_sim.nats_server import NatsServer
+from dealerline_common.local_nats import NatsServer
 from dealerline_tts.engine import KokoroEngine
 from dealerline_tts.service import TtsService
 from dealerline_tts.settings import TtsSettings

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.net import free_port
-
-from .nats_server import NatsServer
 
 DEFAULT_PUBLIC_URL = "https://dealer.example.com"
 
