@@ -140,10 +140,11 @@ def _endpoints(form: RestForm, owned_numbers: set[str]) -> tuple[str, str]:
     return to, from_
 
 
-def _instructions(form: RestForm) -> _Instructions:
-    """``Url`` (Twilio then ignores ``Twiml``) or inline ``Twiml``, and ``Method``."""
+def _instructions(form: RestForm, required: bool = True) -> _Instructions:
+    """``Url`` (Twilio then ignores ``Twiml``) or inline ``Twiml``, and ``Method``; with
+    ``required``, one of the two must be there."""
     url, twiml = form.get("Url"), form.get("Twiml")
-    if not url and not twiml:
+    if required and not url and not twiml:
         raise RestError(400, 21205, "Url parameter is required.")
     if url and not valid_url(url):
         raise RestError(400, 21205, f"Url is not a valid URL: {url}")
@@ -225,16 +226,9 @@ async def update_call(leg: CallLeg, form: RestForm) -> dict[str, Any]:
 
 
 async def _redirect(leg: CallLeg, form: RestForm) -> None:
-    url, twiml = form.get("Url"), form.get("Twiml")
-    if url and not valid_url(url):
-        raise RestError(400, 21205, f"Url is not a valid URL: {url}")
-    if url:
-        twiml = None
-    elif twiml is not None:
-        check_twiml(twiml)
-    method = http_method(form.get("Method"), "Method")
+    ins = _instructions(form, required=False)
     try:
-        await leg.redirect(url=url, method=method, twiml=twiml)
+        await leg.redirect(url=ins.url, method=ins.method, twiml=ins.twiml)
     except SimulatorError as exc:
         raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.") from exc
 

@@ -62,23 +62,20 @@ class StreamSocket:
     async def send_raw(self, msg: dict[str, Any]) -> bool:
         """Send ``msg`` as it is (no sequence number); False once the socket is closed."""
         async with self._lock:
-            try:
-                await self.ws.send(json.dumps(msg))
-            except ConnectionClosed:
-                return False
-            self._sent.append(msg)
-            return True
+            return await self._send_locked(msg)
 
     async def send(self, build: Callable[[str], dict[str, Any]]) -> bool:
         """Send ``build(next sequenceNumber)``; False once the socket is closed."""
         async with self._lock:
-            msg = build(str(next(self._seq)))
-            try:
-                await self.ws.send(json.dumps(msg))
-            except ConnectionClosed:
-                return False
-            self._sent.append(msg)
-            return True
+            return await self._send_locked(build(str(next(self._seq))))
+
+    async def _send_locked(self, msg: dict[str, Any]) -> bool:
+        try:
+            await self.ws.send(json.dumps(msg))
+        except ConnectionClosed:
+            return False
+        self._sent.append(msg)
+        return True
 
     async def close(self) -> None:
         await self.ws.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -132,12 +133,7 @@ class StaffActions:
         if number is None:
             return refused(f"{person.name}'s phone number is not a valid E.164 number")
         person = person.model_copy(update={"phone": number})
-        async with self.lock:
-            for _ in range(_TRIES):
-                reply = await self._claim_once(person, hang_ups)
-                if reply is not None:
-                    return reply
-        return refused("the escalation kept changing; try again")
+        return await self._until_settled(lambda: self._claim_once(person, hang_ups))
 
     async def _claim_once(
         self, person: StaffContact, hang_ups: list[str]
@@ -184,9 +180,16 @@ class StaffActions:
         answered without accepting) their leg is ended ("declined") and the next person is
         rung. Call sids to end (after the reply) go to ``hang_ups``."""
         person = person.model_copy(update={"phone": e164(person.phone) or person.phone})
+        return await self._until_settled(lambda: self._pass_once(person, hang_ups))
+
+    async def _until_settled(
+        self, once: Callable[[], Awaitable[StaffActionReply | None]]
+    ) -> StaffActionReply:
+        """Run ``once`` under the run's lock until it answers (None: the state changed
+        meanwhile, look again), at most ``_TRIES`` times."""
         async with self.lock:
             for _ in range(_TRIES):
-                reply = await self._pass_once(person, hang_ups)
+                reply = await once()
                 if reply is not None:
                     return reply
         return refused("the escalation kept changing; try again")
