@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image recipe for the five CPU services (gateway, agent, escalation, dashboard-api,
 # aftercall); the GPU speech workers keep their own (services/stt, services/tts: CUDA base,
-# model wheels). `deploy/build-images.sh` builds each with the right arguments:
+# model wheels). `deploy/build_images.py` builds each with the right arguments:
 #
 #   docker build -f deploy/service.Dockerfile --build-arg SERVICE=agent \
 #     --build-arg ENV_PREFIX=AGENT --build-arg HTTP_PORT=8084 -t dealerline/agent:0.1.0 .
