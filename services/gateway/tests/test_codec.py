@@ -96,6 +96,13 @@ def test_media_of_another_track_is_not_decoded() -> None:
     assert isinstance(parsed, MediaFrame) and not parsed.inbound
 
 
+def test_a_track_that_is_not_a_string_is_another_track() -> None:
+    """A list or object as ``track`` is not the caller's audio: skipped, never a crash."""
+    for track in (["inbound"], {"a": 1}):
+        parsed = parse_frame(frame(event="media", media={"track": track, "payload": "!!"}))
+        assert isinstance(parsed, MediaFrame) and parsed.payload == b"" and not parsed.inbound
+
+
 def test_dtmf_mark_stop() -> None:
     dtmf = {"track": "inbound_track", "digit": "5"}
     assert parse_frame(frame(event="dtmf", dtmf=dtmf)) == DtmfFrame("5")

@@ -53,7 +53,7 @@ class MediaFrame:
 
     @property
     def inbound(self) -> bool:
-        return self.track in INBOUND_TRACKS
+        return isinstance(self.track, str) and self.track in INBOUND_TRACKS
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _start(frame: dict[str, Any]) -> StartFrame:
 def _media(frame: dict[str, Any]) -> MediaFrame:
     media = _obj(frame, "media")
     track = media.get("track", "inbound")
-    if track not in INBOUND_TRACKS:
+    if not isinstance(track, str) or track not in INBOUND_TRACKS:
         return MediaFrame(b"", None, str(track))
     payload = _str(media.get("payload"), "payload")
     try:

@@ -9,7 +9,7 @@ to the human conference; ``StreamStarted`` goes out on the control subject.
 End: :meth:`Lifecycle.detach` unsubscribes; :meth:`Lifecycle.announce_end` decides whether
 Twilio's stop was a hand-off (:mod:`.handoff`) and publishes ``StreamStopped`` and, unless
 the call goes on in the conference, ``CallEndedEvent``; :meth:`Lifecycle.release` drops
-the stream from the gauge and the registry. A start that fails half way is undone by the
+the stream from the registry (and from the gauge, when the end has not already). A start that fails half way is undone by the
 same steps, with nothing published.
 """
 

@@ -2,7 +2,9 @@
 lifecycle: its HTTP port serves the gateway app (webhooks, media streams, ops routes);
 start connects the bus, ensures the streams, opens the token and hand-off buckets and
 then reports ready; SIGTERM drains (no new calls, calls in progress finish until the
-drain deadline, those still open then are closed), then the bus and HTTP close."""
+drain deadline, those still open then are closed), then HTTP stops (which waits for the
+media sockets' handlers, so each call's end is published while the bus is still up), then
+the bus closes."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ log = get_logger(__name__)
 
 
 def streams_budget_s(drain_timeout_s: float) -> float:
-    """The part of the drain timeout the calls in progress get: what BusService keeps
-    for closing the connection (a quarter, at most 2 s) is left to it."""
+    """The part of the drain timeout the calls in progress get before those still open are
+    closed: what BusService keeps for closing the connection (a quarter, at most 2 s) is
+    left to it (closing the streams left at that point can take a few seconds more)."""
     return drain_timeout_s - min(2.0, drain_timeout_s * 0.25)
 
 
@@ -46,3 +49,6 @@ class GatewayService(BusService):
 
     async def on_drain(self) -> None:
         await self.gateway.drain(streams_budget_s(self.settings.drain_timeout_s))
+        # A socket closed at the deadline still publishes its call's end from its handler:
+        # HTTP stops (and waits for those handlers) before BusService closes the bus.
+        await self.http.stop()
