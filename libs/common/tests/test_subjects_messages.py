@@ -48,6 +48,19 @@ def test_control_union_dispatches_on_type() -> None:
     assert isinstance(m.parse_control(b.dumps()), m.BargeIn)
     s = m.StreamStarted(session_id="s", call_sid="CA1", stream_sid="MZ1", resumed=True)
     assert m.parse_control(s.dumps()) == s
+    k = m.KeyPresses(session_id="s", stream_sid="MZ1", run=2, digits="12#", first_at=1.0)
+    assert m.parse_control(k.dumps()) == k
+
+
+def test_key_presses_carry_one_to_32_keypad_keys() -> None:
+    for digits in ("", "12a", "1" * 33):
+        with pytest.raises(ValidationError):
+            m.KeyPresses(session_id="s", stream_sid="MZ1", run=1, digits=digits, first_at=1.0)
+    with pytest.raises(ValidationError):
+        m.KeyPresses(session_id="s", stream_sid="MZ1", run=0, digits="1", first_at=1.0)
+    assert m.KeyPresses(
+        session_id="s", stream_sid="MZ", run=1, digits="*0#" * 10 + "12", first_at=0
+    )
 
 
 def test_event_union_dispatches_on_type() -> None:

@@ -15,6 +15,7 @@ from gw_testkit import (
     FakeTwilio,
     Running,
     collect,
+    running_gateway,
     sign,
     silence,
     start_call,
@@ -27,12 +28,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from dealerline_common import audio, subjects
+from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AudioMeta,
     BargeIn,
     CallEndedEvent,
-    Dtmf,
     HangupRequest,
+    KeyPresses,
     LatencyEvent,
     StreamStarted,
     StreamStopped,
@@ -168,25 +170,38 @@ async def test_bad_frames_are_skipped_and_other_calls_unaffected(gateway: Runnin
             assert f'reason="{reason}"' in metrics, reason
 
 
-async def test_dtmf_is_published_on_the_control_lane(gateway: Running) -> None:
-    control = await collect(gateway.probe, subjects.ALL_CONTROL)
-    async with twilio_stream(gateway) as fake:
-        params = await open_call(gateway, fake, control)
-        dtmf = {"track": "inbound_track", "digit": "7"}
-        await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": dtmf})
-        bad = {"track": "inbound_track", "digit": "77"}
-        await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": bad})
-        await fake.send(
-            {"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": {**dtmf, "digit": "#"}}
-        )
-        digits = []
-        while len(digits) < 2:
-            message = parse_control((await control.get()).data)
-            if isinstance(message, Dtmf):
-                assert message.session_id == params["session_id"]
-                digits.append(message.digit)
-        assert digits == ["7", "#"]  # the malformed one was skipped, the call went on
-        assert not fake.closed.is_set()
+async def test_key_presses_are_published_as_runs_on_the_control_lane(
+    nats_server: NatsServer,
+) -> None:
+    async with running_gateway(nats_server, dtmf_interdigit_s=0.3) as gateway:
+        control = await collect(gateway.probe, subjects.ALL_CONTROL)
+        async with twilio_stream(gateway) as fake:
+            params = await open_call(gateway, fake, control)
+
+            async def press(digit: str) -> None:
+                dtmf = {"track": "inbound_track", "digit": digit}
+                await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": dtmf})
+
+            await press("1")
+            await press("77")  # malformed: skipped, the call goes on
+            await press("2")
+            await press("#")  # ends the run at once
+            first = await next_of(control, KeyPresses, 5)
+            await press("5")  # a new run, ended by the interdigit timeout
+            second = await next_of(control, KeyPresses, 5)
+            assert isinstance(first, KeyPresses) and isinstance(second, KeyPresses)
+            for run in (first, second):
+                assert run.session_id == params["session_id"]
+                assert run.stream_sid == fake.stream_sid
+            assert (first.run, first.digits) == (1, "12#")
+            assert first.first_at <= first.at <= second.first_at
+            assert (second.run, second.digits) == (2, "5")
+            await press("9")  # unfinished when the caller leaves: dropped
+            await fake.stop()
+            await next_of(control, StreamStopped)
+            await asyncio.sleep(0.5)
+            while not control.queue.empty():
+                assert not isinstance(parse_control(control.queue.get_nowait().data), KeyPresses)
 
 
 # ----------------------------------------------------------------- endpointing

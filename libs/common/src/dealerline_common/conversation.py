@@ -31,7 +31,7 @@ def turn_id_for_stream(stream_sid: str) -> str:
 
 
 def turn_id_for_dtmf(stream_sid: str, seq: int) -> str:
-    """The turn that answers the caller's ``seq``-th key press on a stream."""
+    """The turn that answers the ``seq``-th run of key presses on a stream."""
     return f"{TURN_PREFIX}{stream_sid}-dtmf-{seq}"
 
 

@@ -206,13 +206,19 @@ class BargeIn(Wire):
     at: float = Field(default_factory=now)
 
 
-class Dtmf(Wire):
-    """The caller pressed a key on the customer leg (Media Streams ``dtmf`` event)."""
+class KeyPresses(Wire):
+    """A run of keys the caller pressed on the customer leg (Media Streams ``dtmf``
+    events), grouped by the gateway: a run ends at ``#`` (kept in ``digits``), at 32
+    keys, or when no key follows for a while. ``run`` numbers a stream's runs from 1, so
+    ``(stream_sid, run)`` names one run of one call."""
 
-    type: Literal["dealerline.control.dtmf.v1"] = "dealerline.control.dtmf.v1"
+    type: Literal["dealerline.control.keys.v1"] = "dealerline.control.keys.v1"
     session_id: str
-    digit: str = Field(pattern=r"^[0-9*#]$")
-    at: float = Field(default_factory=now)
+    stream_sid: str
+    run: int = Field(ge=1)
+    digits: str = Field(pattern=r"^[0-9*#]{1,32}$")
+    first_at: float  # the run's first key
+    at: float = Field(default_factory=now)  # the run's last key
 
 
 class TurnPlayed(Wire):
@@ -224,7 +230,7 @@ class TurnPlayed(Wire):
     at: float = Field(default_factory=now)
 
 
-ControlMessage = StreamStarted | StreamStopped | BargeIn | Dtmf | TurnPlayed
+ControlMessage = StreamStarted | StreamStopped | BargeIn | KeyPresses | TurnPlayed
 Control = Annotated[ControlMessage, Field(discriminator="type")]
 _control: TypeAdapter[ControlMessage] = TypeAdapter(Control)
 

@@ -147,7 +147,8 @@ could be reached, offer a callback from the team (request_callback once they say
 the caller in one short sentence that you are connecting them with <name> now.
 - [NOTIFICATION:escalation_failed:<reason>]: nobody on the team could be reached. \
 Apologise, and offer to keep helping or a callback from the team (request_callback once \
-they say when and what about).- [DTMF:<keys>]: the caller pressed these keys on their phone's keypad instead of \
+they say when and what about).
+- [DTMF:<keys>]: the caller pressed these keys on their phone's keypad instead of \
 speaking (0-9, * and #). Treat the keys as their answer to what you last asked: when you \
 asked them to press 1 to confirm, [DTMF:1] means yes. Do not read the keys back aloud.
 """

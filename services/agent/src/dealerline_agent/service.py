@@ -8,8 +8,8 @@ sentence by sentence on ``call.<sid>.say``.
   handler never waits on a turn, so a barge-in is never queued behind one. Every replica
   hears every control message (the one running a turn must see a barge-in or a stop); a
   second subscription in the queue group ``agent`` gets each message on one replica
-  only, which greets a started stream (:mod:`.greeting`) and answers the key presses
-  that begin with its key (:mod:`.keypad`).
+  only, which greets a started stream (:mod:`.greeting`) and answers a run of key
+  presses (:mod:`.keypad`).
 - Human-call status changes reach one replica (the same queue group), which speaks on
   acceptance and on final failure (:mod:`.escalation_turns`).
 
@@ -36,7 +36,7 @@ from dealerline_common.bus import WorkConsumer
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
     BargeIn,
-    Dtmf,
+    KeyPresses,
     StreamStarted,
     StreamStopped,
     TurnTimings,
@@ -138,7 +138,7 @@ class AgentService(BusService):
             self.runner, self.sessions, self.store, self.dealership, self.tasks, m
         )
         self.escalation_turns = EscalationTurns(self.runner, self.sessions, self.tasks, m)
-        self.keypad = Keypad(self.runner, self.sessions, self.tasks, s.dtmf_interdigit_s)
+        self.keypad = Keypad(self.runner, self.sessions, self.tasks)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -146,7 +146,8 @@ class AgentService(BusService):
         s = self.agent_settings
         self._control_sub = await self.bus.subscribe(subjects.ALL_CONTROL, self._on_control)
         # NATS gives each control message to every plain subscriber and to one member of a
-        # queue group: every replica sees barge-ins, stops and keys, one replica greets.
+        # queue group: every replica sees barge-ins and stops, one replica greets and
+        # answers each run of key presses.
         await self.bus.subscribe(
             subjects.ALL_CONTROL, self._on_control_queued, queue=subjects.GROUP_AGENT
         )
@@ -200,7 +201,6 @@ class AgentService(BusService):
         await self._close_clients()
 
     async def _stop_background(self) -> None:
-        self.keypad.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,8 +226,7 @@ class AgentService(BusService):
     # ------------------------------------------------------------------ control
 
     async def _on_control(self, msg: Msg) -> None:
-        """Every replica: barge-ins, stops, key presses, and the bookkeeping of a started
-        stream."""
+        """Every replica: barge-ins, stops, and the bookkeeping of a started stream."""
         try:
             control = parse_control(msg.data)
         except ValidationError:
@@ -240,10 +239,7 @@ class AgentService(BusService):
         elif isinstance(control, BargeIn):
             self.barge_ins.on_barge_in(control)
         elif isinstance(control, StreamStopped):
-            if self.sessions.stream_stopped(control):
-                self.keypad.stream_stopped(control.session_id)
-        elif isinstance(control, Dtmf):
-            self.keypad.pressed(control)
+            self.sessions.stream_stopped(control)
 
     async def _on_control_queued(self, msg: Msg) -> None:
         """One replica of the queue group: greets a started stream, answers key presses."""
@@ -253,8 +249,8 @@ class AgentService(BusService):
             return  # the plain subscription logs it
         if isinstance(control, StreamStarted):
             self.greeter.on_stream_started(control)
-        elif isinstance(control, Dtmf):
-            self.keypad.claim(control)
+        elif isinstance(control, KeyPresses):
+            self.keypad.on_keys(control)
 
     # ------------------------------------------------------------------ direct use
 

@@ -76,12 +76,6 @@ class AgentSettings(ServiceSettings):
         default=60, ge=10, description="flush a clause at a comma once it is this long"
     )
     cancel_timeout_s: float = Field(default=3.0, gt=0)
-    dtmf_interdigit_s: float = Field(
-        default=1.5,
-        gt=0,
-        description="the caller's key presses end this long after the last key (or at #) "
-        "and are answered as one input",
-    )
     session_idle_ttl_s: float = Field(
         default=1800.0,
         gt=0,

@@ -1,5 +1,5 @@
 """What a media session tells the fleet on ``call.<sid>.control`` while the call goes on:
-barge-ins, turns played to their end, key presses. They go straight onto the core lane,
+barge-ins, turns played to their end, runs of key presses. They go straight onto the core lane,
 never through the outbox, where they would wait behind JetStream utterance publishes
 (``StreamStarted``/``StreamStopped`` are the lifecycle's)."""
 
@@ -12,9 +12,10 @@ from typing import Any
 from dealerline_common import subjects, tracing
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
-from dealerline_common.messages import BargeIn, Dtmf, TurnPlayed
+from dealerline_common.messages import BargeIn, KeyPresses, TurnPlayed
 
 from .call import StreamCall
+from .keypad import KeyRun
 from .playback import BargeInResult, Turn
 
 log = get_logger(__name__)
@@ -60,12 +61,23 @@ class ControlLane:
         message = TurnPlayed(session_id=self._call.session_id, turn_id=turn_id)
         self._spawn("turn_played", self._publish(message, "control message not published"))
 
-    async def dtmf(self, message: Dtmf) -> None:
-        """A key press, published at once (an error goes to the caller)."""
-        with tracing.attached(self._call.ctx):
-            await self._bus.publish(subjects.control(message.session_id), message)
+    def keys(self, run: KeyRun) -> None:
+        """``KeyPresses``: a run of keys the caller pressed (the keys are not logged)."""
+        call = self._call
+        log.info("key presses", session_id=call.session_id, run=run.run, keys=len(run.digits))
+        message = KeyPresses(
+            session_id=call.session_id,
+            stream_sid=call.stream_sid,
+            run=run.run,
+            digits=run.digits,
+            first_at=run.first_at,
+            at=run.at,
+        )
+        self._spawn("keys", self._publish(message, "key presses not published", run=run.run))
 
-    async def _publish(self, message: BargeIn | TurnPlayed, failure: str, **fields: Any) -> None:
+    async def _publish(
+        self, message: BargeIn | KeyPresses | TurnPlayed, failure: str, **fields: Any
+    ) -> None:
         try:
             with tracing.attached(self._call.ctx):
                 await self._bus.publish(subjects.control(message.session_id), message)

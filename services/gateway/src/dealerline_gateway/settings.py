@@ -55,6 +55,13 @@ class GatewaySettings(ServiceSettings):
         "(longer than the TTS ack_wait, so a redelivered sentence can fill the gap first)",
     )
 
+    dtmf_interdigit_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="a run of key presses ends this long after its last key (or at once at "
+        "#) and is published as one KeyPresses",
+    )
+
     stream_token_ttl_s: float = Field(default=300.0, gt=0)
     event_publish_timeout_s: float = Field(
         default=2.0,

@@ -1,8 +1,8 @@
 """One Twilio Media Stream: the session that routes each inbound frame (:mod:`.codec`)
 and wires the call's parts together: the caller's audio (:mod:`.caller_audio`) becoming
 utterances on the bus (:mod:`.turns`, :mod:`.outbox`), the reply's audio played back
-(:mod:`.playback`, :mod:`.sender`), barge-in, key presses and turns played
-(:mod:`.control_lane`), hang-up on request, and the stream's start and end
+(:mod:`.playback`, :mod:`.sender`), barge-in, runs of key presses (:mod:`.keypad`) and
+turns played (:mod:`.control_lane`), hang-up on request, and the stream's start and end
 (:mod:`.lifecycle`).
 
 A malformed frame is counted, logged and skipped: it never closes the socket. A per-call
@@ -33,7 +33,6 @@ from dealerline_common.bus import msg_payload
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import (
     AudioMeta,
-    Dtmf,
     HangupRequest,
     StreamStartedEvent,
     from_header,
@@ -45,6 +44,7 @@ from .call import StreamCall
 from .caller_audio import BargeInDue, CallerAudio, CallerEvent, Heard
 from .codec import BadFrame, DtmfFrame, MarkFrame, MediaFrame, StartFrame
 from .control_lane import ControlLane
+from .keypad import KEYS, KeyRuns
 from .lifecycle import Lifecycle, Refused, admit
 from .outbox import Outbox
 from .playback import Playback, Sentence
@@ -87,6 +87,8 @@ class MediaSession:
         self.sender: Sender | None = None  # once admitted
         self.turns: TurnLatency | None = None  # once admitted
         self.control: ControlLane | None = None  # once admitted
+        self.keys = KeyRuns(deps.settings.dtmf_interdigit_s)
+        self._keys_timer: asyncio.TimerHandle | None = None  # ends the open run of keys
         self._hangup: asyncio.Task[None] | None = None
         self._close_reason: str | None = None
         self._logged_once: set[str] = set()
@@ -153,7 +155,7 @@ class MediaSession:
         elif isinstance(frame, codec.ConnectedFrame):
             log.debug("media stream connected", protocol=frame.protocol)
         elif isinstance(frame, DtmfFrame):
-            await self._on_dtmf(frame)
+            self._on_dtmf(frame)
         else:
             raise _Stop("stop")
 
@@ -262,17 +264,41 @@ class MediaSession:
         self.tasks.spawn("clear", sender.clear())
         control.barge_in(results)
 
-    async def _on_dtmf(self, frame: DtmfFrame) -> None:
-        call, control = self.call, self.control
-        if call is None or control is None:
+    def _on_dtmf(self, frame: DtmfFrame) -> None:
+        control = self.control
+        if self.call is None or control is None:
             raise BadFrame("dtmf_before_start")
-        try:
-            message = Dtmf(session_id=call.session_id, digit=frame.digit)
-        except ValidationError:
-            raise BadFrame("bad_dtmf_digit") from None
+        if frame.digit not in KEYS:
+            raise BadFrame("bad_dtmf_digit")
         # The digit itself is not logged: callers key in card and account numbers.
-        log.info("dtmf received", session_id=call.session_id)
-        await control.dtmf(message)
+        log.info("dtmf received", session_id=self.session_id)
+        for run in self.keys.press(frame.digit, time.time()):
+            control.keys(run)
+        self._arm_keys()
+
+    def _arm_keys(self) -> None:
+        """(Re)arm the one timer that ends the open run of keys."""
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+            self._keys_timer = None
+        deadline = self.keys.deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.time())
+            self._keys_timer = asyncio.get_running_loop().call_later(delay, self._keys_due)
+
+    def _keys_due(self) -> None:
+        self._keys_timer = None
+        run = self.keys.expire(time.time())
+        if run is not None and self.control is not None:
+            self.control.keys(run)
+        self._arm_keys()  # again if the clock was early
+
+    def _drop_keys(self) -> None:
+        """The stream ended: a run of keys not finished yet is dropped (the caller left)."""
+        if self._keys_timer is not None:
+            self._keys_timer.cancel()
+            self._keys_timer = None
+        self.keys.drop()
 
     async def _sweep_stalls(self) -> None:
         """The ``stall_sweep`` task: end an utterance when the carrier stops sending frames
@@ -369,6 +395,7 @@ class MediaSession:
 
     async def _finish(self, reason: str) -> None:
         self._finishing = True
+        self._drop_keys()
         try:
             call = self.call
             if call is None:
