@@ -16,10 +16,11 @@ from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore
 from .keys import SessionKeys, check_id
 from .merge import merge_notifications, merge_tasks
 from .stored import (
+    next_version,
     parse_notifications,
-    parse_state,
     parse_state_or_new,
     parse_tasks,
+    state_with_version,
     stored_version,
 )
 
@@ -115,16 +116,11 @@ class MemoryStateStore(StateStore):
         keys = self.keys(session_id)
         async with self._lock:
             raw = self._get_str(keys.state)
-        if raw is None:
-            return None, 0
-        state = parse_state(raw, keys.state)
-        return state, state.version
+        return state_with_version(raw, keys.state)
 
     async def set_state_if_version(self, state: ConversationState, expected_version: int) -> bool:
         keys = self.keys(state.session_id)
-        if expected_version < 0:
-            raise ValueError(f"expected_version must be >= 0, got {expected_version!r}")
-        stamped = state.model_copy(update={"version": expected_version + 1, "updated_at": now()})
+        stamped = next_version(state, expected_version)
         payload = stamped.model_dump_json()
         async with self._lock:
             if stored_version(self._get_str(keys.state), keys.state) != expected_version:

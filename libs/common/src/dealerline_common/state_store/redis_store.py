@@ -23,10 +23,11 @@ from .errors import LostRace, StateConflictError, StateStoreUnavailable
 from .keys import SessionKeys, check_id
 from .merge import merge_notifications, merge_tasks
 from .stored import (
+    next_version,
     parse_notifications,
-    parse_state,
     parse_state_or_new,
     parse_tasks,
+    state_with_version,
     stored_version,
 )
 
@@ -157,16 +158,11 @@ class RedisStateStore(StateStore):
     async def get_state_with_version(self, session_id: str) -> tuple[ConversationState | None, int]:
         keys = self.keys(session_id)
         raw: str | None = await self._io("get_state", session_id, lambda: self._get(keys.state))
-        if raw is None:
-            return None, 0
-        state = parse_state(raw, keys.state)
-        return state, state.version
+        return state_with_version(raw, keys.state)
 
     async def set_state_if_version(self, state: ConversationState, expected_version: int) -> bool:
         keys = self.keys(state.session_id)
-        if expected_version < 0:
-            raise ValueError(f"expected_version must be >= 0, got {expected_version!r}")
-        stamped = state.model_copy(update={"version": expected_version + 1, "updated_at": now()})
+        stamped = next_version(state, expected_version)
         payload = stamped.model_dump_json()
 
         async def attempt() -> bool:

@@ -10,14 +10,17 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from ..logs import get_logger
+from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
 from .errors import StateStoreError
 
 __all__ = [
+    "next_version",
     "parse_notifications",
     "parse_state",
     "parse_state_or_new",
     "parse_tasks",
+    "state_with_version",
     "stored_version",
 ]
 
@@ -34,6 +37,21 @@ def parse_state(raw: str, key: str) -> ConversationState:
 def parse_state_or_new(raw: str | None, key: str, session_id: str) -> ConversationState:
     """The stored state, or a fresh one for a session that has none yet."""
     return parse_state(raw, key) if raw is not None else ConversationState(session_id=session_id)
+
+
+def state_with_version(raw: str | None, key: str) -> tuple[ConversationState | None, int]:
+    """The stored state and its version, or ``(None, 0)`` for a session that has none."""
+    if raw is None:
+        return None, 0
+    state = parse_state(raw, key)
+    return state, state.version
+
+
+def next_version(state: ConversationState, expected_version: int) -> ConversationState:
+    """``state`` as it is written over ``expected_version``: the next version, stamped now."""
+    if expected_version < 0:
+        raise ValueError(f"expected_version must be >= 0, got {expected_version!r}")
+    return state.model_copy(update={"version": expected_version + 1, "updated_at": now()})
 
 
 def stored_version(raw: str | None, key: str) -> int:
