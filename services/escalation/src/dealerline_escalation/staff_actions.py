@@ -139,13 +139,10 @@ class StaffActions:
         self, person: StaffContact, hang_ups: list[str]
     ) -> StaffActionReply | None:
         """One look at the state for a claim; None when it changed meanwhile (look again)."""
-        esc = await self._escalation()
-        self.hunt.people(esc)
-        current = self.hunt.rung.get(esc.attempts)
-        mine = current is not None and same_person(current, person)
-        why = closed(esc, self.task, mine)
-        if why is not None:
-            return refused(why)
+        look = await self._look(person)
+        if isinstance(look, StaffActionReply):
+            return look
+        esc, current, mine = look
         if mine and esc.status is S.WAITING_CONFIRMATION:
             return accepted("you have answered: press 1 on your phone to take the call")
         if mine and esc.status in LIVE:
@@ -182,6 +179,18 @@ class StaffActions:
         person = person.model_copy(update={"phone": e164(person.phone) or person.phone})
         return await self._until_settled(lambda: self._pass_once(person, hang_ups))
 
+    async def _look(
+        self, person: StaffContact
+    ) -> tuple[EscalationInfo, StaffContact | None, bool] | StaffActionReply:
+        """The escalation now, the person its current attempt rings and whether that is
+        ``person``; or the refusal when the escalation is closed to staff actions."""
+        esc = await self._escalation()
+        self.hunt.people(esc)
+        current = self.hunt.rung.get(esc.attempts)
+        mine = current is not None and same_person(current, person)
+        why = closed(esc, self.task, mine)
+        return refused(why) if why is not None else (esc, current, mine)
+
     async def _until_settled(
         self, once: Callable[[], Awaitable[StaffActionReply | None]]
     ) -> StaffActionReply:
@@ -198,13 +207,10 @@ class StaffActions:
         self, person: StaffContact, hang_ups: list[str]
     ) -> StaffActionReply | None:
         """One look at the state for a pass; None when it changed meanwhile (look again)."""
-        esc = await self._escalation()
-        self.hunt.people(esc)
-        current = self.hunt.rung.get(esc.attempts)
-        mine = current is not None and same_person(current, person)
-        why = closed(esc, self.task, mine)
-        if why is not None:
-            return refused(why)
+        look = await self._look(person)
+        if isinstance(look, StaffActionReply):
+            return look
+        esc, current, mine = look
         listed = self.hunt.drop(person)
         if listed:
             await self.keep_hunt()
