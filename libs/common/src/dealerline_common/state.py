@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .conversation import notification_marker
 from .messages import HumanCallStatus, StaffContact, now
 
 __all__ = [
@@ -134,7 +135,7 @@ class Notification(_Model):
     def marker(self) -> str:
         """How the agent sees it: ``[NOTIFICATION:<kind>:<value>]``."""
         value = next(iter(self.data.values()), "") if self.data else ""
-        return f"[NOTIFICATION:{self.kind}:{value}]"
+        return notification_marker(self.kind, str(value))
 
 
 class EscalationInfo(_Model):
