@@ -30,6 +30,11 @@ def turn_id_for_stream(stream_sid: str) -> str:
     return f"{TURN_PREFIX}{stream_sid}"
 
 
+def turn_id_for_call(call_sid: str) -> str:
+    """The greeting of a new call written at its incoming webhook, before the stream opens."""
+    return f"{TURN_PREFIX}{call_sid}-greeting"
+
+
 def turn_id_for_dtmf(stream_sid: str, seq: int) -> str:
     """The turn that answers the ``seq``-th run of key presses on a stream."""
     return f"{TURN_PREFIX}{stream_sid}-dtmf-{seq}"

@@ -13,51 +13,17 @@ in different processes line up on one timeline.
 from __future__ import annotations
 
 import enum
-import time
-import uuid
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-META_HEADER = "Dl-Meta"
-
-
-def new_id(prefix: str) -> str:
-    """A short unique id such as ``utt_3f2a…``; safe inside a NATS subject."""
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def now() -> float:
-    return time.time()
-
-
-class Wire(BaseModel):
-    """Base of every wire message: strict about unknown fields, JSON in and out."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    def dumps(self) -> bytes:
-        return self.model_dump_json().encode()
-
-    def header(self) -> dict[str, str]:
-        """This model as the ``Dl-Meta`` header of a message whose payload is audio."""
-        return {META_HEADER: self.model_dump_json()}
-
-
-W = TypeVar("W", bound=Wire)
-
-
-def loads(model: type[W], data: bytes | str) -> W:
-    """Parse one message of a known model (raises pydantic.ValidationError)."""
-    return model.model_validate_json(data)
-
-
-def from_header(model: type[W], headers: dict[str, str] | None) -> W:
-    """Parse the ``Dl-Meta`` header of an audio message."""
-    if not headers or META_HEADER not in headers:
-        raise ValueError(f"message has no {META_HEADER} header")
-    return model.model_validate_json(headers[META_HEADER])
-
+from .speculation import EndOfTurnInfo, Expects, SpeculativeTranscript
+from .wire import META_HEADER as META_HEADER
+from .wire import Wire as Wire
+from .wire import from_header as from_header
+from .wire import loads as loads
+from .wire import new_id as new_id
+from .wire import now as now
 
 # --------------------------------------------------------------------------- timings
 
@@ -77,6 +43,7 @@ class TurnTimings(Wire):
     tts_started: float | None = None
     first_audio: float | None = None  # tts: first sentence synthesized and published
     first_media: float | None = None  # gateway: first media frame of the reply sent
+    speculation_started: float | None = None  # gateway: the transcript of the turn began
 
     def stages_ms(self) -> dict[str, float]:
         """Durations in milliseconds of each stage present, plus the whole turn."""
@@ -90,11 +57,17 @@ class TurnTimings(Wire):
             "total": (self.speech_end, self.first_media),
             "greeting": (self.stream_started, self.first_media),
         }
-        return {
+        stages = {
             name: round((b - a) * 1000.0, 1)
             for name, (a, b) in pairs.items()
             if a is not None and b is not None
         }
+        llm = (self.llm_request, self.first_sentence)
+        if "total" in stages and llm[0] is not None and llm[1] is not None:
+            # What the system adds to the LLM: end of speech → first frame, less the
+            # LLM's time to its first sentence.
+            stages["system"] = round(stages["total"] - (llm[1] - llm[0]) * 1000.0, 1)
+        return stages
 
 
 # --------------------------------------------------------------------------- speech path
@@ -113,6 +86,10 @@ class UtteranceMeta(Wire):
     duration_ms: float
     during_playback: bool = False
     timings: TurnTimings
+    # Transcribed already, while the gateway waited for the end of the turn, from
+    # exactly this audio: STT publishes it as the transcript without decoding again.
+    transcript: SpeculativeTranscript | None = None
+    end_of_turn: EndOfTurnInfo | None = None  # why the gateway ended the turn there
 
 
 class Transcript(Wire):
@@ -146,6 +123,9 @@ class Say(Wire):
     text: str
     last: bool = False
     timings: TurnTimings = Field(default_factory=TurnTimings)
+    # What the turn asks the caller for, on its closing (``last``) message: the gateway
+    # waits for that entity to be complete before it ends the caller's next turn.
+    expects: Expects | None = None
 
 
 class AudioMeta(Wire):
@@ -163,6 +143,7 @@ class AudioMeta(Wire):
     duration_ms: float
     synth_ms: float
     timings: TurnTimings = Field(default_factory=TurnTimings)
+    expects: Expects | None = None  # copied from the ``Say``
 
 
 # --------------------------------------------------------------------------- control lane
@@ -177,6 +158,22 @@ class StreamStarted(Wire):
     stream_sid: str
     resumed: bool = False
     reason: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    at: float = Field(default_factory=now)
+    # This gateway took the call's incoming webhook, published :class:`CallIncoming` and
+    # holds the greeting's audio as it comes: the agent does not greet again.
+    greeting_prefetched: bool = False
+
+
+class CallIncoming(Wire):
+    """The incoming-call webhook was answered: the agent writes the greeting now, so that
+    it is spoken the moment the media stream opens (turn id ``conversation.
+    turn_id_for_call``)."""
+
+    type: Literal["dealerline.control.call_incoming.v1"] = "dealerline.control.call_incoming.v1"
+    session_id: str
+    call_sid: str
     from_number: str | None = None
     to_number: str | None = None
     at: float = Field(default_factory=now)
@@ -230,7 +227,7 @@ class TurnPlayed(Wire):
     at: float = Field(default_factory=now)
 
 
-ControlMessage = StreamStarted | StreamStopped | BargeIn | KeyPresses | TurnPlayed
+ControlMessage = CallIncoming | StreamStarted | StreamStopped | BargeIn | KeyPresses | TurnPlayed
 Control = Annotated[ControlMessage, Field(discriminator="type")]
 _control: TypeAdapter[ControlMessage] = TypeAdapter(Control)
 

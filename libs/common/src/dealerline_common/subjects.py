@@ -110,3 +110,9 @@ def session_of(subject: str) -> str:
     if len(parts) != 3 or parts[0] != "call":
         raise ValueError(f"not a per-call subject: {subject!r}")
     return check_session_id(parts[1])
+
+
+# Speculative transcription (dealerline_common.speculation): core request/reply, the
+# ``stt`` workers answer as one queue group.
+STT_PROBE = "stt.probe"
+GROUP_STT_PROBE = "stt-probe"
