@@ -1,6 +1,7 @@
 """Everything one gateway process shares between requests: settings, bus, metrics,
-health, the one-time stream tokens, the hand-off markers, the signature checker and the
-registry of open media streams."""
+health, the one-time stream tokens, the hand-off markers, the signature checker, the
+registry of open media streams and the greetings held for streams not open yet
+(:mod:`.prefetch`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health
 
 from .handoff import Handoffs
+from .prefetch import Prefetches
 from .settings import GatewaySettings
 from .signatures import TwilioSignatures
 from .streams import OpenStream, StreamDeps, Streams
@@ -29,8 +31,9 @@ class Gateway:
         self.handoffs = Handoffs(bus, settings.handoff_grace_s)
         self.signatures = TwilioSignatures(settings)
         self.streams = Streams(health)
+        self.prefetches = Prefetches(bus, metrics)
         self.stream_deps = StreamDeps(
-            settings, bus, self.gm, self.tokens, self.handoffs, self.streams
+            settings, bus, self.gm, self.tokens, self.handoffs, self.streams, self.prefetches
         )
         health.add_check("bus", lambda: bus.is_connected)
         health.add_check("stream_tokens", lambda: self.tokens.is_ready)
@@ -51,5 +54,7 @@ class Gateway:
         await self.streams.wait_idle()
 
     async def drain(self, timeout_s: float) -> None:
-        """Take no new calls; wait for the streams in progress, then close what is left."""
+        """Take no new calls; wait for the streams in progress, then close what is left
+        (and drop the greetings held for streams that did not open)."""
         await self.streams.drain(timeout_s)
+        await self.prefetches.close()

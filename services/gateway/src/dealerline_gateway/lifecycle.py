@@ -3,8 +3,11 @@
 Start: the ``start`` frame's session id and one-time token are checked (:func:`admit`;
 while the process drains a stream is refused before its token is spent), then
 :meth:`Lifecycle.attach` registers the stream, counts it in ``gateway_active_streams``,
-subscribes to the call's audio and command subjects and starts watching for a hand-off
-to the human conference; ``StreamStarted`` goes out on the control subject.
+subscribes to the call's audio (taking over the greeting this process has held since the
+incoming webhook, :mod:`.prefetch`) and command subjects and starts watching for a
+hand-off to the human conference; ``StreamStarted`` goes out on the control subject,
+saying whether the greeting was held here (``greeting_prefetched``: the agent then does
+not greet again) and with the stream's start as ``at``, from which the greeting is timed.
 
 End: :meth:`Lifecycle.detach` unsubscribes; :meth:`Lifecycle.announce_end` decides whether
 Twilio's stop was a hand-off (:mod:`.handoff`) and publishes ``StreamStopped`` and, unless
@@ -17,14 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import ValidationError
 
 from dealerline_common import subjects, tracing
+from dealerline_common.conversation import turn_id_for_call
 from dealerline_common.logs import get_logger
-from dealerline_common.messages import CallEndedEvent, StreamStarted, StreamStopped
+from dealerline_common.messages import (
+    META_HEADER,
+    AudioMeta,
+    CallEndedEvent,
+    StreamStarted,
+    StreamStopped,
+    from_header,
+)
 
 from .call import StreamCall
 from .codec import StartFrame
@@ -37,6 +50,18 @@ log = get_logger(__name__)
 _CALL_ENDED_TIMEOUT_S = 5.0
 
 Handler = Callable[[Msg], Awaitable[None]]
+
+
+def _greeting_meta(msg: Msg, greeting_turn_id: str) -> AudioMeta | None:
+    """The metadata of an audio message of the webhook's greeting turn, else None."""
+    raw = (msg.headers or {}).get(META_HEADER)
+    if raw is None or greeting_turn_id not in raw:  # cheap: most audio is another turn's
+        return None
+    try:
+        meta = from_header(AudioMeta, msg.headers)
+    except (ValueError, ValidationError):
+        return None  # the stream's handler counts it
+    return meta if meta.turn_id == greeting_turn_id else None
 
 
 class Refused(Exception):
@@ -82,16 +107,55 @@ class Lifecycle:
         self._subs: list[Subscription] = []
         self._handoff: HandoffWatch | None = None  # is a move to the human conference due?
         self._counted = False  # in gateway_active_streams
+        self.started_at = time.time()  # set again when the stream is attached
+        self.greeting_prefetched = False  # this process held the webhook's greeting
 
     async def attach(self, call: StreamCall, on_audio: Handler, on_command: Handler) -> None:
         d = self._deps
+        self.started_at = time.time()
         d.streams.register(self._stream)
         d.gm.active_streams.inc()
         self._counted = True
-        self._subs.append(await d.bus.subscribe(subjects.audio(call.session_id), on_audio))
+        # The greeting held since the webhook (a new call on this process only): claimed
+        # before the stream's own subscription, replayed into it after.
+        claim = None if call.grant.resumed else d.prefetches.claim(call.session_id)
+        self.greeting_prefetched = claim is not None
+        audio = self._audio_handler(call, on_audio)
+        try:
+            self._subs.append(await d.bus.subscribe(subjects.audio(call.session_id), audio))
+        except BaseException:
+            if claim is not None:
+                await claim.release()
+            raise
+        if claim is not None:
+            replayed = await claim.replay(audio)
+            log.info("greeting prefetch replayed", session_id=call.session_id, messages=replayed)
         self._subs.append(await d.bus.subscribe(subjects.command(call.session_id), on_command))
         self._handoff = HandoffWatch(d.handoffs, d.bus, call.session_id, call.call_sid)
         await self._handoff.start()
+
+    def _audio_handler(self, call: StreamCall, on_audio: Handler) -> Handler:
+        """The stream's audio handler, with the webhook's greeting (turn
+        ``turn_id_for_call``) sorted out: on a stream that prefetched it, it is timed from
+        this stream's start (``timings.stream_started``: its origin for playback, the start
+        of its ``greeting`` stage); on any other stream it is dropped, since the agent
+        says it again under the stream's own greeting turn."""
+        greeting = turn_id_for_call(call.call_sid)
+        prefetched, started_at = self.greeting_prefetched, self.started_at
+        dropped = self._deps.prefetches.m.dropped
+
+        async def handle(msg: Msg) -> None:
+            meta = _greeting_meta(msg, greeting)
+            if meta is not None:
+                if not prefetched:
+                    dropped.labels("not_prefetched").inc()
+                    return
+                if meta.timings.stream_started is None:
+                    meta.timings.stream_started = started_at
+                    msg.headers = {**(msg.headers or {}), **meta.header()}
+            await on_audio(msg)
+
+        return handle
 
     async def announce_start(self, call: StreamCall) -> None:
         grant = call.grant
@@ -106,6 +170,8 @@ class Lifecycle:
                     reason=grant.reason,
                     from_number=call.from_number,
                     to_number=call.to_number,
+                    at=self.started_at,
+                    greeting_prefetched=self.greeting_prefetched,
                 ),
             )
 

@@ -3,7 +3,8 @@
 :class:`Streams` registers a stream once it is admitted and forgets it when it ends, so
 that shutdown can wait for the calls in progress (and close those still open at the
 drain deadline). :class:`StreamDeps` is the handful of process-wide collaborators a media
-session uses: settings, bus, metrics, stream tokens, hand-off markers and this registry.
+session uses: settings, bus, metrics, stream tokens, hand-off markers, this registry and
+the greeting prefetches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dealerline_common.logs import get_logger
 from dealerline_common.ops import Health
 
 from .handoff import Handoffs
+from .prefetch import Prefetches
 from .settings import GatewaySettings
 from .telemetry import GatewayMetrics
 from .tokens import TokenStore
@@ -84,3 +86,4 @@ class StreamDeps:
     tokens: TokenStore
     handoffs: Handoffs
     streams: Streams
+    prefetches: Prefetches  # the greetings held since their incoming webhook

@@ -1,7 +1,9 @@
 """Twilio's voice webhooks for the customer leg (all signature-checked):
 
 - ``POST /api/voice/incoming``: a new call gets a session id and a one-time stream token
-  and is answered with ``<Connect><Stream>``;
+  and is answered with ``<Connect><Stream>``; before answering, the call's audio is held
+  (:mod:`.prefetch`) and ``CallIncoming`` asks the agent for the greeting, so that it is
+  ready when the stream opens (the same call asking again gets the same session);
 - ``POST /api/voice/return-to-ai``: the call comes back from the human conference to a
   new stream (``resumed=true``);
 - ``POST /api/voice/escalate``: the caller joins the conference ``support_<sid>``.
@@ -21,9 +23,10 @@ from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 
 from dealerline_common import subjects
 from dealerline_common.logs import get_logger, mask_phone
-from dealerline_common.messages import CallStartedEvent, Wire, new_id
+from dealerline_common.messages import CallIncoming, CallStartedEvent, Wire, new_id
 
 from .gateway import Gateway
+from .prefetch import Opened
 from .settings import GatewaySettings
 from .tokens import StreamGrant
 
@@ -150,10 +153,17 @@ async def incoming(request: Request) -> Response:
     call_sid = _field(form, "CallSid")
     if call_sid is None:
         return PlainTextResponse("CallSid is required", status_code=400)
-    session_id = new_id("sess")
     from_number, to_number = _field(form, "From"), _field(form, "To")
+    # Twilio asking again for a call whose greeting is being held here: the same session
+    # (with a fresh token), so whichever answer Twilio uses finds the greeting.
+    replayed = gw.prefetches.session_of_call(call_sid)
+    session_id = replayed or new_id("sess")
     grant = StreamGrant(session_id, call_sid, from_number, to_number)
     token = await gw.tokens.issue(grant)
+    if replayed is not None:
+        gw.prefetches.m.prefetches.labels("duplicate").inc()
+        log.info("incoming webhook again; same session", session_id=session_id, call_sid=call_sid)
+        return _twiml(_stream_twiml(gw.settings, grant, token))
     gw.gm.calls.inc()
     log.info(
         "incoming call",
@@ -161,6 +171,7 @@ async def incoming(request: Request) -> Response:
         call_sid=call_sid,
         caller=mask_phone(from_number),
     )
+    await _prefetch_greeting(gw, grant)
     await _publish_event(
         gw,
         subjects.events(session_id),
@@ -170,6 +181,35 @@ async def incoming(request: Request) -> Response:
         session_id,
     )
     return _twiml(_stream_twiml(gw.settings, grant, token))
+
+
+async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
+    """Hold the call's audio from now on and ask the agent for the greeting
+    (``CallIncoming``), so that it is ready when the stream opens. Best effort: when
+    either fails, nothing is held and the greeting is written at the stream's start."""
+    sid = grant.session_id
+    try:
+        if await gw.prefetches.start(sid, grant.call_sid) is not Opened.STARTED:
+            return  # a duplicate (counted) or too many held already: greet at stream start
+    except Exception as exc:
+        log.warning("greeting prefetch not started", session_id=sid, error=repr(exc))
+        return
+    incoming = CallIncoming(
+        session_id=sid,
+        call_sid=grant.call_sid,
+        from_number=grant.from_number,
+        to_number=grant.to_number,
+    )
+    try:
+        await asyncio.wait_for(
+            gw.bus.publish(subjects.control(sid), incoming), gw.settings.event_publish_timeout_s
+        )
+    except Exception as exc:  # TimeoutError included
+        gw.gm.event_publish_failures.labels("CallIncoming").inc()
+        log.warning(
+            "call incoming not published; greeting at stream start", session_id=sid, error=repr(exc)
+        )
+        await gw.prefetches.cancel(sid)
 
 
 @router.post("/api/voice/return-to-ai")
