@@ -27,8 +27,10 @@ from dealerline_sim.call_records import (
     SaidUtterance,
     StreamEndReason,
     StreamRecord,
+    TalkOverRecord,
 )
 from dealerline_sim.caller_line import CallerLine, SilenceMode
+from dealerline_sim.caller_speech import has_pauses, spoken_text, synthesize_line
 from dealerline_sim.playout import Playout
 from dealerline_sim.sids import new_sid
 from dealerline_sim.stream_socket import StreamSocket, StreamTasks
@@ -103,6 +105,7 @@ class Call:
         # what the caller said (the line) and heard (the playout)
         self.said: list[SaidUtterance] = []
         self.dtmf_sent: list[str] = []
+        self.talk_overs: list[TalkOverRecord] = []  # the caller talked over the agent
         self.line = CallerLine(silence)
         self.playout = Playout(self.pace, self._send_mark, self.warnings.append)
         # the playout fills these; the call shows the same objects
@@ -234,11 +237,18 @@ class Call:
     async def say(self, text: str, *, voice: str | None = None) -> SaidUtterance:
         """Speak ``text`` in the caller's Kokoro voice; returns after the last frame.
 
-        With no stream open but a host (the call is in a conference), the words are
-        recorded on the host's timeline instead (kind ``speech``) and nothing is sent."""
+        ``text`` may hold pause marks (``"five five five <pause 800> one two three"``,
+        :mod:`dealerline_sim.caller_speech`): the silence between the chunks is sent too,
+        and the record's ``text`` is the words alone. With no stream open but a host (the
+        call is in a conference), the words are recorded on the host's timeline instead
+        (kind ``speech``) and nothing is sent."""
         if self.is_open and self.current_stream is None and self.host is not None:
-            return self._speak_without_stream(text, 0)
-        ulaw = await synthesize_ulaw(text, voice or self.sim.caller_voice)
+            return self._speak_without_stream(spoken_text(text), 0)
+        voice = voice or self.sim.caller_voice
+        if has_pauses(text):
+            line = await synthesize_line(text, voice)
+            return await self.say_audio(line.audio, text=line.text)
+        ulaw = await synthesize_ulaw(text, voice)
         return await self.say_audio(ulaw, text=text)
 
     def _speak_without_stream(self, text: str | None, size: int) -> SaidUtterance:

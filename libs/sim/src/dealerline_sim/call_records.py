@@ -20,7 +20,10 @@ __all__ = [
     "SaidUtterance",
     "StreamEndReason",
     "StreamRecord",
+    "TalkKind",
+    "TalkOverRecord",
     "join_heard",
+    "mark_turn",
 ]
 
 
@@ -117,3 +120,55 @@ class MarkEcho:
 
 def join_heard(segments: Iterable[HeardSegment]) -> bytes:
     return b"".join(bytes(s.audio) for s in segments)
+
+
+TalkKind = Literal["backchannel", "interruption"]
+
+
+def mark_turn(mark_name: str | None) -> str | None:
+    """The turn a mark belongs to: the part before its last ``:``."""
+    if not mark_name:
+        return None
+    return mark_name.rsplit(":", 1)[0] if ":" in mark_name else mark_name
+
+
+@dataclass
+class TalkOverRecord:
+    """What happened when the caller talked over the agent (wall-clock times)."""
+
+    kind: TalkKind
+    text: str | None
+    after_ms: float
+    agent_playing_at: float | None = None  # the agent's audio was heard playing
+    clip_queued_at: float | None = None
+    onset_at: float | None = None  # the clip's first voiced frame went out
+    speech_ended_at: float | None = None  # its last voiced frame went out
+    clear_at: float | None = None  # the first clear after the clip was queued
+    clip_sent_at: float | None = None  # the clip's last frame went out
+    turn: str | None = None  # the turn playing at the onset (from its marks)
+    went_on_ms: float = 0.0  # that turn's audio played after the clip was sent
+    heard_after_ms: float = 0.0  # any agent audio played after the clip was sent
+    finished: bool = False  # the outcome has been read (talk_over.finish)
+    # bytes played of each heard segment (by position in the call's list) when the clip
+    # had been sent: what was played later is the difference
+    heard_when_sent: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def cleared(self) -> bool:
+        return self.clear_at is not None
+
+    @property
+    def clear_delay_ms(self) -> float | None:
+        """Clear after the clip's speech onset, in ms (None without a clear)."""
+        if self.clear_at is None or self.onset_at is None:
+            return None
+        return (self.clear_at - self.onset_at) * 1000.0
+
+    @property
+    def agent_went_on(self) -> bool:
+        """The turn playing at the onset kept playing after the clip, with no clear."""
+        return not self.cleared and self.went_on_ms > 0.0
+
+    @property
+    def stopped_playback(self) -> bool:
+        return not self.agent_went_on

@@ -1,21 +1,31 @@
-"""Scripted callers: a list of lines said in turn, each followed by the agent's reply.
+"""Scripted callers: a list of steps said in turn, each followed by the agent's reply.
 
-:func:`run_script` waits for the greeting, then says each line and waits until the agent
-has finished answering; every exchange becomes a :class:`Turn` (what was said, when the
-caller stopped speaking, which segments were heard, and optionally their transcript).
+A step is a line of text (pause marks allowed: ``"five five five <pause 800> one two
+three"``), :class:`~dealerline_sim.caller_speech.Recorded` audio, or a
+:class:`~dealerline_sim.talk_over.TalkOver`: once the agent's audio is playing, the caller
+says a clip over it. :func:`run_script` waits for the greeting, then says each step and
+waits until the agent has finished answering (not before a step followed by a
+``TalkOver``: that one talks over the answer); every exchange becomes a :class:`Turn` (what
+was said, when the caller's speech began and ended, which segments were heard, the
+talk-over's record, and optionally their transcript).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dealerline_sim.call import Call
-from dealerline_sim.call_records import HeardSegment
+from dealerline_sim.call_records import HeardSegment, SaidUtterance, TalkOverRecord
+from dealerline_sim.caller_speech import Recorded
+from dealerline_sim.talk_over import TalkOver, finish, talk_over
 from dealerline_sim.voice import Transcriber
 
-__all__ = ["CallerScript", "Turn", "run_script"]
+__all__ = ["CallerScript", "ScriptItem", "Turn", "run_script"]
+
+ScriptItem = str | Recorded | TalkOver
 
 
 @dataclass
@@ -28,6 +38,7 @@ class Turn:
     caller_ended_at: float | None
     segments: list[HeardSegment]
     heard_text: str | None = None
+    talk_over: TalkOverRecord | None = None
 
     @property
     def mark_names(self) -> list[str]:
@@ -56,9 +67,9 @@ class Turn:
 
 @dataclass
 class CallerScript:
-    """What a scripted caller says, one line per turn, and how long it waits."""
+    """What a scripted caller says, one step per turn, and how long it waits."""
 
-    lines: list[str]
+    lines: list[ScriptItem]
     wait_for_greeting: bool = True
     quiet_s: float = 1.2
     timeout_s: float = 60.0
@@ -74,48 +85,81 @@ class CallerScript:
         )
 
 
+def _texts(items: Sequence[ScriptItem]) -> list[str]:
+    """The text steps to synthesize ahead of time."""
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, TalkOver) and isinstance(item.clip, str):
+            out.append(item.clip)
+    return out
+
+
+async def _say(call: Call, item: str | Recorded) -> SaidUtterance:
+    if isinstance(item, Recorded):
+        return await call.say_audio(item.audio, text=item.text)
+    return await call.say(item)
+
+
 async def run_script(
     call: Call,
-    lines: Sequence[str] | CallerScript,
+    lines: Sequence[ScriptItem] | CallerScript,
     transcriber: Transcriber | None = None,
     *,
     wait_for_greeting: bool = True,
     quiet_s: float = 1.2,
     timeout_s: float = 60.0,
 ) -> list[Turn]:
-    """Turn-taking: wait for the greeting, then say each line and wait for the reply.
+    """Turn-taking: wait for the greeting, then say each step and wait for the reply.
 
     Returns one :class:`Turn` per exchange (the greeting first, with ``caller_text``
     None); with a ``transcriber`` each turn's ``heard_text`` is what the caller heard.
+    A step followed by a :class:`TalkOver` does not wait for the agent to finish: the
+    talk-over speaks over that answer (a ``TalkOver`` first talks over the greeting).
     """
     if isinstance(lines, CallerScript):
         script = lines
         lines, wait_for_greeting = script.lines, script.wait_for_greeting
         quiet_s, timeout_s = script.quiet_s, script.timeout_s
-    voice = call.sim.caller_voice
+    items = list(lines)
     turns: list[Turn] = []
-    if wait_for_greeting:
-        await asyncio.gather(
-            call.wait_until_quiet(quiet_s, timeout_s), call.sim.prepare(*lines, voice=voice)
-        )
+    prepared = call.sim.prepare(*_texts(items), voice=call.sim.caller_voice)
+    since = time.time()
+    if wait_for_greeting and not (items and isinstance(items[0], TalkOver)):
+        await asyncio.gather(call.wait_until_quiet(quiet_s, timeout_s), prepared)
         turns.append(Turn(0, None, None, None, list(call.heard_segments)))
     else:
-        await call.sim.prepare(*lines, voice=voice)
-    for line in lines:
-        said = await call.say(line)
+        await prepared
+    for i, item in enumerate(items):
         first = len(call.heard_segments)
-        await call.wait_until_quiet(quiet_s, timeout_s)
+        record: TalkOverRecord | None = None
+        if isinstance(item, TalkOver):
+            record = await talk_over(call, item, since=since, timeout_s=timeout_s)
+            started, ended, text = record.onset_at, record.speech_ended_at, item.text
+        else:
+            said = await _say(call, item)
+            started, ended, text = said.started_at, said.speech_ended_at, said.text
+        since = ended or time.time()
+        if i + 1 < len(items) and isinstance(items[i + 1], TalkOver):
+            turns.append(Turn(len(turns), text, started, ended, [], talk_over=record))
+            continue
+        await call.wait_until_quiet(quiet_s, timeout_s, min_bytes=_reply_bytes(item))
+        if record is not None:
+            finish(call, record)
         turns.append(
-            Turn(
-                len(turns),
-                line,
-                said.started_at,
-                said.speech_ended_at,
-                call.heard_segments[first:],
-            )
+            Turn(len(turns), text, started, ended, call.heard_segments[first:], talk_over=record)
         )
+    for turn in turns:
+        if turn.talk_over is not None and not turn.talk_over.finished:
+            finish(call, turn.talk_over)
     if transcriber is not None:
         for turn in turns:
             audio = turn.heard_audio
             turn.heard_text = await transcriber.transcribe_ulaw(audio) if audio else ""
     return turns
+
+
+def _reply_bytes(item: ScriptItem) -> int:
+    """A backchannel may get no reply of its own (the agent just goes on)."""
+    return 0 if isinstance(item, TalkOver) and item.kind == "backchannel" else 1

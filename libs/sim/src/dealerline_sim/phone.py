@@ -39,7 +39,9 @@ placing calls) lives here and every public name of the call's parts is re-export
 ``call`` (the call and its streams), ``call_records`` (what it recorded), ``caller_line``
 (caller → server frames), ``playout`` (server → caller audio, marks, clear),
 ``media_stream`` (the wire format), ``stream_socket`` (the WebSocket and its tasks),
-``caller_script`` (scripted callers), ``sids`` (Twilio-shaped SIDs).
+``caller_script`` (scripted callers), ``caller_speech`` (lines with pauses, recorded
+audio), ``talk_over`` (the caller talks over the agent: backchannels and interruptions),
+``sids`` (Twilio-shaped SIDs).
 """
 
 from __future__ import annotations
@@ -61,11 +63,14 @@ from dealerline_sim.call_records import (
     SaidUtterance,
     StreamEndReason,
     StreamRecord,
+    TalkOverRecord,
     join_heard,
 )
 from dealerline_sim.caller_line import SilenceMode
-from dealerline_sim.caller_script import CallerScript, Turn, run_script
+from dealerline_sim.caller_script import CallerScript, ScriptItem, Turn, run_script
+from dealerline_sim.caller_speech import Recorded, SpokenLine, has_pauses, synthesize_line
 from dealerline_sim.sids import new_sid
+from dealerline_sim.talk_over import TalkOver, talk_over
 from dealerline_sim.twiml import (
     SimulatorError,
     StreamInstruction,
@@ -82,12 +87,17 @@ __all__ = [
     "HeardSegment",
     "MarkEcho",
     "PhoneSimulator",
+    "Recorded",
     "SaidUtterance",
+    "ScriptItem",
     "SilenceMode",
     "SimulatorError",
+    "SpokenLine",
     "StreamEndReason",
     "StreamInstruction",
     "StreamRecord",
+    "TalkOver",
+    "TalkOverRecord",
     "Transcriber",
     "Turn",
     "TwimlError",
@@ -95,6 +105,7 @@ __all__ = [
     "join_heard",
     "new_sid",
     "run_script",
+    "talk_over",
 ]
 
 TWILIO_USER_AGENT: Final = "TwilioProxy/1.1"
@@ -268,9 +279,13 @@ class PhoneSimulator:
     # -- calls ----------------------------------------------------------------------------
 
     async def prepare(self, *texts: str, voice: str | None = None) -> None:
-        """Synthesize caller lines ahead of time (cached), so ``say`` starts at once."""
+        """Synthesize caller lines ahead of time (cached), so ``say`` starts at once; a
+        line with pause marks is synthesized chunk by chunk."""
         for text in texts:
-            await synthesize_ulaw(text, voice or self.caller_voice)
+            if has_pauses(text):
+                await synthesize_line(text, voice or self.caller_voice)
+            else:
+                await synthesize_ulaw(text, voice or self.caller_voice)
 
     async def place_call(
         self,
