@@ -3,11 +3,17 @@ Kokoro with the caller simulator's voice, and workers started against a real nat
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+# pytest's importlib mode does not let tests import conftest: the test kit is a plain
+# module on sys.path (as in the gateway's tests).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dealerline_common.audio import float_to_ulaw
 from dealerline_common.local_nats import NatsServer

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dealerline_common.audio import Float32Array
+from dealerline_common.audio import Float32Array, ulaw_to_float
 from dealerline_common.logs import get_logger
 from dealerline_common.models import bundled_whisper_path
 
@@ -125,3 +125,8 @@ class WhisperEngine:
         """Decode one second of quiet noise so the first real call pays no lazy set-up."""
         rng = np.random.default_rng(0)
         self.transcribe((rng.standard_normal(WHISPER_RATE) * 1e-3).astype(np.float32))
+
+
+def transcribe_ulaw(engine: SpeechToText, ulaw: bytes) -> TranscribeResult:
+    """8 kHz mu-law (the wire's audio) → the engine's 16 kHz float input → its result."""
+    return engine.transcribe(ulaw_to_float(ulaw, WHISPER_RATE))

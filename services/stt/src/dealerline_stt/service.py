@@ -6,6 +6,11 @@ utterance is acknowledged only once its transcript is safe: at-least-once, and t
 transcript's ``Nats-Msg-Id`` (the utterance id) makes a redelivered job's second
 publish a no-op.
 
+An utterance that arrives pre-transcribed (``UtteranceMeta.transcript``: the gateway's
+``stt.probe`` of exactly this audio, see :mod:`.probe`) is published from that transcript
+at once, without decoding again. The worker also answers those probes (core
+request/reply, queue group ``stt-probe``), at most ``probe_concurrency`` at a time.
+
 Each job is one ``stt.transcribe`` span (a child of the gateway's turn through the
 utterance's ``traceparent``); the transcript carries it on to the agent. Jobs in flight,
 capacity and queue wait are measured by :class:`ModelWorker` for every worker kind.
@@ -19,7 +24,7 @@ import time
 from nats.aio.msg import Msg
 
 from dealerline_common import subjects, tracing
-from dealerline_common.audio import SAMPLE_RATE, ulaw_to_float
+from dealerline_common.audio import SAMPLE_RATE
 from dealerline_common.bus import Reject, headers_of, msg_payload
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import Transcript, UtteranceMeta, from_header, now
@@ -27,7 +32,8 @@ from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health
 from dealerline_common.service import ModelWorker
 
-from .engine import WHISPER_RATE, SpeechToText, TranscribeResult, WhisperEngine
+from .engine import SpeechToText, WhisperEngine, transcribe_ulaw
+from .probe import ProbeAnswerer, ProbeMetrics
 from .settings import SttSettings
 
 log = get_logger(__name__)
@@ -48,7 +54,7 @@ class SttMetrics:
         )
         self.jobs = metrics.counter(
             "stt_jobs_total",
-            "Utterances handled, by result (ok, empty, rejected, error)",
+            "Utterances handled, by result (ok, empty, speculative, rejected, error)",
             ["result"],
         )
 
@@ -88,9 +94,30 @@ class SttService(ModelWorker[SpeechToText]):
         super().__init__(settings, engine=engine, metrics=metrics, health=health)
         self.settings: SttSettings = settings
         self.m = SttMetrics(self.metrics)
+        self.probe_metrics = ProbeMetrics(self.metrics)
+        self.probes: ProbeAnswerer | None = None
 
     def create_engine(self) -> SpeechToText:
         return WhisperEngine(self.settings)
+
+    async def before_consuming(self) -> None:
+        engine = self.engine
+        if engine is None:  # load_model runs first; this cannot happen
+            raise RuntimeError("model not loaded")
+        self.probes = ProbeAnswerer(
+            self.bus,
+            engine,
+            self.probe_metrics,
+            concurrency=self.settings.probe_concurrency,
+            max_audio_s=self.settings.probe_max_audio_s,
+        )
+        await self.probes.start()
+
+    async def on_drain(self) -> None:
+        await super().on_drain()
+        if self.probes is not None:
+            # Probes are short and advisory: a small share of the drain budget.
+            await self.probes.close(min(2.0, self.settings.drain_timeout_s * 0.25))
 
     # ----------------------------------------------------------------- work
 
@@ -102,8 +129,12 @@ class SttService(ModelWorker[SpeechToText]):
             session_id=meta.session_id,
             utterance_id=meta.utterance_id,
             audio_ms=round(len(payload) * 1000.0 / SAMPLE_RATE, 1),
+            speculative=meta.transcript is not None,
         ) as sp:
-            await self._transcribe(msg, meta, payload, stt_started, sp)
+            if meta.transcript is not None:
+                await self._publish_speculative(msg, meta, payload)
+            else:
+                await self._transcribe(msg, meta, payload, stt_started, sp)
 
     async def _transcribe(
         self,
@@ -119,7 +150,7 @@ class SttService(ModelWorker[SpeechToText]):
 
         clock = time.perf_counter()
         try:
-            result = await asyncio.to_thread(_transcribe, engine, payload)
+            result = await asyncio.to_thread(transcribe_ulaw, engine, payload)
         except Exception:
             self.m.jobs.labels("error").inc()
             raise  # nak: another attempt, up to max_deliver
@@ -142,12 +173,7 @@ class SttService(ModelWorker[SpeechToText]):
                 update={"stt_started": stt_started, "transcript_published": now()}
             ),
         )
-        await self.bus.publish_durable(
-            subjects.transcript(meta.session_id),
-            transcript,
-            headers=trace_headers(msg),
-            msg_id=meta.utterance_id,
-        )
+        await self._publish(msg, transcript)
         self.m.jobs.labels("ok" if result.text else "empty").inc()
         # The words themselves stay out of the trace: callers say names and numbers.
         sp.set_attributes(
@@ -160,6 +186,45 @@ class SttService(ModelWorker[SpeechToText]):
             chars=len(result.text),
             audio_ms=transcript.audio_ms,
             stt_ms=transcript.stt_ms,
+        )
+
+    async def _publish_speculative(self, msg: Msg, meta: UtteranceMeta, payload: bytes) -> None:
+        """The gateway's probe transcribed exactly this audio: its words are the transcript."""
+        spec = meta.transcript
+        if spec is None:
+            raise RuntimeError("not a pre-transcribed utterance")
+        transcript = Transcript(
+            session_id=meta.session_id,
+            utterance_id=meta.utterance_id,
+            text=spec.text,
+            language=spec.language,
+            confidence=spec.confidence,
+            no_speech_prob=spec.no_speech_prob,
+            audio_ms=round(len(payload) * 1000.0 / SAMPLE_RATE, 1),
+            stt_ms=spec.stt_ms,
+            model=spec.model,
+            timings=meta.timings.model_copy(
+                update={"stt_started": spec.started, "transcript_published": now()}
+            ),
+        )
+        await self._publish(msg, transcript)
+        self.m.jobs.labels("speculative").inc()
+        log.info(
+            "pre-transcribed",
+            session_id=meta.session_id,
+            utterance_id=meta.utterance_id,
+            probe_id=spec.probe_id,
+            chars=len(spec.text),
+            audio_ms=transcript.audio_ms,
+        )
+
+    async def _publish(self, msg: Msg, transcript: Transcript) -> None:
+        """Durably, before the job is acked; the utterance id makes a redelivery's no-op."""
+        await self.bus.publish_durable(
+            subjects.transcript(transcript.session_id),
+            transcript,
+            headers=trace_headers(msg),
+            msg_id=transcript.utterance_id,
         )
 
     def _validate(self, msg: Msg) -> tuple[UtteranceMeta, bytes]:
@@ -184,7 +249,3 @@ class SttService(ModelWorker[SpeechToText]):
             self.m.jobs.labels("rejected").inc()
             raise Reject(problem)
         return meta, payload
-
-
-def _transcribe(engine: SpeechToText, ulaw: bytes) -> TranscribeResult:
-    return engine.transcribe(ulaw_to_float(ulaw, WHISPER_RATE))

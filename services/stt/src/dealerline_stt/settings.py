@@ -66,6 +66,16 @@ class SttSettings(WorkerSettings):
     )
     max_deliver: int = Field(default=5, ge=1)
     max_audio_s: float = Field(default=60.0, gt=0, description="longer utterances are rejected")
+    probe_concurrency: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="stt.probe requests transcribed at once; one more is answered "
+        '"busy" at once (never queued); 0 = this worker answers no probes',
+    )
+    probe_max_audio_s: float = Field(
+        default=30.0, gt=0, description="longer probes are answered invalid (one Whisper window)"
+    )
 
     @field_validator("initial_prompt", "language")
     @classmethod
