@@ -1,0 +1,259 @@
+"""When has the caller finished their turn? A pure decider, one per caller stream; no I/O,
+no clock of its own (every call is given the time, wall-clock seconds).
+
+The gateway feeds each frame inside an utterance (``voiced``/``silent``). A pause begins
+at the last voiced frame. At ``probe_after_ms`` of silence it answers :class:`Probe`
+(once per pause): the gateway starts the turn model (Smart Turn, P(turn complete)) and a
+speculative transcript of the audio so far, and feeds their answers back (``model``,
+``transcript``), in either order. The decider answers :class:`End` as soon as it knows
+enough (see :meth:`EndOfTurn._decide` for the rules), or when a timer is due; the timers
+are checked on every call. The caller speaking again drops the pause: answers for it are
+ignored. One :class:`End` per utterance; after it every call is ignored until ``reset``.
+
+Reasons (``EndOfTurnInfo.reason``): ``model`` (the model says done, the words do not
+trail off), ``entity_complete`` (the answer asked for is whole), ``entity_timeout`` (it is
+not, waited ``entity_max_ms``), ``unsure_timeout`` (no entity; the model said not done or
+the words trail off: waited ``unsure_max_ms``/``entity_max_ms``), ``no_transcript`` (no
+words by ``transcript_wait_ms``: the model alone). :attr:`End.why` says more, for logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dealerline_common.entities import Completeness, judge, trails_off, volunteered
+from dealerline_common.speculation import EndOfTurnInfo, Expects
+
+REASONS = ("model", "entity_complete", "entity_timeout", "unsure_timeout", "no_transcript")
+
+
+@dataclass(frozen=True)
+class EotConfig:
+    probe_after_ms: float = 200.0  # silence after the last voiced frame that starts the
+    # turn model and the speculative transcript
+    model_threshold: float = 0.5  # P(complete) at or above: the model says "done"
+    unsure_max_ms: float = 1000.0  # no entity expected and the model says "not done":
+    # end after this much silence anyway
+    entity_max_ms: float = 2000.0  # expected entity incomplete (or the words trail off:
+    # "um", "and", "it's"): end after this much silence
+    transcript_wait_ms: float = 1200.0  # no transcript by then: decide without it
+    veto_prob: float = 0.15  # a complete entity ends the turn unless P(complete) is below
+    model_alone_prob: float | None = None  # no entity expected, no words yet: P(complete)
+    # at or above this ends the turn on the model alone (None: always wait for the words)
+
+    def __post_init__(self) -> None:
+        times = (self.probe_after_ms, self.unsure_max_ms, self.entity_max_ms)
+        if min(*times, self.transcript_wait_ms) < 0:
+            raise ValueError(f"end-of-turn times must not be negative: {self}")
+        if not self.probe_after_ms <= self.unsure_max_ms <= self.entity_max_ms:
+            raise ValueError(
+                "end-of-turn times must grow: probe_after_ms <= unsure_max_ms <= "
+                f"entity_max_ms (got {times})"
+            )
+        probs = [self.model_threshold, self.veto_prob]
+        if self.model_alone_prob is not None:
+            probs.append(self.model_alone_prob)
+        if not all(0.0 <= p <= 1.0 for p in probs):
+            raise ValueError(f"end-of-turn probabilities must lie in [0, 1]: {probs}")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Start the model + the speculative transcript on the audio so far."""
+
+    pause_id: int
+    at: float
+
+
+@dataclass(frozen=True)
+class End:
+    """The turn is over."""
+
+    info: EndOfTurnInfo
+    at: float
+    why: str = ""  # the decision in words, for logs (never the caller's words)
+
+
+Decision = Probe | End
+
+
+@dataclass(frozen=True)
+class _Words:
+    """What a transcript says for the decision (its text is not kept)."""
+
+    kind: Expects | None  # the entity in play: expected and given, or volunteered
+    completeness: Completeness | None  # of ``kind``
+    trailing: bool
+
+
+def _read_words(expects: Expects | None, text: str) -> _Words:
+    """The entity in play in ``text``: the expected one unless the caller said something
+    else, then one they volunteer ("my number is …"), else none."""
+    trailing = trails_off(text)
+    if expects is not None and (done := judge(expects, text)) != "absent":
+        return _Words(expects, done, trailing)
+    offered = volunteered(text)
+    if offered is not None and offered != expects and (done := judge(offered, text)) != "absent":
+        return _Words(offered, done, trailing)
+    return _Words(None, None, trailing)
+
+
+@dataclass
+class _Pause:
+    id: int
+    start: float  # the last voiced frame (or the first silent one if none was voiced)
+    probed: bool = False
+    prob: float | None = None
+    words: _Words | None = None
+
+
+class EndOfTurn:
+    """The end-of-turn decision for one caller stream (see the module doc)."""
+
+    def __init__(self, config: EotConfig | None = None) -> None:
+        self.config = config if config is not None else EotConfig()
+        self._expects: Expects | None = None
+        self._pauses = 0  # pause ids grow across utterances: a late answer never matches
+        self._last_voiced: float | None = None
+        self._pause: _Pause | None = None
+        self._ended = False
+
+    @property
+    def expects(self) -> Expects | None:
+        return self._expects
+
+    @property
+    def pause_id(self) -> int | None:
+        """The open pause, if any."""
+        return None if self._pause is None or self._ended else self._pause.id
+
+    @property
+    def ended(self) -> bool:
+        """An :class:`End` was answered for this utterance (input is ignored)."""
+        return self._ended
+
+    def expect(self, expects: Expects | None) -> None:
+        """What the agent last asked for (kept across utterances)."""
+        self._expects = expects
+
+    def reset(self) -> None:
+        """A new utterance begins (keeps ``expects``)."""
+        self._last_voiced = None
+        self._pause = None
+        self._ended = False
+
+    def voiced(self, at: float) -> None:
+        """A voiced frame inside the utterance: the caller goes on; an open pause is
+        dropped."""
+        if self._ended:
+            return
+        self._last_voiced = at
+        self._pause = None
+
+    def silent(self, at: float) -> Decision | None:
+        """An unvoiced frame inside the utterance: :class:`Probe` once per pause at
+        ``probe_after_ms``, :class:`End` when a rule or timer says so."""
+        if self._ended:
+            return None
+        if self._pause is None:
+            start = self._last_voiced if self._last_voiced is not None else at
+            self._pauses += 1
+            self._pause = _Pause(self._pauses, start)
+        pause = self._pause
+        end = self._decide(pause, at)
+        if end is not None:
+            return end
+        if not pause.probed and _ms(at - pause.start) >= self.config.probe_after_ms:
+            pause.probed = True
+            return Probe(pause.id, at)
+        return None
+
+    def model(self, pause_id: int, prob: float, at: float) -> Decision | None:
+        """The turn model's P(complete) for pause ``pause_id``."""
+        pause = self._open(pause_id)
+        if pause is None:
+            return None
+        pause.prob = min(max(prob, 0.0), 1.0)
+        return self._decide(pause, at)
+
+    def transcript(self, pause_id: int, text: str, at: float) -> Decision | None:
+        """The speculative transcript of the audio up to pause ``pause_id``."""
+        pause = self._open(pause_id)
+        if pause is None:
+            return None
+        pause.words = _read_words(self._expects, text)
+        return self._decide(pause, at)
+
+    def _open(self, pause_id: int) -> _Pause | None:
+        if self._ended or self._pause is None or self._pause.id != pause_id:
+            return None  # the caller went on, or the turn is over: a stale answer
+        return self._pause
+
+    def _decide(self, pause: _Pause, at: float) -> End | None:
+        """No entity in play: End when the model says done and the words do not trail
+        off, else at ``unsure_max_ms`` (``entity_max_ms`` when they trail off). An entity
+        in play: End when it is complete and the model not strongly against
+        (``veto_prob``), at ``entity_max_ms`` when incomplete. No words by
+        ``transcript_wait_ms``: the model alone."""
+        silence = _ms(at - pause.start)
+        words = pause.words
+        if words is None:
+            return self._without_words(pause, at, silence)
+        if words.kind is not None:
+            return self._with_entity(pause, words, at, silence)
+        cfg = self.config
+        if words.trailing:
+            return self._timer(
+                pause, at, silence, cfg.entity_max_ms, "unsure_timeout", "trails off"
+            )
+        if pause.prob is not None and pause.prob >= cfg.model_threshold:
+            return self._end(pause, at, silence, "model", "the model says done")
+        why = "the model says not done" if pause.prob is not None else "no model answer"
+        return self._timer(pause, at, silence, cfg.unsure_max_ms, "unsure_timeout", why)
+
+    def _with_entity(self, pause: _Pause, words: _Words, at: float, silence: float) -> End | None:
+        cfg, kind = self.config, words.kind
+        if words.completeness != "complete":
+            why = f"{kind} {words.completeness}"
+            return self._timer(pause, at, silence, cfg.entity_max_ms, "entity_timeout", why)
+        if pause.prob is None:  # wait for the model's veto, not past the words' deadline
+            why = f"{kind} complete, no model answer"
+            return self._timer(pause, at, silence, cfg.transcript_wait_ms, "entity_complete", why)
+        if pause.prob >= cfg.veto_prob:
+            return self._end(pause, at, silence, "entity_complete", f"{kind} complete")
+        why = f"{kind} complete but the model is strongly against"
+        return self._timer(pause, at, silence, cfg.unsure_max_ms, "unsure_timeout", why)
+
+    def _without_words(self, pause: _Pause, at: float, silence: float) -> End | None:
+        cfg, prob = self.config, pause.prob
+        alone = cfg.model_alone_prob
+        if self._expects is None and alone is not None and prob is not None and prob >= alone:
+            return self._end(pause, at, silence, "model", "the model alone is sure")
+        if silence < cfg.transcript_wait_ms:
+            return None
+        if prob is not None and prob >= cfg.model_threshold:
+            return self._end(pause, at, silence, "no_transcript", "no words; the model says done")
+        limit = cfg.unsure_max_ms if self._expects is None else cfg.entity_max_ms
+        why = "no words; " + ("no model answer" if prob is None else "the model says not done")
+        return self._timer(pause, at, silence, limit, "no_transcript", why)
+
+    def _timer(
+        self, pause: _Pause, at: float, silence: float, limit: float, reason: str, why: str
+    ) -> End | None:
+        if silence < limit:
+            return None
+        return self._end(pause, at, silence, reason, f"{why}; waited {limit:.0f} ms")
+
+    def _end(self, pause: _Pause, at: float, silence: float, reason: str, why: str) -> End:
+        self._ended = True
+        words = pause.words
+        kind = self._expects if words is None or words.kind is None else words.kind
+        info = EndOfTurnInfo(
+            reason=reason, expects=kind, model_prob=pause.prob, silence_ms=round(silence, 1)
+        )
+        return End(info, at, why)
+
+
+def _ms(seconds: float) -> float:
+    # rounded to the microsecond so 20 ms frames sum to exact thresholds
+    return round(seconds * 1000.0, 3)

@@ -1,0 +1,410 @@
+"""The end-of-turn decision on recorded timelines, with the test's clock.
+
+A small driver plays a timeline of speech spans and pauses as 20 ms frames into
+:class:`EndOfTurn` and answers its probes like the gateway does: the turn model's
+P(complete) after ``model_ms`` and the speculative transcript (the words said so far, as
+Whisper writes them) after ``stt_ms``. The times asserted are the simulated clock's, never
+the wall clock's.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from dealerline_common.speculation import Expects
+from dealerline_gateway.endofturn import End, EndOfTurn, EotConfig, Probe
+
+FRAME_MS = 20
+T0 = 1_700_000_000.0  # wall-clock seconds, as on the wire
+CFG = EotConfig()
+
+
+@dataclass(frozen=True)
+class Speech:
+    ms: int
+    text: str  # everything said so far, as Whisper would write it at the end of this span
+
+
+@dataclass(frozen=True)
+class Pause:
+    ms: int
+
+
+@dataclass
+class Run:
+    end: End | None
+    speech_end: float  # the last voiced frame
+    probes: list[Probe] = field(default_factory=list)
+    stale: int = 0  # answers ignored because the caller had gone on
+    ended_in_pause: int | None = None  # index of the inner pause it ended in (a cut-off)
+
+    @property
+    def delay_ms(self) -> float:
+        assert self.end is not None
+        return round((self.end.at - self.speech_end) * 1000, 3)
+
+
+def _frames(timeline: Sequence[Speech | Pause], tail_ms: int) -> list[tuple[bool, str, int]]:
+    """(voiced, text so far, index of the pause or -1) per frame."""
+    frames: list[tuple[bool, str, int]] = []
+    text = ""
+    for i, seg in enumerate([*timeline, Pause(tail_ms)]):
+        if isinstance(seg, Speech):
+            text = seg.text
+        for _ in range(seg.ms // FRAME_MS):
+            frames.append((isinstance(seg, Speech), text, -1 if isinstance(seg, Speech) else i))
+    return frames
+
+
+def drive(
+    timeline: Sequence[Speech | Pause],
+    *,
+    expects: Expects | None = None,
+    probs: Sequence[float | None] = (0.8,),
+    model_ms: float | None = 60.0,
+    stt_ms: float | None = 380.0,
+    config: EotConfig = CFG,
+    eot: EndOfTurn | None = None,
+    tail_ms: int = 5000,
+) -> Run:
+    """Play ``timeline`` (then ``tail_ms`` of silence); ``probs[n]`` answers the n-th
+    probe (the last one repeats; None: the model never answers)."""
+    eot = eot if eot is not None else EndOfTurn(config)
+    eot.expect(expects)
+    frames = _frames(timeline, tail_ms)
+    last_speech = max(i for i, (voiced, _, _) in enumerate(frames) if voiced)
+    run = Run(None, T0 + last_speech * FRAME_MS / 1000)
+    pending: list[tuple[float, int, str, int, float | str]] = []
+    for k, (voiced, text, pause_index) in enumerate(frames):
+        now = T0 + k * FRAME_MS / 1000
+        while pending and pending[0][0] <= now:
+            due, _, what, pause_id, value = heapq.heappop(pending)
+            if what == "model":
+                decision = eot.model(pause_id, float(value), due)
+            else:
+                decision = eot.transcript(pause_id, str(value), due)
+            run.stale += decision is None and pause_id != eot.pause_id
+            if isinstance(decision, End):
+                return _ended(run, decision, pause_index, frames)
+        if voiced:
+            eot.voiced(now)
+            continue
+        decision = eot.silent(now)
+        if isinstance(decision, End):
+            return _ended(run, decision, pause_index, frames)
+        if isinstance(decision, Probe):
+            n = len(run.probes)
+            run.probes.append(decision)
+            prob = probs[min(n, len(probs) - 1)]
+            if model_ms is not None and prob is not None:
+                heapq.heappush(
+                    pending, (now + model_ms / 1000, 2 * n, "model", decision.pause_id, prob)
+                )
+            if stt_ms is not None:
+                heapq.heappush(
+                    pending, (now + stt_ms / 1000, 2 * n + 1, "text", decision.pause_id, text)
+                )
+    return run
+
+
+def _ended(run: Run, end: End, pause_index: int, frames: list[tuple[bool, str, int]]) -> Run:
+    run.end = end
+    final_pause = frames[-1][2]
+    if pause_index != final_pause:
+        run.ended_in_pause = pause_index
+    return run
+
+
+def assert_ends_after_speech(run: Run) -> End:
+    assert run.end is not None, "the turn never ended"
+    assert run.ended_in_pause is None, f"cut off in pause {run.ended_in_pause}: {run.end}"
+    assert run.end.at > run.speech_end
+    return run.end
+
+
+# -- entities spoken in chunks: never cut inside, end soon after the whole answer ----------
+
+CHUNKED = [
+    pytest.param(
+        "phone",
+        [Speech(900, "555"), Pause(800), Speech(900, "555-123"), Pause(900)]
+        + [Speech(1200, "555-123-4567.")],
+        id="phone-digits",
+    ),
+    pytest.param(
+        "phone",
+        [
+            Speech(1100, "Five five five."),
+            Pause(1000),
+            Speech(1000, "Five five five, one two three."),
+        ]
+        + [Pause(900), Speech(1300, "Five five five, one two three, four five six seven.")],
+        id="phone-words",
+    ),
+    pytest.param(
+        "phone",
+        [Speech(1000, "Sure, it's"), Pause(700), Speech(900, "Sure, it's 555, 123...")]
+        + [Pause(1100), Speech(800, "Sure, it's 555-123-4567.")],
+        id="phone-promised",
+    ),
+    pytest.param(
+        None,
+        [Speech(1200, "Yeah, my number is 555"), Pause(900)]
+        + [Speech(1100, "Yeah, my number is 555-123-4567.")],
+        id="phone-volunteered",
+    ),
+    pytest.param(
+        "vin",
+        [Speech(1500, "J H M C G 5"), Pause(1000), Speech(1500, "J H M C G 5 6 4 9 2")]
+        + [Pause(1100), Speech(1500, "J H M C G 5 6 4 9 2 C 0 0 3 8 9 7.")],
+        id="vin-letters",
+    ),
+    pytest.param(
+        "datetime",
+        [Speech(800, "Tuesday at"), Pause(900), Speech(700, "Tuesday at nine thirty.")],
+        id="datetime-at",
+    ),
+    pytest.param(
+        "email",
+        [Speech(1400, "John dot Carter at"), Pause(800)]
+        + [Speech(1200, "John dot Carter at Gmail dot com.")],
+        id="email",
+    ),
+]
+
+
+@pytest.mark.parametrize(("expects", "timeline"), CHUNKED)
+def test_an_entity_is_never_cut_and_ends_once_whole(
+    expects: Expects | None, timeline: list[Speech | Pause]
+) -> None:
+    # the model is fooled by the pauses (0.8 everywhere): the words decide
+    run = drive(timeline, expects=expects, probs=(0.8,))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "entity_complete"
+    assert end.info.expects == (expects or "phone")
+    # one probe per pause; the last answers within probe_after + the transcript's latency
+    assert len(run.probes) == sum(isinstance(s, Pause) for s in timeline) + 1
+    assert run.delay_ms == CFG.probe_after_ms + 380
+    assert end.info.silence_ms == run.delay_ms
+
+
+def test_a_number_cut_at_seven_digits_waits_the_bounded_maximum() -> None:
+    run = drive([Speech(1500, "Um, it's 123-4567.")], expects="phone", probs=(0.9,))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "entity_timeout"
+    assert end.info.silence_ms == CFG.entity_max_ms
+    assert "phone incomplete" in end.why
+
+
+def test_a_misheard_vin_waits_the_bounded_maximum() -> None:
+    run = drive([Speech(3000, "1HGCM82633A004353.")], expects="vin", probs=(0.9,))
+    end = assert_ends_after_speech(run)
+    assert (end.info.reason, end.info.silence_ms) == ("entity_timeout", CFG.entity_max_ms)
+
+
+# -- short answers -------------------------------------------------------------------------
+
+
+def test_yes_ends_when_the_later_of_model_and_words_arrives() -> None:
+    words_last = drive(
+        [Speech(400, "Yes.")], expects="yes_no", probs=(0.9,), model_ms=60, stt_ms=380
+    )
+    end = assert_ends_after_speech(words_last)
+    assert end.info.reason == "entity_complete"
+    assert words_last.delay_ms == CFG.probe_after_ms + 380
+
+    model_last = drive(
+        [Speech(400, "Yes.")], expects="yes_no", probs=(0.9,), model_ms=120, stt_ms=40
+    )
+    end = assert_ends_after_speech(model_last)
+    assert end.info.reason == "entity_complete"
+    assert end.info.model_prob == 0.9
+    assert model_last.delay_ms == CFG.probe_after_ms + 120
+
+
+def test_the_model_vetoes_a_complete_entity_it_is_strongly_against() -> None:
+    run = drive([Speech(2000, "555-123-4567.")], expects="phone", probs=(0.05,))
+    end = assert_ends_after_speech(run)
+    assert (end.info.reason, end.info.silence_ms) == ("unsure_timeout", CFG.unsure_max_ms)
+
+
+def test_a_complete_entity_without_a_model_answer_ends_at_the_words_deadline() -> None:
+    run = drive([Speech(2000, "555-123-4567.")], expects="phone", probs=(None,))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "entity_complete"
+    assert end.info.model_prob is None
+    assert end.info.silence_ms == CFG.transcript_wait_ms
+
+
+# -- no entity expected --------------------------------------------------------------------
+
+
+def test_no_entity_the_model_ends_a_whole_sentence() -> None:
+    run = drive([Speech(1800, "I'd like to book an oil change.")], probs=(0.85,))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "model"
+    assert end.info.expects is None
+    assert run.delay_ms == CFG.probe_after_ms + 380
+
+
+def test_the_caller_answering_something_else_is_judged_by_the_model() -> None:
+    run = drive(
+        [Speech(1600, "Actually, can I talk to someone in service?")], expects="phone", probs=(0.8,)
+    )
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "model"
+    assert end.info.expects == "phone"  # what was asked, kept for the record
+
+
+def test_the_model_saying_not_done_ends_at_unsure_max() -> None:
+    run = drive([Speech(1500, "I was wondering about the recall.")], probs=(0.3,))
+    end = assert_ends_after_speech(run)
+    assert (end.info.reason, end.info.silence_ms) == ("unsure_timeout", CFG.unsure_max_ms)
+
+
+def test_trailing_words_wait_even_when_the_model_says_done() -> None:
+    run = drive([Speech(700, "It's, um")], probs=(0.7,))
+    end = assert_ends_after_speech(run)
+    assert (end.info.reason, end.info.silence_ms) == ("unsure_timeout", CFG.entity_max_ms)
+    assert "trails off" in end.why
+
+    went_on = drive(
+        [Speech(700, "It's, um"), Pause(1500), Speech(1600, "It's, um, the brakes are squeaking.")],
+        probs=(0.7,),
+    )
+    end = assert_ends_after_speech(went_on)
+    assert end.info.reason == "model"
+
+
+# -- answers for a pause the caller spoke through ------------------------------------------
+
+
+def test_a_late_transcript_for_an_abandoned_pause_is_ignored() -> None:
+    # the first pause's words ("Yes.", complete) arrive 380 ms after its probe: the caller
+    # has been speaking again for 280 ms, so they must not end the turn
+    run = drive(
+        [Speech(600, "Yes."), Pause(300), Speech(1400, "Yes. And I also need an oil change.")],
+        expects="yes_no",
+        probs=(0.9,),
+    )
+    end = assert_ends_after_speech(run)
+    assert run.stale == 1
+    assert end.info.reason == "entity_complete"
+    assert end.info.silence_ms == run.delay_ms
+
+
+def test_answers_for_another_pause_return_nothing() -> None:
+    eot = EndOfTurn()
+    eot.expect("yes_no")
+    eot.voiced(T0)
+    assert eot.silent(T0 + 0.02) is None
+    probe = eot.silent(T0 + 0.2)
+    assert isinstance(probe, Probe)
+    assert probe.pause_id == eot.pause_id
+    eot.voiced(T0 + 0.3)  # the caller goes on: the pause is dropped
+    assert eot.pause_id is None
+    assert eot.model(probe.pause_id, 0.99, T0 + 0.31) is None
+    assert eot.transcript(probe.pause_id, "Yes.", T0 + 0.32) is None
+    assert eot.silent(T0 + 0.34) is None
+    assert eot.pause_id is not None and eot.pause_id > probe.pause_id
+    assert eot.transcript(probe.pause_id, "Yes.", T0 + 0.36) is None  # still stale
+
+
+# -- without a transcript ------------------------------------------------------------------
+
+
+def test_no_transcript_falls_back_to_the_model() -> None:
+    done = drive([Speech(1200, "That's all, thanks.")], probs=(0.9,), stt_ms=None)
+    end = assert_ends_after_speech(done)
+    assert (end.info.reason, end.info.silence_ms) == ("no_transcript", CFG.transcript_wait_ms)
+
+    expecting = drive([Speech(1200, "555-123")], expects="phone", probs=(0.2,), stt_ms=None)
+    end = assert_ends_after_speech(expecting)
+    assert (end.info.reason, end.info.silence_ms) == ("no_transcript", CFG.entity_max_ms)
+
+    nothing = drive([Speech(1200, "Hello?")], probs=(None,), stt_ms=None)
+    end = assert_ends_after_speech(nothing)
+    assert (end.info.reason, end.info.silence_ms) == ("no_transcript", CFG.transcript_wait_ms)
+
+
+def test_the_model_alone_may_end_a_turn_when_configured() -> None:
+    config = EotConfig(model_alone_prob=0.9)
+    sure = drive([Speech(1200, "That's all.")], probs=(0.95,), config=config)
+    end = assert_ends_after_speech(sure)
+    assert end.info.reason == "model"
+    assert sure.delay_ms == config.probe_after_ms + 60
+
+    unsure = drive([Speech(1200, "That's all.")], probs=(0.8,), config=config)
+    assert unsure.delay_ms == config.probe_after_ms + 380  # waited for the words
+
+    asked = drive([Speech(1200, "555-123")], expects="phone", probs=(0.95,), config=config)
+    end = assert_ends_after_speech(asked)
+    assert end.info.reason == "entity_timeout"  # an expected entity always needs the words
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+def test_one_end_per_utterance_until_reset() -> None:
+    eot = EndOfTurn()
+    first = drive([Speech(1000, "Yes.")], expects="yes_no", probs=(0.9,), eot=eot)
+    end = assert_ends_after_speech(first)
+    assert eot.ended and eot.pause_id is None
+    after = end.at
+    assert eot.silent(after + 5.0) is None
+    eot.voiced(after + 5.1)
+    assert eot.silent(after + 9.0) is None
+    assert eot.transcript(first.probes[0].pause_id, "Yes.", after + 9.1) is None
+
+    eot.reset()
+    assert eot.expects == "yes_no"  # kept across utterances
+    second = drive([Speech(1000, "No.")], expects="yes_no", probs=(0.9,), eot=eot)
+    assert_ends_after_speech(second)
+    assert second.probes[0].pause_id > first.probes[0].pause_id
+
+
+def test_a_short_pause_is_not_probed() -> None:
+    run = drive(
+        [Speech(600, "I need"), Pause(100), Speech(600, "I need new tires."), Pause(180)]
+        + [Speech(600, "I need new tires, please.")],
+        probs=(0.9,),
+    )
+    assert len(run.probes) == 1
+    assert_ends_after_speech(run)
+
+
+def test_silence_is_measured_from_the_last_voiced_frame() -> None:
+    eot = EndOfTurn(EotConfig(probe_after_ms=200))
+    eot.voiced(T0)
+    assert eot.silent(T0 + 0.18) is None
+    probe = eot.silent(T0 + 0.2)
+    assert probe == Probe(1, T0 + 0.2)
+    assert eot.silent(T0 + 0.22) is None  # once per pause
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"probe_after_ms": -1.0},
+        {"unsure_max_ms": 3000.0},  # above entity_max_ms
+        {"model_threshold": 1.5},
+        {"model_alone_prob": -0.1},
+    ],
+)
+def test_config_rejects_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        EotConfig(**kwargs)
+
+
+def test_without_the_entity_expected_a_fooled_model_cuts_the_number() -> None:
+    # the control for the cases above: the same digits, nothing expected or announced
+    run = drive(
+        [Speech(900, "555"), Pause(800), Speech(900, "555-123-4567.")], expects=None, probs=(0.8,)
+    )
+    assert run.end is not None
+    assert run.ended_in_pause == 1
+    assert run.end.info.reason == "model"
