@@ -1,6 +1,6 @@
 """Opening the dealership database, and recognising the caller at call start.
 
-When a call starts, the agent records the call on the session's state (call sid, caller
+When a call comes in, the agent records the call on the session's state (call sid, caller
 ID in E.164) and, when the number belongs to a customer on file, the customer and their
 vehicles, so the greeting can use their name and the booking can skip the questions.
 """
@@ -17,7 +17,7 @@ from dealerline_common.db.engine import (
 )
 from dealerline_common.db.phone import try_normalize_phone
 from dealerline_common.logs import get_logger, mask_phone
-from dealerline_common.messages import StreamStarted
+from dealerline_common.messages import CallIncoming, StreamStarted
 from dealerline_common.state import ConversationState, CustomerInfo
 from dealerline_common.state_store import StateStore
 
@@ -34,12 +34,14 @@ def open_dealership(settings: AgentSettings, clock: Callable[[], datetime]) -> D
 
 
 async def identify_caller(
-    store: StateStore, dealership: Dealership, started: StreamStarted
+    store: StateStore, dealership: Dealership, started: StreamStarted | CallIncoming
 ) -> ConversationState:
-    """Put the call's facts on the state; on a new call, look the caller ID up."""
+    """Put the call's facts on the state; on a new call (its webhook's ``CallIncoming``,
+    or the first stream's start), look the caller ID up."""
     phone = try_normalize_phone(started.from_number)
+    resumed = isinstance(started, StreamStarted) and started.resumed
     known: CustomerInfo | None = None
-    if phone and not started.resumed:
+    if phone and not resumed:
         known = await dealership.customer_by_phone(phone)
 
     def mutate(state: ConversationState) -> None:

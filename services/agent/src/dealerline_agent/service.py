@@ -8,8 +8,8 @@ sentence by sentence on ``call.<sid>.say``.
   handler never waits on a turn, so a barge-in is never queued behind one. Every replica
   hears every control message (the one running a turn must see a barge-in or a stop); a
   second subscription in the queue group ``agent`` gets each message on one replica
-  only, which greets a started stream (:mod:`.greeting`) and answers a run of key
-  presses (:mod:`.keypad`).
+  only, which greets an incoming call (before its stream opens) or a started stream
+  (:mod:`.greeting`) and answers a run of key presses (:mod:`.keypad`).
 - Human-call status changes reach one replica (the same queue group), which speaks on
   acceptance and on final failure (:mod:`.escalation_turns`).
 
@@ -36,6 +36,7 @@ from dealerline_common.bus import WorkConsumer
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import (
     BargeIn,
+    CallIncoming,
     KeyPresses,
     StreamStarted,
     StreamStopped,
@@ -236,18 +237,25 @@ class AgentService(BusService):
             # The greeting is the queue group's; this replica only records the new stream,
             # so that it takes the session's transcripts again and knows which stop counts.
             self.sessions.stream_started(control)
+        elif isinstance(control, CallIncoming):
+            # Likewise: the greeting is being written (by the queue group's replica), so
+            # a stream that missed it waits for it rather than writing another.
+            self.sessions.call_incoming(control)
         elif isinstance(control, BargeIn):
             self.barge_ins.on_barge_in(control)
         elif isinstance(control, StreamStopped):
             self.sessions.stream_stopped(control)
 
     async def _on_control_queued(self, msg: Msg) -> None:
-        """One replica of the queue group: greets a started stream, answers key presses."""
+        """One replica of the queue group: greets an incoming call or a started stream,
+        answers key presses."""
         try:
             control = parse_control(msg.data)
         except ValidationError:
             return  # the plain subscription logs it
-        if isinstance(control, StreamStarted):
+        if isinstance(control, CallIncoming):
+            self.greeter.on_call_incoming(control)
+        elif isinstance(control, StreamStarted):
             self.greeter.on_stream_started(control)
         elif isinstance(control, KeyPresses):
             self.keypad.on_keys(control)

@@ -2,7 +2,9 @@
 lock, the turn running, the stream it is on, what barge-ins said was heard), the calls
 that hung up, and the sweep that forgets idle sessions.
 
-A stopped stream only makes the session idle: the call may come back on a new stream
+A call's session opens when the gateway answers its incoming webhook (``CallIncoming``:
+the greeting is written before the stream opens) or when its stream starts. A stopped
+stream only makes the session idle: the call may come back on a new stream
 (after a human leg) and needs its history. A periodic sweep forgets sessions that had no
 turn and no activity for ``session_idle_ttl_s``.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dealerline_common.logs import get_logger
-from dealerline_common.messages import StreamStarted, StreamStopped
+from dealerline_common.messages import CallIncoming, StreamStarted, StreamStopped
 
 from .metrics import AgentMetrics
 
@@ -39,6 +41,10 @@ class Session:
     last_result: str | None = None
     pending_heard: dict[str, str] = field(default_factory=dict)
     stream_sid: str | None = None  # the media stream of the latest StreamStarted
+    # The call whose CallIncoming was heard: its greeting is written at the webhook, before
+    # the stream opens (by the replica that has ``greeting_claimed``).
+    incoming_call_sid: str | None = None
+    greeting_claimed: bool = False
     streaming: bool = False  # a stream is up (False once it stopped)
     closed_streams: deque[str] = field(default_factory=lambda: deque(maxlen=_MAX_CLOSED_STREAMS))
     last_activity: float = field(default_factory=time.monotonic)
@@ -92,6 +98,19 @@ class Sessions(Mapping[str, Session]):
     def not_streaming(self, session_id: str) -> bool:
         session = self._by_id.get(session_id)
         return self.hung_up(session_id) or (session is not None and not session.streaming)
+
+    def call_incoming(self, incoming: CallIncoming) -> Session | None:
+        """Record that the call's greeting is being written before its stream opens; None
+        when the call already hung up. Idempotent (both control subscriptions call it).
+
+        The session is not streaming yet: a caller who hangs up before the stream opens
+        leaves a session without any stream, which the sweep forgets after the TTL."""
+        sid = incoming.session_id
+        if self.hung_up(sid):
+            return None
+        session = self.open(sid)
+        session.incoming_call_sid = incoming.call_sid
+        return session
 
     def stream_started(self, started: StreamStarted) -> Session | None:
         """Record ``started`` as the session's stream; None if that stream already stopped.
