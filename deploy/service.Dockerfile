@@ -32,6 +32,23 @@ RUN mkdir -p /web/dist
 
 FROM web-${WEB_UI} AS web
 
+# The gateway's end-of-turn model, Smart Turn v3.2, installed at build time into /app/models
+# (DEALERLINE_MODEL_CACHE in the runtime image): the .onnx file out of the pinned
+# pipecat-ai 1.14.0 wheel from PyPI, both sha256 checked (dealerline_common/models.py, which
+# needs nothing but the standard library, so this layer is rebuilt only when that file
+# changes). SMART_TURN_WHEEL: the URL of that same wheel on a mirror, for a build without
+# PyPI. Nothing is downloaded at run time. The other services get an empty folder.
+FROM ${PYTHON_IMAGE} AS models
+ARG SERVICE
+ARG SMART_TURN_WHEEL=
+COPY libs/common/src/dealerline_common/models.py /tmp/dealerline_models.py
+RUN mkdir -p /app/models \
+    && if [ "$SERVICE" = "gateway" ]; then \
+      DEALERLINE_MODEL_CACHE=/app/models DEALERLINE_SMART_TURN_WHEEL="$SMART_TURN_WHEEL" \
+        python -I /tmp/dealerline_models.py smart-turn \
+      && chmod -R a+rX /app/models; \
+    fi
+
 FROM ${PYTHON_IMAGE} AS build
 ARG SERVICE
 ARG UV_VERSION=0.13.9
@@ -56,6 +73,7 @@ COPY services/${SERVICE}/ services/${SERVICE}/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package "dealerline-${SERVICE}" \
     && ln -s "dealerline-${SERVICE}" /app/.venv/bin/dealerline-service
+COPY --from=models /app/models /app/models
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG ENV_PREFIX
@@ -64,6 +82,7 @@ RUN groupadd --system --gid 10001 dealerline \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin dealerline
 COPY --from=build /app/.venv /app/.venv
+COPY --from=build /app/models /app/models
 # The built UI, served at `/` by dashboard-api: the package is installed into the venv
 # (--no-editable), so the settings' default (web/dist next to the sources) does not exist
 # here; DASHBOARD_WEB_DIR points at the copy (empty in the other images).
@@ -74,6 +93,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/.cache \
+    DEALERLINE_MODEL_CACHE=/app/models \
     DEALERLINE_PORT_ENV=${ENV_PREFIX}HTTP_PORT \
     DEALERLINE_HTTP_PORT=${HTTP_PORT} \
     DASHBOARD_WEB_DIR=/app/web

@@ -8,6 +8,8 @@ pinned file is checked where ``make setup`` installed it.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -121,6 +123,22 @@ def test_lookup_rejects_a_tampered_file(fake_wheel: Path, tmp_path: Path) -> Non
 
 def test_the_command_line_rejects_unknown_arguments() -> None:
     assert models.main(["everything"]) == 2
+
+
+def test_the_module_runs_on_the_standard_library_alone(tmp_path: Path) -> None:
+    """The gateway image installs the model by running models.py as a lone file with a
+    bare Python (no site-packages, no dealerline_common package around it)."""
+    lone = tmp_path / "dealerline_models.py"
+    lone.write_bytes(Path(models.__file__).read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(lone), "no-such-command"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "usage: python -m dealerline_common.models [smart-turn]" in result.stderr
 
 
 def test_make_setup_installed_the_pinned_file() -> None:

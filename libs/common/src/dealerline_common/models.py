@@ -15,7 +15,9 @@
   both digests are checked and the file lands in :func:`default_cache_dir`.
 
 ``python -m dealerline_common.models`` prepares all of them (``make setup``);
-``python -m dealerline_common.models smart-turn`` only the turn model (the gateway image).
+``python -m dealerline_common.models smart-turn`` only the turn model. This module needs
+only the standard library: the gateway image runs it as a lone file
+(``deploy/service.Dockerfile``, stage ``models``).
 """
 
 from __future__ import annotations
