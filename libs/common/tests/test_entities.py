@@ -76,6 +76,8 @@ CASES: list[tuple[Expects, str, str]] = [
     ("plate", "The plate is X Y Z 9 8 7.", C),
     ("plate", "Yeah, 8 K L M 2 2.", C),
     ("plate", "ABC and", INC),
+    ("plate", "It's seven K L M", INC),  # four characters: the rest may follow
+    ("plate", "Tango Romeo Kilo", INC),
     ("plate", "ABC, um", INC),
     ("plate", "The plate is", INC),
     ("plate", "The plate is 7ABC123456", INC),  # too long for a plate: misheard
@@ -92,6 +94,7 @@ CASES: list[tuple[Expects, str, str]] = [
     ("datetime", "Around noon.", C),
     ("datetime", "Thursday afternoon, maybe around two.", C),
     ("datetime", "The twenty first.", C),
+    ("datetime", "Next Tuesday at 9.30.", C),
     ("datetime", "Tuesday at", INC),
     ("datetime", "Tuesday...", INC),
     ("datetime", "March", INC),  # the day may follow
@@ -109,6 +112,8 @@ CASES: list[tuple[Expects, str, str]] = [
     ("mileage", "It's got about 87,500 on it.", C),
     ("mileage", "Forty", INC),  # "forty thousand" may follow
     ("mileage", "It's got, uh", INC),
+    ("mileage", "About", INC),
+    ("mileage", "Let me check, it says", INC),
     ("mileage", "Forty thousand...", INC),
     ("mileage", "I'm not sure.", A),
     # name: a word that is not a filler after "my name is"
@@ -217,6 +222,11 @@ def test_vin_candidate_reads_misheard_letters_as_digits() -> None:
         ("I'd like to come in.", False),
         ("What's it for?", False),
         ("Yes", False),
+        ("Tuesday at 9.", False),
+        ("555-123-4567", False),
+        ("Well, that's fine.", False),
+        ("So", True),
+        ("Well...", True),
         ("", False),
         ("[BLANK_AUDIO]", False),
         ("it's, um", True),

@@ -53,6 +53,8 @@ DANGLING = frozenset(
     | {"it's", "that's", "there's", "here's", "what's", "i'm", "we're", "they're", "you're"}
     | {"i'll", "we'll", "i'd", "we'd", "i've", "um", "uh"}
 )
+# A turn that is only one of these has not started yet ("So", "Well").
+_OPENERS = frozenset({"so", "well", "and", "but", "okay so", "anyway", "actually", "basically"})
 # What may end a question without leaving it unfinished ("What's it for?" is whole).
 _QUESTION_DANGLING = frozenset(
     {"and", "or", "but", "nor", "because", "cause", "if", "the", "a", "an", "my", "your"}
@@ -92,11 +94,11 @@ def trails_off(text: str) -> bool:
         return False
     if text.endswith(("...", ",", ";", ":", "-", "—")):
         return True
-    words = re.findall(r"[a-z]+(?:'[a-z]+)*", text.lower())
+    words = re.findall(r"[a-z0-9]+(?:'[a-z]+)*", text.lower())
     if not words:
         return False
     last = words[-1]
-    if last in FILLERS:
+    if last in FILLERS or (len(words) == 1 and last in _OPENERS):
         return True
     return last in (_QUESTION_DANGLING if text.endswith("?") else DANGLING)
 
@@ -307,6 +309,9 @@ def _judge_vin(text: str) -> Completeness:
 
 
 _PLATE_CUES = frozenset({"plate", "plates", "tag", "tags", "license", "registration"})
+# Plates run 5 to 8 characters (most US plates 6 or 7); a shorter run is read as a plate
+# cut at a pause ("seven K L M | two one four"): the turn waits, bounded.
+PLATE_MIN, PLATE_MAX = 5, 8
 
 
 def _judge_plate(text: str) -> Completeness:
@@ -321,7 +326,7 @@ def _judge_plate(text: str) -> Completeness:
     if not candidates:
         return _not_given("plate", text)
     run = candidates[-1]
-    if not 2 <= len(run.chars) <= 8 or _last_word_index(toks) != run.last:
+    if not PLATE_MIN <= len(run.chars) <= PLATE_MAX or _last_word_index(toks) != run.last:
         return "incomplete"
     return "incomplete" if trails_off(text) else "complete"
 
@@ -403,12 +408,19 @@ def _judge_datetime(text: str) -> Completeness:
 # -- mileage ------------------------------------------------------------------------------
 
 _MILES = frozenset({"miles", "mile", "mi", "k", "thousand", "km", "kilometers"})
+_MILEAGE_DANGLING = frozenset(
+    {"about", "around", "roughly", "approximately", "over", "under", "almost", "nearly"}
+    | {"just", "maybe", "says", "reads", "shows"}
+)
 
 
 def _judge_mileage(text: str) -> Completeness:
     toks = tokens(text)
     nums = [i for i, t in enumerate(toks) if t.kind == "num" and t.value is not None]
     if not nums:
+        last = _last_word_index(toks)
+        if last >= 0 and toks[last].text in _MILEAGE_DANGLING:
+            return "incomplete"  # "about", "it says"
         return _not_given("mileage", text)
     with_unit = [i for i in nums if toks[i].suffix or _next_word(toks, i) in _MILES]
     i = with_unit[-1] if with_unit else nums[-1]
