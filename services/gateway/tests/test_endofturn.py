@@ -408,3 +408,122 @@ def test_without_the_entity_expected_a_fooled_model_cuts_the_number() -> None:
     assert run.end is not None
     assert run.ended_in_pause == 1
     assert run.end.info.reason == "model"
+
+
+# -- development-set cases -----------------------------------------------------------------
+# Pause cases of libs/sim's development set (dealerline_sim/devset/cases.py), each chunk's
+# running transcript written the way Whisper tiny.en writes it. The model is fooled at
+# every pause (0.8): the words alone must keep the turn open until the answer is whole.
+
+DEVSET: list[tuple[str, Expects | None, list[str]]] = [
+    ("pause-phone-01", "phone", ["312", "312-847", "312-847-2956."]),
+    (
+        "pause-phone-02",
+        "phone",
+        ["My number is", "My number is 415", "My number is 415-602", "My number is 415-602-3381."],
+    ),
+    (
+        "pause-phone-03",
+        "phone",
+        ["It's, um...", "It's, um, 617", "It's, um, 617-924", "It's, um, 617-924-0558."],
+    ),
+    ("pause-phone-04", "phone", ["720", "720-555", "720-555-12", "720-555-1234."]),
+    ("pause-phone-05", "phone", ["1", "1-469", "1-469-382", "1-469-382-7701."]),
+    ("pause-phone-07", "phone", ["303", "303-818", "303-818-62, um", "303-818-6249."]),
+    ("pause-phone-08", "phone", ["512", "5-1-2, double 7-2", "5-1-2, double 7-2, 4-1-0-6."]),
+    (
+        "pause-phone-09",
+        None,
+        [
+            "Oh, and my cell is",
+            "Oh, and my cell is 813",
+            "Oh, and my cell is 813-227",
+            "Oh, and my cell is 813-227-0941.",
+        ],
+    ),
+    ("pause-vin-01", "vin", ["1 H G", "1 H G C M 8 2 6 3", "1 H G C M 8 2 6 3 3 A 0 0 4 3 5 2."]),
+    (
+        "pause-vin-02",
+        "vin",
+        [
+            "The VIN is",
+            "The VIN is Juliet, T, D, Kilo, B",
+            "The VIN is Juliet, T, D, Kilo, B, 2-0-U-X",
+            "The VIN is Juliet, T, D, Kilo, B, 2-0-U-X, 7-3-2-6",
+            "The VIN is Juliet, T, D, Kilo, B, 2-0-U-X, 7-3-2-6, 2-2-1-5.",
+        ],
+    ),
+    ("pause-plate-01", "plate", ["It's", "It's 7 K L M", "It's 7 K L M 2 1 4."]),
+    ("pause-plate-04", "plate", ["Tango Romeo Kilo", "Tango Romeo Kilo 4 4 2."]),
+    ("pause-datetime-01", "datetime", ["Next Tuesday,", "Next Tuesday at 9.30."]),
+    (
+        "pause-datetime-05",
+        "datetime",
+        ["Let's say", "Let's say Monday at", "Let's say Monday at 11.15."],
+    ),
+    ("pause-mileage-01", "mileage", ["About...", "About 42,000 miles."]),
+    ("pause-mileage-02", "mileage", ["It's got, um...", "It's got, um, 61,000 on it."]),
+    (
+        "pause-mileage-03",
+        "mileage",
+        ["Let me check.", "Let me check. It says", "Let me check. It says 38,400."],
+    ),
+    ("pause-email-01", "email", ["John dot Carter", "John dot Carter at gmail.com."]),
+    (
+        "pause-email-03",
+        "email",
+        [
+            "Sarah underscore Lee",
+            "Sarah underscore Lee at Outlook",
+            "Sarah underscore Lee at Outlook.com.",
+        ],
+    ),
+    ("pause-email-04", "email", ["D Kim", "D Kim at", "D Kim at hotmail.com."]),
+    ("pause-name-01", "name", ["My name is", "My name is, uh...", "My name is, uh, David Kim."]),
+    ("pause-name-02", "name", ["It's, um...", "It's, um, Maria Gonzalez."]),
+    ("pause-name-04", "name", ["This is, uh...", "This is, uh, Tom Becker."]),
+    ("pause-hesitation-01", None, ["It's, um...", "It's, um, the blue one."]),
+    (
+        "pause-hesitation-04",
+        None,
+        [
+            "I need, uh...",
+            "I need, uh, an oil change, and",
+            "I need, uh, an oil change and a tire rotation.",
+        ],
+    ),
+]
+
+
+def _timeline(chunks: list[str]) -> list[Speech | Pause]:
+    timeline: list[Speech | Pause] = []
+    for i, text in enumerate(chunks):
+        if i:
+            timeline.append(Pause((700, 900, 1100)[i % 3]))
+        timeline.append(Speech(260 * len(text.split()) + 200, text))
+    return timeline
+
+
+@pytest.mark.parametrize(("expects", "chunks"), [pytest.param(e, c, id=i) for i, e, c in DEVSET])
+def test_devset_pause_cases_are_not_cut_when_the_model_is_fooled(
+    expects: Expects | None, chunks: list[str]
+) -> None:
+    run = drive(_timeline(chunks), expects=expects, probs=(0.8,))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason in ("entity_complete", "model")
+    assert run.delay_ms == CFG.probe_after_ms + 380
+
+
+def test_a_date_that_may_go_on_needs_the_model_to_say_done() -> None:
+    # devset pause-datetime-02: "maybe Thursday" is a whole date; the time follows
+    chunks = ["Um, maybe Thursday", "Um, maybe Thursday around", "Um, maybe Thursday around 2 p.m."]
+    run = drive(_timeline(chunks), expects="datetime", probs=(0.3, 0.8, 0.9))
+    end = assert_ends_after_speech(run)
+    assert end.info.reason == "entity_complete"
+
+    alone = drive([Speech(900, "Thursday.")], expects="datetime", probs=(0.3,))
+    end = assert_ends_after_speech(alone)
+    assert (end.info.reason, end.info.silence_ms) == ("unsure_timeout", CFG.unsure_max_ms)
+    # a phone number is not open: the same doubt does not hold it
+    number = drive([Speech(2000, "312-847-2956.")], expects="phone", probs=(0.3,))
+    assert assert_ends_after_speech(number).info.reason == "entity_complete"

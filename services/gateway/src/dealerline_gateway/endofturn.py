@@ -25,6 +25,9 @@ from dealerline_common.entities import Completeness, judge, trails_off, voluntee
 from dealerline_common.speculation import EndOfTurnInfo, Expects
 
 REASONS = ("model", "entity_complete", "entity_timeout", "unsure_timeout", "no_transcript")
+# Answers that can be whole and still go on (a date, then its time; a first name, then the
+# last): the model must say "done" (open_entity_prob), not merely not be against it.
+OPEN_KINDS: frozenset[Expects] = frozenset({"datetime", "mileage", "name"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class EotConfig:
     # "um", "and", "it's"): end after this much silence
     transcript_wait_ms: float = 1200.0  # no transcript by then: decide without it
     veto_prob: float = 0.15  # a complete entity ends the turn unless P(complete) is below
+    open_entity_prob: float = 0.5  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
+    # | "around two", "David" | "Kim"): P(complete) at or above this ends it
     model_alone_prob: float | None = None  # no entity expected, no words yet: P(complete)
     # at or above this ends the turn on the model alone (None: always wait for the words)
 
@@ -50,7 +55,7 @@ class EotConfig:
                 "end-of-turn times must grow: probe_after_ms <= unsure_max_ms <= "
                 f"entity_max_ms (got {times})"
             )
-        probs = [self.model_threshold, self.veto_prob]
+        probs = [self.model_threshold, self.veto_prob, self.open_entity_prob]
         if self.model_alone_prob is not None:
             probs.append(self.model_alone_prob)
         if not all(0.0 <= p <= 1.0 for p in probs):
@@ -193,7 +198,8 @@ class EndOfTurn:
         """No entity in play: End when the model says done and the words do not trail
         off, else at ``unsure_max_ms`` (``entity_max_ms`` when they trail off). An entity
         in play: End when it is complete and the model not strongly against
-        (``veto_prob``), at ``entity_max_ms`` when incomplete. No words by
+        (``veto_prob``; for OPEN_KINDS the model must say done, ``open_entity_prob``),
+        else at ``unsure_max_ms``; at ``entity_max_ms`` when incomplete. No words by
         ``transcript_wait_ms``: the model alone."""
         silence = _ms(at - pause.start)
         words = pause.words
@@ -219,9 +225,10 @@ class EndOfTurn:
         if pause.prob is None:  # wait for the model's veto, not past the words' deadline
             why = f"{kind} complete, no model answer"
             return self._timer(pause, at, silence, cfg.transcript_wait_ms, "entity_complete", why)
-        if pause.prob >= cfg.veto_prob:
+        veto = cfg.open_entity_prob if kind in OPEN_KINDS else cfg.veto_prob
+        if pause.prob >= veto:
             return self._end(pause, at, silence, "entity_complete", f"{kind} complete")
-        why = f"{kind} complete but the model is strongly against"
+        why = f"{kind} complete but the model says P(done) < {veto:g}"
         return self._timer(pause, at, silence, cfg.unsure_max_ms, "unsure_timeout", why)
 
     def _without_words(self, pause: _Pause, at: float, silence: float) -> End | None:
