@@ -223,3 +223,32 @@ async def test_run_script_talks_over_the_reply(fake: FakeGateway) -> None:
     assert call.clears
     assert turns[1].cleared
     assert "turn-2:0" in turns[1].mark_names  # the answer to the interruption was heard
+
+
+async def test_a_recording_with_a_known_onset_times_the_talk_over_from_it(
+    fake: FakeGateway,
+) -> None:
+    agent = Talker(fake, clear_after=5)
+    fake.on_message = agent
+    lead = bytes([0xFF]) * 2400  # 300 ms of silence before the words
+    clip = Recorded(lead + noise(2400, 7), text="wait", onset_ms=300.0)
+    assert Recorded(lead + noise(2400, 7)).onset_ms is None
+    with pytest.raises(ValueError):
+        Recorded(lead, onset_ms=400.0)
+    async with PhoneSimulator(fake.base, PUBLIC, TOKEN, pace=PACE) as sim:
+        call = await sim.place_call("+14155550100", "+14155550199")
+        said = await call.say_audio(noise(1600, 1), text="question")
+        record = await talk_over(
+            call, TalkOver(clip, after_ms=800, kind="interruption"), since=said.speech_ended_at
+        )
+        await until(lambda: _over(call, True), "the replies played")
+        finish(call, record)
+        await call.hangup()
+        await agent.close()
+    voiced = call.said[-1].started_at  # the first loud frame went out
+    assert voiced is not None
+    assert record.onset_at is not None
+    assert abs(record.onset_at - voiced) <= 2 * FRAME_MS / 1000.0 / PACE + 0.01
+    assert record.clip_queued_at is not None
+    assert record.onset_at - record.clip_queued_at >= 0.3 / PACE * 0.9
+    assert record.cleared

@@ -150,9 +150,10 @@ async def run_script(
         turns.append(
             Turn(len(turns), text, started, ended, call.heard_segments[first:], talk_over=record)
         )
-    for turn in turns:
-        if turn.talk_over is not None and not turn.talk_over.finished:
-            finish(call, turn.talk_over)
+    records = [t.talk_over for t in turns if t.talk_over is not None]
+    for record, after in zip(records, records[1:] + [None], strict=True):
+        if not record.finished:
+            finish(call, record, after.clip_queued_at if after is not None else None)
     if transcriber is not None:
         for turn in turns:
             audio = turn.heard_audio

@@ -37,14 +37,18 @@ _VOICED_RMS: Final = 300.0
 
 @dataclass(frozen=True)
 class Recorded:
-    """Audio the caller says as it is: 8 kHz mu-law, ``text`` what it says (if known)."""
+    """Audio the caller says as it is: 8 kHz mu-law, ``text`` what it says (if known),
+    ``onset_ms`` where its speech begins (if known: line noise may come first)."""
 
     audio: bytes
     text: str | None = None
+    onset_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not self.audio:
             raise ValueError("recorded audio is empty")
+        if self.onset_ms is not None and not 0 <= self.onset_ms < len(self.audio) / 8.0:
+            raise ValueError(f"onset_ms {self.onset_ms} lies outside the audio")
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,15 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from dealerline_common.audio import SAMPLE_RATE
+from dealerline_common.audio import FRAME_MS, SAMPLE_RATE, frames
 from dealerline_sim.call import Call
-from dealerline_sim.call_records import HeardSegment, TalkKind, TalkOverRecord, mark_turn
+from dealerline_sim.call_records import (
+    HeardSegment,
+    SaidUtterance,
+    TalkKind,
+    TalkOverRecord,
+    mark_turn,
+)
 from dealerline_sim.caller_speech import Recorded
 
 __all__ = ["TalkOver", "finish", "talk_over"]
@@ -82,18 +88,31 @@ async def talk_over(
         said = await call.say_audio(step.clip.audio, text=step.clip.text)
     else:
         said = await call.say(step.clip)
-    record.onset_at = said.started_at
+    record.onset_at = _onset(said, step.clip, call.pace)
     record.speech_ended_at = said.speech_ended_at
     record.clip_sent_at = said.finished_at
     record.heard_when_sent = [len(s.audio) for s in call.heard_segments]
     return record
 
 
-def finish(call: Call, record: TalkOverRecord) -> TalkOverRecord:
-    """Fill the outcome of ``record`` from what the call heard and received so far."""
+def _onset(said: SaidUtterance, clip: str | Recorded, pace: float) -> float | None:
+    """When the clip's speech began: its first voiced frame, or for a recording with a
+    known onset, the first frame's slot plus that onset (line noise may be voiced)."""
+    if not isinstance(clip, Recorded) or clip.onset_ms is None or said.finished_at is None:
+        return said.started_at
+    n = len(frames(clip.audio))
+    first_sent = said.finished_at - (n - 1) * FRAME_MS / 1000.0 / pace
+    return first_sent + clip.onset_ms / 1000.0 / pace
+
+
+def finish(call: Call, record: TalkOverRecord, until: float | None = None) -> TalkOverRecord:
+    """Fill the outcome of ``record`` from what the call heard and received so far; a
+    ``clear`` counts when it came after the clip was queued (and before ``until``: the
+    next talk-over's clip, which owns the clears after it)."""
     queued = record.clip_queued_at
     if queued is not None:
-        clears = [c.at for c in call.clears if c.at >= queued]
+        limit = until if until is not None else float("inf")
+        clears = [c.at for c in call.clears if queued <= c.at < limit]
         record.clear_at = min(clears) if clears else None
     segments = list(call.heard_segments)
     onset = record.onset_at
