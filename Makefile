@@ -46,8 +46,9 @@ pytest: setup ## Only the test suite
 
 test: lint typecheck pytest ## Everything CI runs: format check, lint, import contracts, sizes, mypy, pytest
 
-bench: setup ## Measure per-stage turn latency (p50/p95) on the embedded models; writes README table
-	$(RUN) python -m dealerline_sim.bench --turns 6 --readme README.md
+bench: setup ## End of turn on the dev set (offline) and turn latency, greeting, backchannels through the fleet; writes the README tables
+	$(RUN) python bench/eot_bench.py --out artifacts/bench/eot.md --details artifacts/bench/eot.json
+	$(RUN) python -m dealerline_sim.bench --turns 6 --eot artifacts/bench/eot.md --readme README.md
 
 clean: ## Remove the virtual environment and caches
 	rm -rf .venv .uv-installed .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -19,9 +19,18 @@ from pathlib import Path
 from nats.aio.msg import Msg
 
 from dealerline_common import subjects
-from dealerline_common.bus import Bus
+from dealerline_common.bus import Bus, headers_of
 from dealerline_common.logs import configure_logging
-from dealerline_common.messages import LatencyEvent, Say, Transcript, loads, parse_event
+from dealerline_common.messages import (
+    LatencyEvent,
+    Say,
+    Transcript,
+    UtteranceMeta,
+    from_header,
+    loads,
+    parse_event,
+)
+from dealerline_common.speculation import EndOfTurnInfo
 
 from .aftercall_report import format_email, format_record, format_text, wait_for_record
 from .fleet import Fleet, TwilioAccount
@@ -44,24 +53,35 @@ STAGES = [
     ("first_sentence", "first token → first sentence out"),
     ("tts_first_audio", "sentence → first sentence synthesized"),
     ("to_first_media", "synthesized → first media frame sent"),
+    ("system", "turn less the LLM's time to its first sentence"),
     ("total", "end of speech → first media frame (turn)"),
     ("greeting", "stream started → first media frame (greeting)"),
 ]
 
 
 class BusObserver:
-    """Watches one call on the bus: transcripts, sentences and latency events."""
+    """Watches one call on the bus: utterances (their headers: why the turn ended, whether
+    it was transcribed ahead), transcripts, sentences and latency events."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self.utterances: dict[str, UtteranceMeta] = {}  # by utterance id
         self.transcripts: dict[str, list[Transcript]] = {}
         self.says: dict[str, dict[str, list[Say]]] = {}
         self.latency: dict[str, dict[str, LatencyEvent]] = {}
 
     async def start(self) -> None:
+        await self.bus.subscribe(subjects.ALL_UTTERANCES, self._on_utterance)
         await self.bus.subscribe(subjects.ALL_TRANSCRIPTS, self._on_transcript)
         await self.bus.subscribe(subjects.ALL_SAY, self._on_say)
         await self.bus.subscribe(subjects.ALL_EVENTS, self._on_event)
+
+    async def _on_utterance(self, msg: Msg) -> None:
+        try:
+            meta = from_header(UtteranceMeta, headers_of(msg))
+        except ValueError:
+            return  # not ours to judge: the STT worker rejects it
+        self.utterances.setdefault(meta.utterance_id, meta)
 
     async def _on_transcript(self, msg: Msg) -> None:
         t = loads(Transcript, msg.data)
@@ -106,6 +126,12 @@ class TurnReport:
     sim_turn: Turn
     utterance_ids: list[str] = field(default_factory=list)
     turn_ids: list[str] = field(default_factory=list)
+    end_of_turn: EndOfTurnInfo | None = None  # why the gateway ended the caller's turn
+    speculative: bool | None = None  # STT published a transcript made during the pause
+
+    @property
+    def stages_ms(self) -> dict[str, float]:
+        return self.latency.stages_ms if self.latency is not None else {}
 
 
 @dataclass
@@ -171,6 +197,8 @@ def _assemble(observer: BusObserver, session_id: str, sim_turns: list[Turn]) -> 
             turn_ids = observer.turns_for_utterances(session_id, set(utterance_ids))
         answered = " ".join(observer.agent_text(session_id, t) for t in turn_ids).strip()
         lat = next((latency[t] for t in turn_ids if t in latency), None)
+        metas = [observer.utterances[u] for u in utterance_ids if u in observer.utterances]
+        last = metas[-1] if metas else None
         reports.append(
             TurnReport(
                 index=i,
@@ -182,6 +210,8 @@ def _assemble(observer: BusObserver, session_id: str, sim_turns: list[Turn]) -> 
                 sim_turn=turn,
                 utterance_ids=utterance_ids,
                 turn_ids=turn_ids,
+                end_of_turn=last.end_of_turn if last is not None else None,
+                speculative=(last.transcript is not None) if last is not None else None,
             )
         )
     return reports
@@ -200,6 +230,34 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
+def describe_end_of_turn(info: EndOfTurnInfo | None) -> str:
+    """``model (expects phone, P(done) 0.82, after 420 ms of silence)``."""
+    if info is None:
+        return "(not said)"
+    parts = [f"expects {info.expects}"] if info.expects else []
+    if info.model_prob is not None:
+        parts.append(f"P(done) {info.model_prob:.2f}")
+    parts.append(f"after {info.silence_ms:.0f} ms of silence")
+    return f"{info.reason} ({', '.join(parts)})"
+
+
+def format_timings(t: TurnReport) -> list[str]:
+    """The turn's stage timings, one line each, with why the turn ended and whether its
+    transcript was made ahead (speculatively, during the caller's pause)."""
+    stages = t.stages_ms
+    out = ["  timings (ms)   :"]
+    if t.caller_said is not None:
+        out.append(f"    end of turn: {describe_end_of_turn(t.end_of_turn)}")
+    for key, label in STAGES:
+        if t.caller_said is None and key == "llm_first_token":
+            label = "LLM request → first LLM token"
+        if key == "stt" and t.speculative is not None:
+            label += " (speculative)" if t.speculative else " (decoded after the end)"
+        if key in stages:
+            out.append(f"    {label:<48} {stages[key]:>8.0f}")
+    return out
+
+
 def format_report(report: CallReport) -> str:
     out: list[str] = [f"session {report.session_id}"]
     for t in report.turns:
@@ -215,13 +273,7 @@ def format_report(report: CallReport) -> str:
         if t.latency is None:
             out.append("  timings        : (no latency event)")
             continue
-        stages = t.latency.stages_ms
-        out.append("  timings (ms)   :")
-        for key, label in STAGES:
-            if t.caller_said is None and key == "llm_first_token":
-                label = "LLM request → first LLM token"
-            if key in stages:
-                out.append(f"    {label:<42} {stages[key]:>8.0f}")
+        out.extend(format_timings(t))
     return "\n".join(out)
 
 
