@@ -271,3 +271,11 @@ def test_trails_off(text: str, want: bool) -> None:
 )
 def test_volunteered(text: str, want: Expects | None) -> None:
     assert volunteered(text) == want
+
+
+def test_a_long_transcript_is_judged_on_its_end() -> None:
+    chatter = "I was calling about the recall notice we got in the mail last week. " * 20
+    assert judge("phone", chatter + "My number is 555-123-4567.") == C
+    assert judge("phone", chatter + "My number is 555-123") == INC
+    assert trails_off(chatter + "and the")
+    assert volunteered(chatter + "my number is") == "phone"

@@ -35,7 +35,9 @@ __all__ = [
     "Completeness",
     "judge",
     "normalize_spoken",
+    "phone_complete",
     "phone_digits",
+    "recent",
     "trails_off",
     "vin_candidate",
     "vin_check_digit_ok",
@@ -79,9 +81,23 @@ NO = frozenset(
 )
 
 
+# Only the end of a long transcript is read: the answer is what was said last, and the
+# time a judgement takes stays bounded (about 25 s of speech).
+MAX_CHARS = 500
+
+
+def recent(text: str) -> str:
+    """The last :data:`MAX_CHARS` characters of ``text``, from a word boundary."""
+    if len(text) <= MAX_CHARS:
+        return text
+    tail = text[-MAX_CHARS:]
+    space = tail.find(" ")
+    return tail[space + 1 :] if 0 <= space < 40 else tail
+
+
 def judge(expects: Expects, text: str) -> Completeness:
     """Whether ``text`` (the caller's words so far) holds a complete ``expects``."""
-    return _JUDGES[expects](text)
+    return _JUDGES[expects](recent(text))
 
 
 def trails_off(text: str) -> bool:
@@ -89,7 +105,7 @@ def trails_off(text: str) -> bool:
     or a few prepositions ("and", "the", "my", "to"), "it's", a dangling comma or colon
     ("so,"), a cut word ("Tues-") or Whisper's "..." for cut speech. "That's it.",
     "Nope." and "Tuesday." do not."""
-    text = clean(text).rstrip()
+    text = clean(recent(text)).rstrip()
     if not text:
         return False
     if text.endswith(("...", ",", ";", ":", "-", "—")):
@@ -139,7 +155,7 @@ def _cues(text: str) -> list[tuple[int, Expects]]:
 def volunteered(text: str) -> Expects | None:
     """The entity ``text`` announces, unasked: "my number is …" → ``"phone"``, "the VIN
     is …" → ``"vin"``, "plate", "my email", "my name is", "mileage"; the last one said."""
-    cues = _cues(text)
+    cues = _cues(recent(text))
     return cues[-1][1] if cues else None
 
 
