@@ -331,6 +331,29 @@ def test_no_transcript_falls_back_to_the_model() -> None:
     assert (end.info.reason, end.info.silence_ms) == ("no_transcript", CFG.transcript_wait_ms)
 
 
+def test_a_failed_transcript_lets_the_model_decide_at_once() -> None:
+    eot = EndOfTurn()
+    eot.voiced(T0)
+    probe = eot.silent(T0 + 0.2)
+    assert isinstance(probe, Probe)
+    assert eot.model(probe.pause_id, 0.9, T0 + 0.25) is None  # waits for the words
+    end = eot.transcript_failed(probe.pause_id, T0 + 0.3)
+    assert isinstance(end, End)
+    assert (end.info.reason, end.info.silence_ms) == ("no_transcript", 300.0)
+
+    eot = EndOfTurn()
+    eot.expect("phone")
+    eot.voiced(T0)
+    probe = eot.silent(T0 + 0.2)
+    assert isinstance(probe, Probe)
+    assert eot.transcript_failed(probe.pause_id, T0 + 0.22) is None  # no model answer yet
+    assert eot.model(probe.pause_id, 0.3, T0 + 0.26) is None  # not done: wait the maximum
+    assert eot.silent(T0 + 1.98) is None
+    end = eot.silent(T0 + 2.0)
+    assert isinstance(end, End)
+    assert (end.info.reason, end.info.silence_ms) == ("no_transcript", CFG.entity_max_ms)
+
+
 def test_the_model_alone_may_end_a_turn_when_configured() -> None:
     config = EotConfig(model_alone_prob=0.9)
     sure = drive([Speech(1200, "That's all.")], probs=(0.95,), config=config)

@@ -110,6 +110,7 @@ class _Pause:
     probed: bool = False
     prob: float | None = None
     words: _Words | None = None
+    no_words: bool = False  # the transcript failed: the model rule now, not at the wait
 
 
 class EndOfTurn:
@@ -189,6 +190,15 @@ class EndOfTurn:
         pause.words = _read_words(self._expects, text)
         return self._decide(pause, at)
 
+    def transcript_failed(self, pause_id: int, at: float) -> Decision | None:
+        """No transcript will come for pause ``pause_id`` (the probe failed or timed
+        out): decide by the model now instead of at ``transcript_wait_ms``."""
+        pause = self._open(pause_id)
+        if pause is None or pause.words is not None:
+            return None
+        pause.no_words = True
+        return self._decide(pause, at)
+
     def _open(self, pause_id: int) -> _Pause | None:
         if self._ended or self._pause is None or self._pause.id != pause_id:
             return None  # the caller went on, or the turn is over: a stale answer
@@ -236,7 +246,7 @@ class EndOfTurn:
         alone = cfg.model_alone_prob
         if self._expects is None and alone is not None and prob is not None and prob >= alone:
             return self._end(pause, at, silence, "model", "the model alone is sure")
-        if silence < cfg.transcript_wait_ms:
+        if silence < cfg.transcript_wait_ms and not pause.no_words:
             return None
         if prob is not None and prob >= cfg.model_threshold:
             return self._end(pause, at, silence, "no_transcript", "no words; the model says done")
