@@ -252,3 +252,42 @@ async def test_a_recording_with_a_known_onset_times_the_talk_over_from_it(
     assert record.clip_queued_at is not None
     assert record.onset_at - record.clip_queued_at >= 0.3 / PACE * 0.9
     assert record.cleared
+
+
+def test_interleave_puts_an_interruption_after_each_four_backchannels() -> None:
+    from dealerline_sim.talk_over_bench import Clip, interleave
+
+    def clip(kind: str, n: int) -> Clip:
+        return Clip(kind, Recorded(noise(160, n)), f"{kind[0]}{n}")  # type: ignore[arg-type]
+
+    backs = [clip("backchannel", n) for n in range(6)]
+    inters = [clip("interruption", n) for n in range(3)]
+    order = [c.label for c in interleave(backs, inters)]
+    assert order == ["b0", "b1", "b2", "b3", "i0", "b4", "b5", "i1", "i2"]
+    assert [c.label for c in interleave([], inters)] == ["i0", "i1", "i2"]
+
+
+def test_stats_count_stops_misses_and_clear_delays() -> None:
+    from dealerline_sim.call_records import TalkOverRecord
+    from dealerline_sim.talk_over_bench import Clip, stats
+
+    def pair(
+        kind: str, label: str, clear_at: float | None, went_on: float
+    ) -> tuple[Clip, TalkOverRecord]:
+        record = TalkOverRecord(kind, label, 1000.0, onset_at=10.0, clear_at=clear_at)  # type: ignore[arg-type]
+        record.went_on_ms = went_on
+        return Clip(kind, Recorded(noise(160, 1)), label), record  # type: ignore[arg-type]
+
+    s = stats(
+        [
+            pair("backchannel", "b-ok", None, 900.0),
+            pair("backchannel", "b-cleared", 10.3, 0.0),
+            pair("backchannel", "b-held", None, 0.0),  # never resumed
+            pair("interruption", "i-ok", 10.25, 0.0),
+            pair("interruption", "i-missed", None, 2000.0),
+        ]
+    )
+    assert (s.backchannels, s.interruptions) == (3, 2)
+    assert s.backchannels_stopping == ["b-cleared", "b-held"]
+    assert s.interruptions_missed == ["i-missed"]
+    assert [round(ms) for ms in s.clear_after_onset_ms] == [250]

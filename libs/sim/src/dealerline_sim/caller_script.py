@@ -151,9 +151,10 @@ async def run_script(
             Turn(len(turns), text, started, ended, call.heard_segments[first:], talk_over=record)
         )
     records = [t.talk_over for t in turns if t.talk_over is not None]
-    for record, after in zip(records, records[1:] + [None], strict=True):
+    for i, record in enumerate(records):
+        nxt = records[i + 1] if i + 1 < len(records) else None
         if not record.finished:
-            finish(call, record, after.clip_queued_at if after is not None else None)
+            finish(call, record, nxt.clip_queued_at if nxt is not None else None)
     if transcriber is not None:
         for turn in turns:
             audio = turn.heard_audio

@@ -87,8 +87,9 @@ async def run_talk_overs(
         else:
             since = time.time()
     await call.wait_until_quiet(_QUIET_S, timeout_s, min_bytes=0)
-    for record, after in zip(records, [*records[1:], None], strict=True):
-        finish(call, record, after.clip_queued_at if after is not None else None)
+    for i, record in enumerate(records):
+        nxt = records[i + 1] if i + 1 < len(records) else None
+        finish(call, record, nxt.clip_queued_at if nxt is not None else None)
     return records
 
 
