@@ -12,7 +12,7 @@ from gw_testkit import Running, collect, make_settings, start_call, twilio_strea
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.local_nats import NatsServer
-from dealerline_common.messages import StreamStarted, StreamStopped, parse_control
+from dealerline_common.messages import CallIncoming, StreamStarted, StreamStopped, parse_control
 from dealerline_gateway.service import GatewayService, streams_budget_s
 
 
@@ -35,6 +35,8 @@ async def test_start_ready_and_drain_closes_open_streams(nats_server: NatsServer
         async with twilio_stream(run) as fake:
             params = await start_call(run, fake.call_sid)
             await fake.start(params)
+            incoming = parse_control((await control.get()).data)  # the webhook's
+            assert isinstance(incoming, CallIncoming)
             started = parse_control((await control.get()).data)
             assert isinstance(started, StreamStarted)
             drained = asyncio.create_task(service.drain())
