@@ -7,9 +7,9 @@ import pytest
 from dealerline_agent.sentences import SentenceSplitter, split_sentences
 
 
-def stream(text: str, size: int = 1, clause_min_chars: int = 60) -> list[str]:
+def stream(text: str, size: int = 1, first_clause: bool = True) -> list[str]:
     """Feed ``text`` in pieces of ``size`` characters, as an LLM stream would."""
-    splitter = SentenceSplitter(clause_min_chars=clause_min_chars)
+    splitter = SentenceSplitter(first_clause=first_clause)
     out: list[str] = []
     for i in range(0, len(text), size):
         out.extend(splitter.push(text[i : i + size]))
@@ -31,10 +31,15 @@ def stream(text: str, size: int = 1, clause_min_chars: int = 60) -> list[str]:
         ("Use bay No. 4 today. Ok.", ["Use bay No. 4 today.", "Ok."]),
         ("Ask for J. Smith please. Bye.", ["Ask for J. Smith please.", "Bye."]),
         ('He said "yes." Then left.', ['He said "yes."', "Then left."]),
-        ("Tires, e.g. winter ones, are in. Ok.", ["Tires, e.g. winter ones, are in.", "Ok."]),
+        ("Tires, e.g. winter ones, are in. Ok.", ["Tires,", "e.g. winter ones, are in.", "Ok."]),
         ("Wait... what? Ok.", ["Wait...", "what?", "Ok."]),
         ("No trailing punctuation", ["No trailing punctuation"]),
         ("The total is $1,250.00 today.", ["The total is $1,250.00 today."]),
+        ("It is $1,250, paid. Ok.", ["It is $1,250,", "paid.", "Ok."]),
+        ("Open 9:30 to 5: every day.", ["Open 9:30 to 5:", "every day."]),
+        ("At 9 a.m., we open. Ok.", ["At 9 a.m.,", "we open.", "Ok."]),
+        ("Dr. Smith, our tech, is in.", ["Dr. Smith,", "our tech, is in."]),
+        ('"Yes," she said.', ['"Yes,"', "she said."]),
         ("", []),
         ("   ", []),
     ],
@@ -51,10 +56,14 @@ def test_split(text: str, expected: list[str]) -> None:
         ("Come at 9 a.m. tomorrow. Thanks.", ["Come at 9 a.m. tomorrow.", "Thanks."]),
         ("Ask for J. Smith please. Bye.", ["Ask for J. Smith please.", "Bye."]),
         ("Use bay No. 4 today. Ok.", ["Use bay No. 4 today.", "Ok."]),
-        ("Tires, e.g. winter ones, are in. Ok.", ["Tires, e.g. winter ones, are in.", "Ok."]),
+        ("Tires, e.g. winter ones, are in. Ok.", ["Tires,", "e.g. winter ones, are in.", "Ok."]),
+        ("It is $1,250, paid. Ok.", ["It is $1,250,", "paid.", "Ok."]),
+        ("Sure, 1,250 miles. Ok.", ["Sure,", "1,250 miles.", "Ok."]),
+        ("We open at 9:30; see you.", ["We open at 9:30;", "see you."]),
+        ("Sure I can help, ok.", ["Sure,", "I can help, ok."]),
     ],
 )
-@pytest.mark.parametrize("size", [1, 3])
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
 def test_split_in_odd_pieces(text: str, expected: list[str], size: int) -> None:
     assert stream(text, size=size) == expected
 
@@ -114,21 +123,70 @@ def test_sentences_come_out_as_soon_as_they_end() -> None:
     assert splitter.flush() == []
 
 
-def test_long_first_clause_is_flushed_at_a_comma() -> None:
+def test_the_first_clause_goes_out_as_soon_as_its_comma_streams() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Sure") == []
+    assert splitter.push(",") == ["Sure,"]  # no need to see the next token
+    assert splitter.push(" I can") == []
+    assert splitter.push(" help, gladly.") == ["I can help, gladly."]  # later: whole
+    assert splitter.push(" Well, ok.") == ["Well, ok."]
+    assert splitter.flush() == []
+
+
+def test_only_the_first_sentence_is_cut_at_a_clause() -> None:
     text = (
         "I can certainly help you with booking that service appointment for your car, "
-        "and I just need a few details first. What day works?"
+        "and I just need a few details first. What day works, morning or afternoon?"
     )
-    assert stream(text, size=4, clause_min_chars=60) == [
+    assert stream(text, size=4) == [
         "I can certainly help you with booking that service appointment for your car,",
         "and I just need a few details first.",
-        "What day works?",
+        "What day works, morning or afternoon?",
     ]
-    # A short clause is kept whole, and only the opening of a reply is cut at a comma.
-    assert stream("Sure, I can help. Well, " + "x" * 70 + ", done.", clause_min_chars=60) == [
-        "Sure, I can help.",
+    assert stream("Sure, I can help. Well, " + "x" * 70 + ", done.") == [
+        "Sure,",
+        "I can help.",
         "Well, " + "x" * 70 + ", done.",
     ]
+    # A sentence that ends before its first comma is said whole.
+    assert stream("Great. Sure, I can help.") == ["Great.", "Sure, I can help."]
+
+
+def test_a_comma_that_may_belong_to_a_number_waits_for_the_next_token() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("It is 1,") == []
+    assert splitter.push("250 dollars, paid") == ["It is 1,250 dollars,"]
+    assert splitter.flush() == ["paid"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Sure I can book that for you.", ["Sure,", "I can book that for you."]),
+        ("Okay let me check that.", ["Okay,", "let me check that."]),
+        ("Of course I'm happy to help.", ["Of course,", "I'm happy to help."]),
+        ("Got it so that is Tuesday.", ["Got it,", "so that is Tuesday."]),
+        ("Thanks for calling Sunrise Motors.", ["Thanks for calling Sunrise Motors."]),
+        ("Great news, it is ready.", ["Great news,", "it is ready."]),
+        ("Sure thing.", ["Sure thing."]),
+        ("Perfect.", ["Perfect."]),
+        ("Sure — I can help. Ok — fine.", ["Sure,", "I can help.", "Ok — fine."]),
+        ("Open 9 - 11 daily.", ["Open 9 - 11 daily."]),
+    ],
+)
+@pytest.mark.parametrize("size", [1, 4, 100])
+def test_an_opener_is_a_piece_of_its_own(text: str, expected: list[str], size: int) -> None:
+    assert stream(text, size=size) == expected
+    assert split_sentences(text) == expected
+
+
+def test_whole_sentences_when_asked() -> None:
+    text = "Sure, I can help. Is Tuesday, or Wednesday, better?"
+    assert split_sentences(text, first_clause=False) == [
+        "Sure, I can help.",
+        "Is Tuesday, or Wednesday, better?",
+    ]
+    assert stream("Sure I can.", first_clause=False) == ["Sure I can."]
 
 
 def test_very_long_text_without_punctuation_is_cut() -> None:

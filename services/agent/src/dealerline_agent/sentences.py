@@ -6,9 +6,16 @@ streamed so far ends the sentence at once (the LLM may pause before its next tok
 unless the dot may belong to a number, an initial or an abbreviation: then the next
 token decides. A dot does not end a sentence after
 a title ("Mr.", "Dr.", "St."), inside a number ("3.5") or an abbreviation ("e.g."), or
-after "a.m."/"p.m."/"etc." unless the next word starts with a capital letter. While the
-first sentence of a reply is still long, a clause is flushed at a comma so the caller
-hears something early.
+after "a.m."/"p.m."/"etc." or a dotted acronym ("V.I.N.") unless the next word starts
+with a capital letter.
+
+The first piece of a reply is where the caller's wait for an answer ends, so it is kept
+short: the first sentence is cut at its first clause mark (``,``, ``;``, ``:`` or a
+spaced dash, which becomes a comma) once a word precedes it ("Sure," / "I can book that
+for you."), and a first sentence that opens with a bare opener ("Sure I can…", "Okay let
+me…") is cut after it, the opener spoken with a comma ("Sure,"): short openers are what
+the TTS workers keep ready. Later sentences are spoken whole, for a natural
+prosody. A comma inside a number ("1,250") never cuts.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 _ENDERS = ".!?…"
 _CLOSERS = "\"')]}”’»"
 _CLAUSE = ",;:"
+_DASHES = "—–-"
 
 # Never the end of a sentence: titles and Latin abbreviations (lower case, no final dot).
 _ALWAYS = frozenset(
@@ -27,11 +35,25 @@ _ALWAYS = frozenset(
 _IF_CAPITAL = frozenset({"a.m", "p.m", "am", "pm", "etc", "jr", "sr", "inc", "ltd", "co", "rd"})
 # "No. 5": a number sign before a digit.
 _BEFORE_DIGIT = frozenset({"no", "nos", "approx"})
+# Words after which a dot may not end a sentence (lower case, no final dot).
+ABBREVIATIONS = _ALWAYS | _IF_CAPITAL | _BEFORE_DIGIT
 
 _LAST_WORD = re.compile(r"([^\s]+)$")
+# A dotted acronym ("v.i.n", "u.s"): like "a.m", the end only before a capital letter.
+_DOTTED = re.compile(r"^(?:[a-z]\.)+[a-z]$")
 # Closing quotes/brackets that streamed in after their sentence was already cut.
 _STRAY_CLOSERS = re.compile(r"^[\"')\]}”’»]+(?=\s)\s*")
 _TOKEN = re.compile(r"\s*\S+|\s+$")
+# A bare opener followed by the subject of the sentence it opens ("Sure I can …", "Okay
+# let me …"): the opener is a piece of its own. Nothing matches before the word after the
+# subject has begun, so "Thanks for calling" or "Great news" never match.
+_OPENER = re.compile(
+    r"^\s*(sure|okay|ok|great|of course|absolutely|got it|perfect|alright|all right|"
+    r"no problem|thanks|thank you|certainly)(?=\s+(?:i|i'm|i'll|i've|i'd|we|we're|we'll|"
+    r"we've|you|you're|you'll|your|that|that's|it|it's|let|let's|there|there's|here|"
+    r"here's|our|this|so)\s+\S)",
+    re.IGNORECASE,
+)
 
 
 def _word_before(text: str, end: int) -> str:
@@ -45,8 +67,8 @@ class SentenceSplitter:
     """Feed tokens with :meth:`push`; each call returns the sentences it completed.
     :meth:`flush` returns what is left once the stream is over."""
 
-    def __init__(self, clause_min_chars: int = 60, max_chars: int = 300) -> None:
-        self.clause_min_chars = clause_min_chars
+    def __init__(self, *, first_clause: bool = True, max_chars: int = 300) -> None:
+        self.first_clause = first_clause  # cut the first sentence at its first clause
         self.max_chars = max_chars
         self._buf = ""
         self.emitted = 0
@@ -78,6 +100,10 @@ class SentenceSplitter:
             if cut is None:
                 return out
             sentence = self._buf[:cut].strip()
+            if self._is_opener(cut):
+                sentence += ","  # "Sure I can" → "Sure," + "I can": spoken as an opener
+            elif self.emitted == 0 and sentence[-1:] in _DASHES:
+                sentence = sentence[:-1].rstrip() + ","  # "Sure —" is said as "Sure,"
             self._buf = self._buf[cut:].lstrip()
             # A closing quote that streamed after its sentence was cut is not speech.
             if any(ch.isalnum() for ch in sentence):
@@ -86,9 +112,12 @@ class SentenceSplitter:
 
     def _boundary(self, final: bool) -> int | None:
         buf = self._buf
+        # The first sentence is cut at its first clause: a sentence end before it wins.
+        clause = self._first_clause_end() if self.first_clause and self.emitted == 0 else None
         n = len(buf)
+        stop = n if clause is None else clause
         i = 0
-        while i < n:
+        while i < stop:
             if buf[i] not in _ENDERS:
                 i += 1
                 continue
@@ -110,7 +139,7 @@ class SentenceSplitter:
                     i = j
                     continue
             return j
-        return self._clause_cut()
+        return clause if clause is not None else self._long_cut()
 
     def _ends_now(self, buf: str, first: int, end: int) -> bool:
         """Whether punctuation at the very end of what has streamed so far ends a
@@ -125,7 +154,7 @@ class SentenceSplitter:
         if word in _ALWAYS:
             return False
         maybe_more = word[-1].isdigit() or len(word) == 1
-        return not (maybe_more or word in _IF_CAPITAL or word in _BEFORE_DIGIT)
+        return not (maybe_more or _if_capital(word) or word in _BEFORE_DIGIT)
 
     def _dot_ends(self, buf: str, dot: int, after: int, final: bool) -> bool | None:
         """Whether the dot at ``dot`` ends a sentence; None: wait for the next word."""
@@ -136,7 +165,7 @@ class SentenceSplitter:
             return False
         if len(word) == 1 and word.isalpha() and buf[dot - 1].isupper():
             return False  # an initial: "J. Smith"
-        if word in _IF_CAPITAL or word in _BEFORE_DIGIT:
+        if _if_capital(word) or word in _BEFORE_DIGIT:
             rest = buf[after:].lstrip()
             if not rest:
                 return True if final else None
@@ -146,28 +175,65 @@ class SentenceSplitter:
             return nxt.isupper()
         return True
 
-    def _clause_cut(self) -> int | None:
+    def _first_clause_end(self) -> int | None:
+        """Where the first clause of the text so far ends: after its first clause mark
+        that follows a word (and is followed by a space, or ends the text so far and is
+        no part of a number), or after a bare opener; None when there is none yet."""
         buf = self._buf
-        # Only the opening of a reply is cut at a comma: that is where the first audio
-        # waits; later sentences are spoken whole for a natural prosody.
-        if self.emitted == 0:
-            for k, ch in enumerate(buf):
-                if (
-                    ch in _CLAUSE
-                    and k + 1 < len(buf)
-                    and buf[k + 1].isspace()
-                    and len(buf[: k + 1].strip()) >= self.clause_min_chars
-                ):
-                    return k + 1
+        n = len(buf)
+        for k, ch in enumerate(buf):
+            if ch in _CLAUSE:
+                after = k + 1
+            elif ch in _DASHES and _spaced_dash(buf, k):
+                after = k + 1  # "Sure — I can"
+            else:
+                continue
+            if not any(c.isalnum() for c in buf[:k]):
+                continue
+            while after < n and buf[after] in _CLOSERS:
+                after += 1
+            if after < n:
+                if buf[after].isspace():
+                    return after
+                continue  # "1,250", "9:30"
+            return None if buf[k - 1].isdigit() else after  # "1," may become "1,250"
+        opener = _OPENER.match(buf)
+        return opener.end() if opener else None
+
+    def _is_opener(self, cut: int) -> bool:
+        if not self.first_clause or self.emitted:
+            return False
+        opener = _OPENER.match(self._buf)
+        return opener is not None and opener.end() == cut
+
+    def _long_cut(self) -> int | None:
+        """A text that runs on without punctuation is cut at a space before ``max_chars``."""
+        buf = self._buf
         if len(buf) > self.max_chars:
             space = buf.rfind(" ", 0, self.max_chars)
             return space if space > 0 else self.max_chars
         return None
 
 
-def split_sentences(text: str, clause_min_chars: int = 60) -> list[str]:
-    """All the sentences of a finished text, as the streaming splitter would cut them."""
-    splitter = SentenceSplitter(clause_min_chars=clause_min_chars)
+def _if_capital(word: str) -> bool:
+    return word in _IF_CAPITAL or _DOTTED.match(word) is not None
+
+
+def _spaced_dash(buf: str, k: int) -> bool:
+    """A dash between spaces, not between numbers ("9 - 11")."""
+    before = buf[k - 2 : k]
+    return (
+        len(before) == 2
+        and before[1] == " "
+        and not before[0].isdigit()
+        and (k + 1 == len(buf) or buf[k + 1] == " ")
+    )
+
+
+def split_sentences(text: str, *, first_clause: bool = True) -> list[str]:
+    """All the pieces of a finished text, as the streaming splitter would cut them
+    (``first_clause=False``: its whole sentences)."""
+    splitter = SentenceSplitter(first_clause=first_clause)
     out: list[str] = []
     for token in _TOKEN.findall(text):  # word by word, as a stream would bring them
         out.extend(splitter.push(token))
