@@ -233,7 +233,8 @@ async def test_transcript_gets_a_reply_with_history_and_events(
     turn_id = await caller.say("Hi, I'd like to book an oil change.")
     says = await caller.turn(turn_id)
     assert [s.text for s in says] == [
-        "Sure, I can help you book an oil change.",
+        "Sure,",  # the first clause goes out on its own
+        "I can help you book an oil change.",
         "We have openings most days this week.",
         "Which day works best for you?",
         "",
@@ -261,6 +262,25 @@ async def test_transcript_gets_a_reply_with_history_and_events(
     turn_id = await caller.say("Tuesday morning")
     says = await caller.turn(turn_id)
     assert "name" in says[-2].text
+
+
+async def test_the_closing_message_says_what_the_turn_asks_for(
+    agent: AgentService, caller: Caller
+) -> None:
+    async def closing(text: str | None) -> Say:
+        turn_id = await caller.started() if text is None else await caller.say(text)
+        says = await caller.turn(turn_id)
+        assert says[-1].last and says[-1].text == ""
+        assert all(s.expects is None for s in says[:-1])  # only the closing message says
+        return says[-1]
+
+    assert (await closing(None)).expects is None  # "… how can I help you today?"
+    assert (await closing("I'd like an oil change")).expects == "datetime"  # which day
+    assert (await closing("Tuesday works")).expects == "name"  # "Can I get your name…?"
+    # "Sorry, I didn't quite catch that. Could you say that again?": the name still.
+    assert (await closing("mumble mumble")).expects == "name"
+    assert (await closing("How much is it?")).expects == "yes_no"  # "Would you like…?"
+    assert (await closing("thanks")).expects is None  # goodbye: no question
 
 
 async def test_noise_transcripts_are_ignored(

@@ -99,7 +99,8 @@ async def test_press_1_to_confirm(
         assert [s.text for s in says] == [*GREETING, ""]
 
         confirmed = await caller.turn(turn_id_for_dtmf("MZK1", 1))
-        assert confirmed[0].text == "Thank you, your appointment is confirmed."
+        assert [s.text for s in confirmed] == ["Thank you,", "your appointment is confirmed.", ""]
+        assert confirmed[-1].expects is None  # a statement asks for nothing
         request = llm.requests[-1]
         assert request["messages"][-1] == {"role": "user", "content": "[DTMF:1]"}
         system = request["messages"][0]["content"]
@@ -109,6 +110,7 @@ async def test_press_1_to_confirm(
         await press(caller, keys(caller, "MZK1", 2, "42#"))
         says = await caller.turn(turn_id_for_dtmf("MZK1", 2))
         assert says[0].text == "You pressed 42#."
+        assert says[-1].expects == "yes_no"  # "To confirm, please press 1."
         assert not any(
             '{reason="barge_in"}' in line for line in agent.metrics.render().decode().splitlines()
         )

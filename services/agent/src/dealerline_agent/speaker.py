@@ -1,6 +1,7 @@
 """Speaking a turn: each sentence is published on ``call.<sid>.say`` as soon as it is
-ready, then a closing ``last=True`` message. Each carries ``Nats-Msg-Id``
-``<turn>:<seq>``, so a redelivered or replayed turn publishes nothing twice."""
+ready, then a closing ``last=True`` message that says what the turn asks the caller for
+(``expects``). Each carries ``Nats-Msg-Id`` ``<turn>:<seq>``, so a redelivered or
+replayed turn publishes nothing twice."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import Say, TurnTimings, now
+from dealerline_common.speculation import Expects
 
 from .metrics import AgentMetrics
 
@@ -33,6 +35,12 @@ class TurnVoice:
         self.utterance_id = utterance_id
         self.timings = timings
         self.seq = 0  # sentences said so far
+        self.spoken: list[str] = []  # their texts
+
+    @property
+    def text(self) -> str:
+        """Everything this turn has said so far."""
+        return " ".join(self.spoken)
 
     async def say(self, text: str) -> None:
         if self.seq == 0 and text:
@@ -41,6 +49,8 @@ class TurnVoice:
                 self.metrics.first_sentence.observe(
                     self.timings.first_sentence - self.timings.llm_request
                 )
+        if text:
+            self.spoken.append(text)
         await self._publish(text, last=False)
         self.seq += 1
 
@@ -48,11 +58,12 @@ class TurnVoice:
         for sentence in sentences:
             await self.say(sentence)
 
-    async def end(self) -> None:
-        """The turn's closing message: nothing more will be said."""
-        await self._publish("", last=True)
+    async def end(self, expects: Expects | None = None) -> None:
+        """The turn's closing message: nothing more will be said, and the caller is
+        expected to answer with ``expects`` (None: anything)."""
+        await self._publish("", last=True, expects=expects)
 
-    async def _publish(self, text: str, *, last: bool) -> None:
+    async def _publish(self, text: str, *, last: bool, expects: Expects | None = None) -> None:
         say = Say(
             session_id=self.session_id,
             turn_id=self.turn_id,
@@ -61,6 +72,7 @@ class TurnVoice:
             text=text,
             last=last,
             timings=self.timings.model_copy(),
+            expects=expects,
         )
         await self.bus.publish_durable(
             subjects.say(self.session_id), say, msg_id=f"{self.turn_id}:{self.seq}"

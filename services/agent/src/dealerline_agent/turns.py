@@ -4,8 +4,9 @@ stream, an escalation status, key presses).
 Turns of one session run one at a time (the session's lock); sessions run concurrently.
 A turn: joins background results into the state, replays itself if its reply is already
 stored (a redelivered transcript), streams the graph's reply out sentence by sentence
-(:mod:`.reply`), commits what it added to the state store, then announces it
-(:mod:`.announce`) and, if the caller said goodbye, asks the gateway to hang up.
+(:mod:`.reply`), commits what it added to the state store, closes its speech with what it
+asks the caller for (:mod:`.expects`), then announces it (:mod:`.announce`) and, if the
+caller said goodbye, asks the gateway to hang up.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dealerline_common.bus import Bus
 from dealerline_common.conversation import ai_message_id, is_turn_ai_id, user_message_id
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import TurnTimings
+from dealerline_common.speculation import Expects
 from dealerline_common.state import ConversationState
 from dealerline_common.state_store import StateStore
 
@@ -37,8 +39,9 @@ from .commit import commit_turn
 from .dealership.context import ToolContext
 from .dealership.effects import ToolEffect
 from .dealership.repo import Dealership
+from .expects import expects_for
 from .graph import Graph
-from .history import from_dicts, turn_artifacts, turn_reply
+from .history import from_dicts, text_of, turn_artifacts, turn_reply
 from .metrics import AgentMetrics
 from .reply import Reply
 from .sentences import SentenceSplitter, split_sentences
@@ -131,8 +134,10 @@ class TurnRunner:
             return await self._replay(session, turn, history, state)
         if not turn.text and not state.pending_notifications:
             # A proactive turn whose news an earlier turn already told: say nothing, but
-            # end the turn so whoever waits for it to have played is not kept waiting.
-            await self._voice(session, turn).end()
+            # end the turn so whoever waits for it to have played is not kept waiting;
+            # the question the agent asked last still stands.
+            standing = expects_for(previous_reply(history, turn.turn_id))
+            await self._voice(session, turn).end(expects=standing)
             log.info("nothing new to say", session_id=sid, turn_id=turn.turn_id)
             return "skipped"
         if turn.caller_text:
@@ -142,7 +147,8 @@ class TurnRunner:
         session.generating = True
         record, reply = await self._generate(session, turn, state, history)
         session.generating = False
-        await self._finish(session, turn, record, reply)
+        expects = expects_for(reply.voice.text, previous_reply(history, turn.turn_id))
+        await self._finish(session, turn, record, reply, expects)
         return "ok"
 
     def _voice(self, session: Session, turn: TurnInput) -> TurnVoice:
@@ -166,8 +172,8 @@ class TurnRunner:
         the same message ids (the stream drops what it already has)."""
         voice = self._voice(session, turn)
         reply = turn_reply(history, turn.turn_id)
-        await voice.say_all(split_sentences(reply, self.p.settings.clause_min_chars))
-        await voice.end()
+        await voice.say_all(split_sentences(reply))
+        await voice.end(expects=expects_for(voice.text, previous_reply(history, turn.turn_id)))
         # Its events too: the first delivery may have died between storing the turn
         # and publishing them (the same msg ids: the stream keeps one copy).
         effects = [ToolEffect.model_validate(a) for a in turn_artifacts(history, turn.turn_id)]
@@ -189,7 +195,7 @@ class TurnRunner:
         if turn.text:
             new_input.append(HumanMessage(content=turn.text, id=user_message_id(turn.turn_id)))
             record.add(new_input)
-        splitter = SentenceSplitter(clause_min_chars=self.p.settings.clause_min_chars)
+        splitter = SentenceSplitter()
         reply = Reply(record, turn.timings, self.p.metrics, splitter, self._voice(session, turn))
         inputs = {"messages": [*history, *new_input], "session_id": sid, "turn_id": turn.turn_id}
         token = current_turn.set(record)
@@ -236,13 +242,19 @@ class TurnRunner:
         await self.p.announcer.effects(sid, record.turn_id, record.effects, stored)
 
     async def _finish(
-        self, session: Session, turn: TurnInput, record: TurnRecord, reply: Reply
+        self,
+        session: Session,
+        turn: TurnInput,
+        record: TurnRecord,
+        reply: Reply,
+        expects: Expects | None,
     ) -> None:
-        """Store the turn, close its speech, then announce what it did."""
+        """Store the turn, close its speech (saying what it asks for), then announce
+        what it did."""
         sid = session.session_id
         turn.timings.llm_request = turn.timings.llm_request or record.llm_request
         stored = await commit_turn(self.p.store, self.p.metrics, sid, record)
-        await reply.voice.end()
+        await reply.voice.end(expects=expects)
         await self.p.announcer.agent_said(sid, turn.turn_id, reply.text())
         await self.p.announcer.effects(sid, turn.turn_id, record.effects, stored)
         await self.p.announcer.state(session, stored)
@@ -256,4 +268,18 @@ class TurnRunner:
             tools=record.tool_calls,
             llm_failures=record.llm_failures,
             fallback=record.fallback,
+            expects=expects,
         )
+
+
+def previous_reply(history: list[BaseMessage], turn_id: str) -> str | None:
+    """What the agent said last before ``turn_id`` (its last non-empty text reply)."""
+    previous = None
+    for m in history:
+        if m.id == user_message_id(turn_id) or (
+            isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn_id)
+        ):
+            break
+        if isinstance(m, AIMessage) and text_of(m).strip():
+            previous = text_of(m).strip()
+    return previous
