@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,8 +24,13 @@ from gw_testkit import (
     stream_parameters,
     twilio_stream,
 )
+from nats.aio.msg import Msg
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.conversation import turn_id_for_call, turn_id_for_stream
 from dealerline_common.messages import (
     AudioMeta,
@@ -323,3 +329,58 @@ async def test_drain_releases_the_prefetches(gateway: Running) -> None:
     assert params["session_id"] not in gw.prefetches
     with pytest.raises(nats.errors.NoRespondersError):
         await gateway.probe.nc.request(subjects.audio(params["session_id"]), b"", timeout=2)
+
+
+# ----------------------------------------------------------------- one call, one trace
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory."""
+    tracing.reset_tracing()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "gateway"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.configure_tracing(provider)
+    yield exporter
+    tracing.reset_tracing()
+
+
+def trace_of(msg: Msg) -> str:
+    return (msg.headers or {})["traceparent"].split("-")[1]
+
+
+async def test_the_call_trace_begins_at_the_webhook_and_the_stream_carries_it_on(
+    spans: InMemorySpanExporter, gateway: Running
+) -> None:
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    params = await start_call(gateway, CALL)
+    incoming = await control.get()
+    assert isinstance(parse_control(incoming.data), CallIncoming)
+    async with twilio_stream(gateway, CALL) as fake:
+        await fake.start(params)
+        started = await control.get()
+        assert isinstance(parse_control(started.data), StreamStarted)
+        # the greeting asked for at the webhook and the stream are one trace
+        assert trace_of(started) == trace_of(incoming)
+        await fake.stop()
+    await asyncio.wait_for(gateway.app.state.gateway.wait_idle(), 10)
+    calls = [s for s in spans.get_finished_spans() if s.name == "gateway.call"]
+    assert len(calls) == 1
+    root = calls[0]
+    assert root.parent is None and root.attributes is not None
+    assert format(root.context.trace_id, "032x") == trace_of(incoming)
+    assert root.attributes["session_id"] == params["session_id"]
+    assert root.attributes["stream_sid"] == fake.stream_sid
+
+
+async def test_an_expired_prefetch_ends_its_call_span(
+    spans: InMemorySpanExporter, gateway: Running
+) -> None:
+    gateway.app.state.gateway.prefetches.book = PrefetchBook(ttl_s=0.2)
+    params = await start_call(gateway, CALL)
+    await eventually(lambda: any(s.name == "gateway.call" for s in spans.get_finished_spans()))
+    [root] = [s for s in spans.get_finished_spans() if s.name == "gateway.call"]
+    assert root.attributes is not None
+    assert root.attributes["session_id"] == params["session_id"]
+    assert root.attributes["outcome"] == "no_stream"

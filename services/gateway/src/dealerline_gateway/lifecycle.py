@@ -64,6 +64,17 @@ def _greeting_meta(msg: Msg, greeting_turn_id: str) -> AudioMeta | None:
     return meta if meta.turn_id == greeting_turn_id else None
 
 
+def _adopt_trace(call: StreamCall, span: tracing.Span) -> None:
+    """Carry on the call's trace begun at its webhook (where the greeting was asked for):
+    its root span becomes the stream's, ended with the stream. The root span the stream
+    started for itself is dropped unended, so it is never exported: one call, one trace."""
+    if not span.is_recording():
+        return
+    call.span, call.ctx = span, tracing.context_with(span)
+    span.set_attribute("stream_sid", call.stream_sid)
+    span.set_attribute("resumed", call.grant.resumed)
+
+
 class Refused(Exception):
     """The stream is not admitted (``reason`` is the ``streams_rejected_total`` label)."""
 
@@ -128,6 +139,7 @@ class Lifecycle:
                 await claim.release()
             raise
         if claim is not None:
+            _adopt_trace(call, claim.span)
             replayed = await claim.replay(audio)
             log.info("greeting prefetch replayed", session_id=call.session_id, messages=replayed)
         self._subs.append(await d.bus.subscribe(subjects.command(call.session_id), on_command))

@@ -179,8 +179,14 @@ class _Live:
     """A prefetch with its subscription."""
 
     entry: Entry[Msg]
+    span: tracing.Span = tracing.INVALID_SPAN  # the call's root span, begun at the webhook
     sub: Subscription | None = None
     forward: Handler | None = None  # once replayed: the stream's handler takes the rest
+
+    def end_trace(self, outcome: str) -> None:
+        """The call's span ends here: its stream never took it over."""
+        tracing.end_span(self.span, outcome=outcome)
+        self.span = tracing.INVALID_SPAN
 
 
 class Claim:
@@ -193,6 +199,12 @@ class Claim:
     @property
     def held(self) -> int:
         return len(self._live.entry.held.items)
+
+    @property
+    def span(self) -> tracing.Span:
+        """The call's root span begun at the webhook (the stream carries it on and ends
+        it; the invalid span when tracing is off)."""
+        return self._live.span
 
     async def replay(self, handler: Handler) -> int:
         """Hand every held message to ``handler`` in arrival order (those arriving
@@ -213,6 +225,7 @@ class Claim:
 
     async def release(self) -> None:
         """Give the prefetch up without replaying it (the stream's start failed)."""
+        self._live.end_trace("start_failed")
         await self._owner.release(self._live, drain=False)
 
 
@@ -250,16 +263,19 @@ class Prefetches:
         """The session whose prefetch this call has (its incoming webhook came again)."""
         return self.book.session_of_call(call_sid, self.clock())
 
-    async def start(self, session_id: str, call_sid: str) -> Opened:
+    async def start(
+        self, session_id: str, call_sid: str, span: tracing.Span = tracing.INVALID_SPAN
+    ) -> Opened:
         """Hold the session's audio from now on; raises when the bus refuses the
-        subscription (nothing is then held)."""
+        subscription (nothing is then held). ``span`` (the call's root span) is carried
+        on to the stream that claims the prefetch, or ended when none does."""
         opened = self.book.open(session_id, call_sid, self.clock())
         self.m.prefetches.labels(opened.value).inc()
         if opened is not Opened.STARTED:
             return opened
         entry = self.book.get(session_id)
         assert entry is not None
-        live = self._live[session_id] = _Live(entry)
+        live = self._live[session_id] = _Live(entry, span)
         self._gauge()
         try:
             live.sub = await self.bus.subscribe(
@@ -281,6 +297,7 @@ class Prefetches:
         live = self._live.pop(session_id, None)
         if live is not None:
             self.m.prefetches.labels("failed").inc()
+            live.end_trace("greeting_not_requested")
             await self.release(live, drain=False)
 
     def claim(self, session_id: str) -> Claim | None:
@@ -311,6 +328,7 @@ class Prefetches:
         self._live.clear()
         for live in lives:
             self.book.take(live.entry.session_id, self.clock())
+            live.end_trace("gateway_shutdown")
         self._gauge()
         await asyncio.gather(*(self.release(live, drain=False) for live in lives))
         if self._releasing:
@@ -374,6 +392,7 @@ class Prefetches:
             held=len(entry.held.items),
         )
         entry.held.items.clear()
+        live.end_trace("no_stream")  # hung up first, or the stream went to another replica
         task = asyncio.get_running_loop().create_task(self.release(live, drain=False))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

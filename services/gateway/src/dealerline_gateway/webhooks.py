@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
 from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import CallIncoming, CallStartedEvent, Wire, new_id
 
@@ -186,13 +186,20 @@ async def incoming(request: Request) -> Response:
 async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
     """Hold the call's audio from now on and ask the agent for the greeting
     (``CallIncoming``), so that it is ready when the stream opens. Best effort: when
-    either fails, nothing is held and the greeting is written at the stream's start."""
+    either fails, nothing is held and the greeting is written at the stream's start.
+
+    The call's trace (its root span ``gateway.call``) begins here, so that the greeting
+    belongs to it; the stream that claims the prefetch carries the span on to its end."""
     sid = grant.session_id
+    span = _call_span(grant)
     try:
-        if await gw.prefetches.start(sid, grant.call_sid) is not Opened.STARTED:
-            return  # a duplicate (counted) or too many held already: greet at stream start
+        opened = await gw.prefetches.start(sid, grant.call_sid, span)
     except Exception as exc:
+        tracing.end_span(span, outcome="prefetch_failed")
         log.warning("greeting prefetch not started", session_id=sid, error=repr(exc))
+        return
+    if opened is not Opened.STARTED:  # a duplicate (counted) or too many held already
+        tracing.end_span(span, outcome=f"prefetch_{opened.value}")
         return
     incoming = CallIncoming(
         session_id=sid,
@@ -201,15 +208,29 @@ async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
         to_number=grant.to_number,
     )
     try:
-        await asyncio.wait_for(
-            gw.bus.publish(subjects.control(sid), incoming), gw.settings.event_publish_timeout_s
-        )
+        with tracing.attached(tracing.context_with(span)):
+            await asyncio.wait_for(
+                gw.bus.publish(subjects.control(sid), incoming),
+                gw.settings.event_publish_timeout_s,
+            )
     except Exception as exc:  # TimeoutError included
         gw.gm.event_publish_failures.labels("CallIncoming").inc()
         log.warning(
             "call incoming not published; greeting at stream start", session_id=sid, error=repr(exc)
         )
         await gw.prefetches.cancel(sid)
+
+
+def _call_span(grant: StreamGrant) -> tracing.Span:
+    """The root span of a new call's trace (the invalid span when tracing is off)."""
+    return tracing.start_span(
+        "gateway.call",
+        context=tracing.Context(),  # a new trace: the call's root
+        kind=tracing.SpanKind.SERVER,
+        session_id=grant.session_id,
+        call_sid=grant.call_sid,
+        caller=mask_phone(grant.from_number),
+    )
 
 
 @router.post("/api/voice/return-to-ai")
