@@ -21,7 +21,7 @@ from dealerline_gateway.turn_model import SmartTurn, TurnModel
 PAIRS = [
     ("I would like to book an oil change for Tuesday.", "My phone number is five five five"),
     ("Can you tell me what time you close on Saturday?", "I was wondering if you could"),
-    ("Yes, Tuesday at nine works for me.", "I'd like to come in on"),
+    ("No, that's everything.", "I need the brakes checked and"),
     ("My name is Daniel Carter.", "My name is Daniel and my number is"),
 ]
 PAUSE_S = 0.2  # the gateway asks the model after 200 ms of silence
