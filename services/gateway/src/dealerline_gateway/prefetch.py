@@ -41,9 +41,11 @@ log = get_logger(__name__)
 
 # Not settings (yet): the helper that owns settings.py is editing it.
 PREFETCH_TTL_S = 30.0  # from the webhook's answer to the stream's start, at most
-PREFETCH_MAX_MESSAGES = 256  # audio messages held per call (a greeting is a handful)
-PREFETCH_MAX_BYTES = 2 * 1024 * 1024  # ~4 min of 8 kHz mu-law per call
-PREFETCH_MAX_CALLS = 2000  # calls with a prefetch at once, per process
+PREFETCH_MAX_MESSAGES = 64  # audio messages held per call (a greeting is a handful)
+PREFETCH_MAX_BYTES = 160_000  # 20 s of 8 kHz mu-law per call (a greeting is a few seconds)
+PREFETCH_MAX_CALLS = 1000  # calls with a prefetch at once, per process
+# So the audio held by one process is at most MAX_CALLS x MAX_BYTES (160 MB), and only
+# with a thousand calls answered in the last PREFETCH_TTL_S whose streams never opened.
 _DRAIN_TIMEOUT_S = 2.0  # the prefetch's subscription handing its last messages on
 
 T = TypeVar("T")
