@@ -115,6 +115,21 @@ def test_missing_model_says_run_make_setup(tmp_path: Path, monkeypatch: pytest.M
         SmartTurn()
     with pytest.raises(ValueError):
         SmartTurn(threads=0)
+    with pytest.raises(ModelError, match="does not exist"):
+        SmartTurn(tmp_path / "nope.onnx")
+
+
+def test_another_onnx_model_is_refused() -> None:
+    import faster_whisper
+
+    silero = Path(faster_whisper.__file__).parent / "assets" / "silero_vad_v6.onnx"
+    with pytest.raises(ModelError, match="not a Smart Turn v3 model"):
+        SmartTurn(silero)
+
+
+def test_silence_and_empty_audio_get_a_probability(model: SmartTurn) -> None:
+    for clip in (b"", bytes([audio.ULAW_SILENCE]) * 8000):
+        assert 0.0 <= model.predict(clip) <= 1.0
 
 
 def test_complete_sentences_score_above_cut_off_ones(

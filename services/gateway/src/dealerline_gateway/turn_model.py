@@ -34,7 +34,7 @@ import onnxruntime as ort
 
 from dealerline_common import audio
 from dealerline_common.logs import get_logger
-from dealerline_common.models import SMART_TURN_SAMPLE_RATE, smart_turn_path
+from dealerline_common.models import SMART_TURN_SAMPLE_RATE, ModelError, smart_turn_path
 
 log = get_logger(__name__)
 
@@ -149,7 +149,8 @@ class SmartTurn:
     ``path`` defaults to the file ``make setup`` installed (a :class:`ModelError` says to
     run it when missing). ``threads`` is onnxruntime's intra-op thread count. ``predict``
     may be called from several threads at once (onnxruntime's ``run`` is thread-safe and
-    the features are pure); each call costs one model run on ``threads`` cores.
+    the features are pure); each call costs one model run on ``threads`` cores. Loading
+    includes one warm-up run.
     """
 
     name = "smart-turn-v3.2"
@@ -158,6 +159,8 @@ class SmartTurn:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.path = Path(path) if path is not None else smart_turn_path()
+        if not self.path.is_file():
+            raise ModelError(f"turn model {self.path} does not exist")
         self.threads = threads
         started = time.perf_counter()
         options = ort.SessionOptions()
@@ -171,6 +174,8 @@ class SmartTurn:
             str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input = self._check_io()
+        # One run at load: the first call on a live pause should not pay for allocation.
+        self._session.run(None, {self._input: model_features(np.zeros(HOP, np.float32))})
         log.debug(
             "turn_model_loaded",
             model=self.name,
@@ -180,14 +185,14 @@ class SmartTurn:
         )
 
     def _check_io(self) -> str:
-        (inp,) = self._session.get_inputs()
-        shape = list(inp.shape)
-        if len(shape) != 3 or shape[1:] != [N_MELS, N_FRAMES]:
-            raise ValueError(
-                f"{self.path} is not a Smart Turn v3 model: input {inp.name} {shape}, "
-                f"expected [batch, {N_MELS}, {N_FRAMES}]"
+        inputs = self._session.get_inputs()
+        shapes = [(i.name, list(i.shape)) for i in inputs]
+        if len(inputs) != 1 or len(shapes[0][1]) != 3 or shapes[0][1][1:] != [N_MELS, N_FRAMES]:
+            raise ModelError(
+                f"{self.path} is not a Smart Turn v3 model: inputs {shapes}, expected one "
+                f"[batch, {N_MELS}, {N_FRAMES}]"
             )
-        return str(inp.name)
+        return str(inputs[0].name)
 
     def predict(self, ulaw_8k: bytes) -> float:
         """P(turn complete) for the caller's 8 kHz mu-law audio of the utterance so far."""
