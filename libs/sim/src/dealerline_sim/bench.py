@@ -183,11 +183,11 @@ def _clip(case: DevCase) -> Clip:
     return Clip(kind, audio, case.id)
 
 
-def devset_clips(interruptions: int) -> list[Clip]:
+def devset_clips(interruptions: int, root: Path | None = None) -> list[Clip]:
     """The dev set's backchannels and its first ``interruptions`` interruptions, cut 200 ms
     after their speech ends (the set keeps 2.5 s of line noise after it)."""
-    backs = [_clip(c) for c in load("backchannel")]
-    inters = [_clip(c) for c in load("interruption")[:interruptions]]
+    backs = [_clip(c) for c in load("backchannel", root=root)]
+    inters = [_clip(c) for c in load("interruption", root=root)[:interruptions]]
     return interleave(backs, inters)
 
 
@@ -242,14 +242,18 @@ async def _main(args: argparse.Namespace) -> int:
             samples.note_greeting(greeting_ms(report.call))
             print(f"call {n + 1}/{args.calls}: {len(report.turns) - 1} caller turns", flush=True)
         if args.interruptions >= 0:
-            clips = devset_clips(args.interruptions)
+            clips = devset_clips(args.interruptions, Path(args.devset) if args.devset else None)
             talk, call = await talk_over_call(fleet, clips)
             samples.note_greeting(greeting_ms(call))
             print(f"talk-over call: {len(clips)} clips", flush=True)
         for ms in await greeting_calls(fleet, args.greetings):
             samples.note_greeting(ms)
-    if samples.caller_turns < 5:
-        print(f"only {samples.caller_turns} turns with timings; need at least 5", file=sys.stderr)
+    need = min(5, args.turns * args.calls)
+    if samples.caller_turns < need:
+        print(
+            f"only {samples.caller_turns} turns with timings; need at least {need}",
+            file=sys.stderr,
+        )
         return 1
     block = fleet_block(samples, llm, talk)
     if args.eot_text:
@@ -275,6 +279,7 @@ def main() -> None:
     parser.add_argument(
         "--greetings", type=int, default=5, help="extra calls that only time the greeting"
     )
+    parser.add_argument("--devset", help="a dev set built with --out (default: the packaged one)")
     parser.add_argument("--eot", help="the end-of-turn tables of bench/eot_bench.py (--out)")
     parser.add_argument("--readme", help="README to write the tables into")
     parser.add_argument("--log-dir", default="artifacts/bench-logs")
