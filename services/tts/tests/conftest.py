@@ -27,11 +27,14 @@ async def start_tts(nats_server: NatsServer) -> AsyncIterator[StartTts]:
     started: list[TtsService] = []
 
     async def start(engine: Any = None, **overrides: Any) -> TtsService:
+        # No pre-warmed phrases unless a test asks: most tests are about other things,
+        # and a start would otherwise speak every default opener first.
+        defaults = {"js_file_storage": False, "drain_timeout_s": 5.0, "prewarm": []}
         settings = TtsSettings(
             nats_url=nats_server.url,
             http_port=0,
             http_host="127.0.0.1",
-            **({"js_file_storage": False, "drain_timeout_s": 5.0} | overrides),
+            **(defaults | overrides),
         )
         service = TtsService(settings, engine=engine)
         started.append(service)

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.subscription import Subscription
 
 from dealerline_common import subjects
-from dealerline_common.audio import ulaw_to_pcm16
+from dealerline_common.audio import float_to_ulaw, ulaw_to_pcm16
 from dealerline_common.bus import Bus
 from dealerline_common.messages import (
     AudioMeta,
@@ -28,6 +28,8 @@ from dealerline_common.messages import (
 )
 from dealerline_tts.engine import KokoroEngine
 from dealerline_tts.service import TtsService
+from dealerline_tts.settings import DEFAULT_PREWARM
+from dealerline_tts.text import normalize_text
 
 WAIT_S = 120  # a safety net against hanging, not a latency assertion
 
@@ -50,7 +52,13 @@ def sample(service: TtsService, name: str, **labels: str) -> float:
 
 
 async def say(
-    client: Bus, session_id: str, turn_id: str, seq: int, text: str, last: bool = False
+    client: Bus,
+    session_id: str,
+    turn_id: str,
+    seq: int,
+    text: str,
+    last: bool = False,
+    expects: Any = None,
 ) -> None:
     message = Say(
         session_id=session_id,
@@ -60,6 +68,7 @@ async def say(
         text=text,
         last=last,
         timings=TurnTimings(first_sentence=now()) if seq == 0 else TurnTimings(),
+        expects=expects,
     )
     await client.publish_durable(subjects.say(session_id), message)
 
@@ -436,3 +445,101 @@ async def test_a_cancelled_turn_gets_no_failure_answer(start_tts: StartTts, clie
         assert sample(service, "tts_failed_total", reason="error") == 0
     finally:
         gated.release.set()
+
+
+# ---------------------------------------------------------------------- phrase cache
+
+
+class ToneByTextEngine(ToneEngine):
+    """A tone whose length depends on the text, so each phrase has its own audio."""
+
+    name = "tone-by-text"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def synthesize(self, text: str) -> np.ndarray:
+        self.calls += 1
+        self.texts.append(text)
+        return np.full(240 * len(text), 0.1, dtype=np.float32)
+
+
+async def test_a_cached_phrase_is_published_without_synthesis(
+    start_tts: StartTts, client: Bus
+) -> None:
+    engine = ToneByTextEngine()
+    service = await start_tts(engine=engine, prewarm=["Sure,", "One moment."])
+    assert engine.texts == ["Sure,", "One moment."]  # spoken before any work was taken
+    assert "Sure," in service.phrases and "One moment." in service.phrases
+    sub = await client.nc.subscribe(subjects.audio("sess-c1"))
+    await say(client, "sess-c1", "turn_1", 0, "Sure,")
+    await say(client, "sess-c1", "turn_1", 1, "I can book that.")
+    await say(client, "sess-c1", "turn_1", 2, "", last=True, expects="phone")
+
+    first, audio = await next_audio(sub)
+    assert (first.seq, first.text, first.synth_ms) == (0, "Sure,", 0.0)
+    assert audio == float_to_ulaw(np.full(240 * 5, 0.1, dtype=np.float32), 24000)
+    assert first.duration_ms == pytest.approx(len(audio) / 8.0, abs=0.2)
+    assert first.timings.first_audio is not None  # a cached first piece stamps it too
+    second, _ = await next_audio(sub)
+    assert (second.seq, second.text) == (1, "I can book that.")
+    closing, payload = await next_audio(sub)
+    assert (closing.seq, closing.last, closing.expects, payload) == (2, True, "phone", b"")
+    assert engine.texts[2:] == ["I can book that."]  # the cached phrase was not synthesized
+    assert first.expects is None and second.expects is None
+
+    # A short sentence, once synthesized, is kept too; a long one never is.
+    long = "This sentence is far too long to be kept in the phrase cache."
+    await say(client, "sess-c1", "turn_2", 0, "I can book that.")
+    await say(client, "sess-c1", "turn_2", 1, long, last=True, expects="yes_no")
+    again, _ = await next_audio(sub)
+    assert (again.text, again.synth_ms) == ("I can book that.", 0.0)
+    closing, audio = await next_audio(sub)
+    assert (closing.text, closing.last, closing.expects) == (long, True, "yes_no")
+    assert audio and long not in service.phrases
+    assert engine.texts[2:] == ["I can book that.", long]
+    await eventually(lambda: sample(service, "tts_cache_total", result="bypass") == 1)
+    assert sample(service, "tts_cache_total", result="hit") == 2
+    assert sample(service, "tts_cache_total", result="miss") == 1
+    assert sample(service, "tts_cache_entries") == 3
+    assert sample(service, "tts_cache_bytes") == service.phrases.bytes > 0
+
+
+async def test_the_default_openers_are_spoken_into_the_cache_before_work(
+    start_tts: StartTts,
+) -> None:
+    engine = ToneByTextEngine()
+    too_long = "A phrase longer than the cache keeps is not spoken at start."
+    service = await start_tts(engine=engine, prewarm=[*DEFAULT_PREWARM, too_long, "  "])
+    assert engine.texts == list(DEFAULT_PREWARM)  # the long and the empty one skipped
+    assert len(service.phrases) == len(DEFAULT_PREWARM)
+    for phrase in ("Sure,", "Okay,", "Of course,", "Got it.", "Let me check that for you."):
+        assert phrase in service.phrases
+    assert sample(service, "tts_cache_entries") == len(DEFAULT_PREWARM)
+    assert service.health.ready
+
+    # No cache (TTS_CACHE_MAX_CHARS=0): nothing is pre-warmed, the plain warm-up runs.
+    bare = ToneByTextEngine()
+    off = await start_tts(engine=bare, prewarm=["Sure,"], cache_max_chars=0)
+    assert bare.texts == [] and len(off.phrases) == 0
+
+
+async def test_a_prewarmed_phrase_is_what_kokoro_says(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+) -> None:
+    service = await start_tts(engine=kokoro_engine, prewarm=["Sure,", "Got it."])
+    sub = await client.nc.subscribe(subjects.audio("sess-c2"))
+    await say(client, "sess-c2", "turn_1", 0, "Sure,")
+    await say(client, "sess-c2", "turn_1", 1, "", last=True, expects="datetime")
+
+    meta, audio = await next_audio(sub)
+    assert (meta.text, meta.synth_ms) == ("Sure,", 0.0)
+    fresh = float_to_ulaw(kokoro_engine.synthesize(normalize_text("Sure,")), 24000)
+    assert audio == fresh  # Kokoro is deterministic: the cache changes nothing heard
+    pcm = np.abs(ulaw_to_pcm16(audio).astype(np.int32))
+    assert pcm.max() > 3000 and 0.2 < len(audio) / 8000 < 1.5  # a short spoken word
+    closing, _ = await next_audio(sub)
+    assert (closing.last, closing.expects) == (True, "datetime")
+    assert sample(service, "tts_cache_total", result="hit") == 1
+    assert sample(service, "tts_cache_total", result="miss") == 0

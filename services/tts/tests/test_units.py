@@ -10,8 +10,9 @@ import pytest
 from dealerline_common.settings import SettingsError, load_settings
 from dealerline_tts.cancel import CancelledTurns
 from dealerline_tts.engine import providers_for, trim_silence
+from dealerline_tts.phrase_cache import PhraseCache, PhraseKey
 from dealerline_tts.service import salvage_say
-from dealerline_tts.settings import TtsSettings
+from dealerline_tts.settings import DEFAULT_PREWARM, TtsSettings
 from dealerline_tts.text import normalize_text
 
 
@@ -126,6 +127,11 @@ def test_salvage_say_keeps_the_place_of_an_invalid_sentence() -> None:
     assert salvage_say(json.dumps(no_last | {"timings": 5}).encode(), subject) is not None
     timed = salvage_say(json.dumps(base | {"timings": {"first_sentence": 1.5}}).encode(), subject)
     assert timed is not None and timed.timings.first_sentence == 1.5
+    # What the turn asks for survives too: the gateway needs it from the closing answer.
+    asks = salvage_say(json.dumps(base | {"expects": "vin", "x": 1}).encode(), subject)
+    assert asks is not None and asks.expects == "vin"
+    odd = salvage_say(json.dumps(base | {"expects": "shoe size"}).encode(), subject)
+    assert odd is not None and odd.expects is None
 
     for bad in (
         b"{not a say",
@@ -175,3 +181,51 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TTS_SPEED", "5")
     with pytest.raises(SettingsError, match="TTS_SPEED"):
         load_settings(TtsSettings)
+    monkeypatch.delenv("TTS_SPEED")
+    defaults = load_settings(TtsSettings)
+    assert defaults.prewarm == list(DEFAULT_PREWARM)
+    assert (defaults.cache_max_chars, defaults.cache_entries) == (40, 512)
+    assert all(len(p) <= defaults.cache_max_chars for p in defaults.prewarm)
+    assert {"Sure,", "Sure.", "Of course,", "No problem.", "One moment."} <= set(defaults.prewarm)
+    monkeypatch.setenv("TTS_PREWARM", '["Sure,", "Hello, Ava here."]')
+    monkeypatch.setenv("TTS_CACHE_ENTRIES", "8")
+    settings = load_settings(TtsSettings)
+    assert (settings.prewarm, settings.cache_entries) == (["Sure,", "Hello, Ava here."], 8)
+    monkeypatch.setenv("TTS_PREWARM", "[]")
+    assert load_settings(TtsSettings).prewarm == []
+
+
+def test_phrase_cache_keeps_short_phrases_least_recently_used_first() -> None:
+    cache = PhraseCache("jf_alpha", 1.0, max_chars=10, max_entries=2)
+    assert cache.key(" Sure, ") == PhraseKey("Sure,", "jf_alpha", 1.0)
+    assert cache.key("Far too long a phrase.") is None
+    assert not cache.put("Far too long a phrase.", b"x")
+    assert not cache.put("Empty.", b"")
+    assert cache.put("Sure,", b"aa") and cache.put("Okay,", b"bbb")
+    assert cache.get("Sure,") == b"aa"  # now the most recently used
+    assert cache.put("Great,", b"c")  # a third: the least recently used goes
+    assert "Okay," not in cache and cache.get("Okay,") is None
+    assert ("Sure," in cache, "Great," in cache, len(cache), cache.bytes) == (True, True, 2, 3)
+    assert cache.put("Sure,", b"dddd")  # replaced, not added
+    assert (cache.get("Sure,"), len(cache), cache.bytes) == (b"dddd", 2, 5)
+    assert cache.get("sure,") is None  # the text as it is spoken, not its lower case
+
+
+def test_phrase_cache_stays_within_its_byte_budget() -> None:
+    cache = PhraseCache("jf_alpha", 1.0, max_chars=40, max_entries=100, max_bytes=10)
+    for i in range(6):
+        assert cache.put(f"Phrase {i}.", bytes(4))
+        assert cache.bytes <= 10
+    assert len(cache) == 2 and "Phrase 5." in cache and "Phrase 3." not in cache
+    assert not cache.put("Too big.", bytes(11))  # larger than the whole budget
+    assert len(cache) == 2 and cache.bytes == 8
+
+
+def test_phrase_cache_keys_by_voice_and_speed_and_can_be_off() -> None:
+    alpha = PhraseCache("jf_alpha", 1.0)
+    faster = PhraseCache("jf_alpha", 1.2)
+    assert alpha.key("Sure,") != faster.key("Sure,")
+    assert alpha.key("Sure,") != PhraseCache("jm_kumo", 1.0).key("Sure,")
+    off = PhraseCache("jf_alpha", 1.0, max_entries=0)
+    assert not off.cacheable("Sure,") and not off.put("Sure,", b"a") and len(off) == 0
+    assert not PhraseCache("jf_alpha", 1.0, max_chars=0).cacheable("Sure,")

@@ -14,6 +14,12 @@ sentences are acknowledged and dropped before synthesis and again before publish
 ``StreamStopped`` mutes its session until the next ``StreamStarted``, unless it names a
 stream other than the session's latest started one (a late stop of a replaced stream).
 
+Short texts are kept in a :class:`~.phrase_cache.PhraseCache` (filled before the worker
+takes work with the ``TTS_PREWARM`` openers, then with every short sentence it speaks): a
+cached phrase is published at once, with ``synth_ms`` 0. The ``expects`` of a ``Say``
+(what the turn asks the caller for, on its closing message) travels on in the
+``AudioMeta``.
+
 Each sentence is one ``tts.synthesize`` span (a child of the agent's turn through the
 ``say`` message's ``traceparent``); the audio message carries it on to the gateway's
 playback. Jobs in flight, capacity and queue wait are measured by :class:`ModelWorker`.
@@ -47,9 +53,11 @@ from dealerline_common.messages import (
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health
 from dealerline_common.service import ModelWorker
+from dealerline_common.speculation import EXPECTS
 
 from .cancel import CancelledTurns
 from .engine import KokoroEngine, NothingToSay, TextToSpeech
+from .phrase_cache import PhraseCache
 from .settings import TtsSettings
 from .text import normalize_text
 
@@ -87,6 +95,13 @@ class TtsMetrics:
             "Control messages ignored, by reason (invalid, stale_stop)",
             ["reason"],
         )
+        self.cache = metrics.counter(
+            "tts_cache_total",
+            "Sentences looked up in the phrase cache, by result (hit, miss; bypass: too long)",
+            ["result"],
+        )
+        self.cache_entries = metrics.gauge("tts_cache_entries", "Phrases in the phrase cache")
+        self.cache_bytes = metrics.gauge("tts_cache_bytes", "Audio bytes in the phrase cache")
 
 
 class TtsService(ModelWorker[TextToSpeech]):
@@ -121,9 +136,47 @@ class TtsService(ModelWorker[TextToSpeech]):
         self.m = TtsMetrics(self.metrics)
         self.cancelled = CancelledTurns(settings.cancel_ttl_s, settings.cancel_capacity)
         self.control: Subscription | None = None
+        self.phrases = PhraseCache(
+            settings.voice,
+            settings.speed,
+            max_chars=settings.cache_max_chars,
+            max_entries=settings.cache_entries,
+            max_bytes=settings.cache_max_bytes,
+        )
 
     def create_engine(self) -> TextToSpeech:
         return KokoroEngine(self.settings)
+
+    async def load_model(self) -> None:
+        """Load the model and speak the ``TTS_PREWARM`` phrases into the cache, which
+        warms the model up too; with no phrases to keep, the engine's own warm-up runs.
+        The model counts as loaded (``/readyz``) once they are all spoken."""
+        prewarm = [p for p in self.settings.prewarm if self.phrases.cacheable(normalize_text(p))]
+        if not prewarm:
+            await super().load_model()
+            return
+        started = time.perf_counter()
+        engine = self.engine or await asyncio.to_thread(self.create_engine)
+        for phrase in prewarm:
+            text = normalize_text(phrase)
+            try:
+                ulaw = await asyncio.to_thread(_synthesize, engine, text)
+            except NothingToSay:
+                log.warning("pre-warm phrase has nothing to say", phrase=phrase[:80])
+                continue
+            self.phrases.put(text, ulaw)
+        self._cache_gauges()
+        self.engine = engine
+        log.info(
+            "tts model warm",
+            seconds=round(time.perf_counter() - started, 2),
+            phrases=len(self.phrases),
+            cache_bytes=self.phrases.bytes,
+        )
+
+    def _cache_gauges(self) -> None:
+        self.m.cache_entries.set(len(self.phrases))
+        self.m.cache_bytes.set(self.phrases.bytes)
 
     async def before_consuming(self) -> None:
         # Control first: a barge-in must be known before the sentences it cancels arrive.
@@ -205,22 +258,7 @@ class TtsService(ModelWorker[TextToSpeech]):
         if engine is None:  # consumers start only after the model; this cannot happen
             raise RuntimeError("model not loaded")
 
-        text = normalize_text(say.text)
-        ulaw = b""
-        synth_s = 0.0
-        if text:
-            clock = time.perf_counter()
-            try:
-                ulaw = await asyncio.to_thread(_synthesize, engine, text)
-            except NothingToSay:
-                log.warning("nothing to say", session_id=say.session_id, text=say.text[:80])
-            except Exception:
-                self.m.jobs.labels("error").inc()
-                raise  # nak: another attempt, up to max_deliver
-            synth_s = time.perf_counter() - clock
-            self.m.synth.observe(synth_s)
-            if ulaw:
-                self.m.rtf.observe(synth_s / (len(ulaw) / SAMPLE_RATE))
+        ulaw, synth_s = await self._audio_for(engine, say)
         if self._drop(say, "before_publish"):
             return
 
@@ -239,6 +277,7 @@ class TtsService(ModelWorker[TextToSpeech]):
             duration_ms=round(len(ulaw) * 1000.0 / SAMPLE_RATE, 1),
             synth_ms=round(synth_s * 1000.0, 1),
             timings=timings,
+            expects=say.expects,
         )
         headers = headers_of(msg)
         trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
@@ -278,6 +317,7 @@ class TtsService(ModelWorker[TextToSpeech]):
             duration_ms=0.0,
             synth_ms=0.0,
             timings=timings,
+            expects=say.expects,
         )
         headers = headers_of(msg)
         trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
@@ -302,6 +342,37 @@ class TtsService(ModelWorker[TextToSpeech]):
             last=say.last,
             reason=reason,
         )
+
+    async def _audio_for(self, engine: TextToSpeech, say: Say) -> tuple[bytes, float]:
+        """The sentence's mu-law audio (empty when there is nothing to say) and the
+        seconds synthesis took (0 for a phrase from the cache)."""
+        text = normalize_text(say.text)
+        if not text:
+            return b"", 0.0
+        if not self.phrases.cacheable(text):
+            self.m.cache.labels("bypass").inc()
+        else:
+            cached = self.phrases.get(text)
+            self.m.cache.labels("miss" if cached is None else "hit").inc()
+            if cached is not None:
+                tracing.annotate(cache="hit")
+                return cached, 0.0
+        clock = time.perf_counter()
+        try:
+            ulaw = await asyncio.to_thread(_synthesize, engine, text)
+        except NothingToSay:
+            log.warning("nothing to say", session_id=say.session_id, text=say.text[:80])
+            ulaw = b""
+        except Exception:
+            self.m.jobs.labels("error").inc()
+            raise  # nak: another attempt, up to max_deliver
+        synth_s = time.perf_counter() - clock
+        self.m.synth.observe(synth_s)
+        if ulaw:
+            self.m.rtf.observe(synth_s / (len(ulaw) / SAMPLE_RATE))
+            if self.phrases.put(text, ulaw):
+                self._cache_gauges()
+        return ulaw, synth_s
 
     def _validate(self, msg: Msg) -> Say:
         """The sentence, or Reject: such a message can never succeed."""
@@ -350,6 +421,7 @@ def salvage_say(data: bytes, subject: str) -> Say | None:
     ):
         return None
     utterance_id = raw.get("utterance_id")
+    expects = raw.get("expects")
     try:
         timings = TurnTimings.model_validate(raw.get("timings") or {})
     except ValidationError:
@@ -362,4 +434,5 @@ def salvage_say(data: bytes, subject: str) -> Say | None:
         text="",
         last=last,
         timings=timings,
+        expects=expects if expects in EXPECTS else None,
     )

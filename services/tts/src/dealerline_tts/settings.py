@@ -9,6 +9,29 @@ from pydantic_settings import SettingsConfigDict
 
 from dealerline_common.service import WorkerSettings
 
+# The openers the agent cuts off a reply's first sentence ("Sure," + "I can book that."),
+# with a comma and with a full stop, and two whole short replies: spoken before the
+# worker takes work, so the first audio of most replies costs no synthesis.
+OPENERS = (
+    "Sure",
+    "Okay",
+    "Great",
+    "Of course",
+    "Absolutely",
+    "Got it",
+    "Perfect",
+    "Alright",
+    "No problem",
+    "Thanks",
+    "Thank you",
+    "Certainly",
+)
+DEFAULT_PREWARM = (
+    *(f"{o}{mark}" for o in OPENERS for mark in (",", ".")),
+    "Let me check that for you.",
+    "One moment.",
+)
+
 
 class TtsSettings(WorkerSettings):
     model_config = SettingsConfigDict(
@@ -47,3 +70,14 @@ class TtsSettings(WorkerSettings):
     )
     cancel_capacity: int = Field(default=10_000, ge=1)
     max_text_chars: int = Field(default=1000, ge=1, description="longer sentences are rejected")
+    cache_max_chars: int = Field(
+        default=40, ge=0, description="phrase cache: texts up to this long are kept; 0 = off"
+    )
+    cache_entries: int = Field(default=512, ge=0, description="phrase cache: most phrases kept")
+    cache_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=0, description="phrase cache: most mu-law bytes kept"
+    )
+    prewarm: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PREWARM),
+        description="phrases spoken into the cache before work is taken (JSON list; [] = none)",
+    )
