@@ -213,7 +213,7 @@ async def test_synthetic_speech_is_endpointed_to_the_bus(gateway: Running) -> No
         params = await open_call(gateway, fake, control)
         sid = params["session_id"]
         utts = await collect(gateway.probe, subjects.utterance(sid))
-        await fake.media(silence(0.4) + voiced_signal(0.8) + silence(1.0))
+        await fake.media(silence(0.4) + voiced_signal(0.8) + silence(1.5))
         msg = await utts.get()
         meta = from_header(UtteranceMeta, msg.headers)
         assert msg.headers is not None and msg.headers.get("Nats-Msg-Id") == meta.utterance_id
@@ -229,7 +229,7 @@ async def test_synthetic_speech_is_endpointed_to_the_bus(gateway: Running) -> No
         assert t.utterance_published is not None
         assert t.speech_started <= t.speech_end <= t.utterance_published
         # a second utterance gets the next index
-        await fake.media(voiced_signal(0.5) + silence(1.0))
+        await fake.media(voiced_signal(0.5) + silence(1.5))
         second = from_header(UtteranceMeta, (await utts.get()).headers)
         assert second.index == 1
 
@@ -268,7 +268,7 @@ async def test_kokoro_speech_is_one_utterance(gateway: Running, kokoro_speech: b
     async with twilio_stream(gateway) as fake:
         params = await open_call(gateway, fake, control)
         utts = await collect(gateway.probe, subjects.utterance(params["session_id"]))
-        await fake.media(silence(0.5) + kokoro_speech + silence(1.2))
+        await fake.media(silence(0.5) + kokoro_speech + silence(1.5))
         msg = await utts.get()
         meta = from_header(UtteranceMeta, msg.headers)
         speech_ms = audio.duration_ms(kokoro_speech)
@@ -355,7 +355,7 @@ async def test_barge_in_clears_and_reports_heard_text(gateway: Running) -> None:
         assert barge.turn_id == "turn_b"
         assert barge.heard_seqs == [0]
         assert barge.heard_text == "Thanks for calling."
-        await fake.media(silence(1.0))
+        await fake.media(silence(1.5))
         meta = from_header(UtteranceMeta, (await utts.get()).headers)
         assert meta.during_playback
         # late audio of the cancelled turn is dropped; the next turn plays
@@ -555,10 +555,12 @@ async def test_a_sentence_that_fails_to_send_is_skipped(
     sentence; the sender lives on and plays the next one."""
     sent_chunk = Playback.sent_chunk
 
-    def forgetful_sent_chunk(self: Playback, sentence: Sentence, at: float) -> bool:
+    def forgetful_sent_chunk(
+        self: Playback, sentence: Sentence, at: float, chunk_ms: float = 0.0
+    ) -> bool:
         if sentence.seq == 0:
             raise KeyError(sentence.turn_id)
-        return sent_chunk(self, sentence, at)
+        return sent_chunk(self, sentence, at, chunk_ms)
 
     monkeypatch.setattr(Playback, "sent_chunk", forgetful_sent_chunk)
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
@@ -593,7 +595,7 @@ async def test_barge_in_does_not_wait_behind_utterance_publishes(
         params = await open_call(gateway, fake, control)
         sid = params["session_id"]
         utts = await collect(gateway.probe, subjects.utterance(sid))
-        await fake.media(voiced_signal(0.6) + silence(1.0))  # its publish hangs at the gate
+        await fake.media(voiced_signal(0.6) + silence(1.5))  # its publish hangs at the gate
         await publish_sentence(
             gateway, sid, "turn_q", 0, "Let me check that.", b"\x11" * 320, duration_ms=600_000
         )
@@ -603,7 +605,7 @@ async def test_barge_in_does_not_wait_behind_utterance_publishes(
         assert isinstance(barge, BargeIn) and barge.turn_id == "turn_q"
         assert utts.queue.empty()  # still stuck behind the gate
         gate.set()
-        await fake.media(silence(1.0))
+        await fake.media(silence(1.5))
         first = from_header(UtteranceMeta, (await utts.get()).headers)
         second = from_header(UtteranceMeta, (await utts.get()).headers)
         assert (first.index, second.index) == (0, 1)

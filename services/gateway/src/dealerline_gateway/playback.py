@@ -12,10 +12,16 @@ one mark ``<turn_id>:<seq>``; Twilio echoes it once the sentence has played. Mar
 were pending when we sent ``clear`` are echoed too, but were not heard, so they are
 remembered and ignored.
 
+Playback can be *held* (the caller started speaking over it, :mod:`.backchannel`): the
+sender sends no new frame until it is resumed, from the same place, or the turn is
+barged in on. A sentence held half way has no mark out yet, so none of it counts as heard
+through a mark; what the caller heard of it is the audio sent before the hold.
+
 This class does no I/O: the sender (:mod:`.sender`) sends what :attr:`Playback.queue`
 gives it and reports back with :meth:`sent_chunk` / :meth:`sent_mark` / :meth:`mark_echoed`. Each
 sentence keeps the trace context its audio message arrived with, so its playback span
-joins the call's trace under the TTS span that made it.
+joins the call's trace under the TTS span that made it. :attr:`Playback.expects` is what
+the newest turn's closing message said it asks the caller for.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from dealerline_common.messages import AudioMeta, TurnTimings
+from dealerline_common.speculation import Expects
 from dealerline_common.tracing import Context
 
 _REMEMBERED_TURNS = 64
@@ -70,6 +77,8 @@ class Turn:
     last_echo_at: float | None = None
     timings: TurnTimings | None = None
     sentence_started: dict[int, float] = field(default_factory=dict)
+    sending: Sentence | None = None  # the sentence going out, its mark not sent yet
+    sending_ms: float = 0.0  # audio of it sent so far
     gap_since: float | None = None  # when a later sentence arrived while next_seq was missing
     origin: float | None = None  # when the turn began (see :func:`turn_origin`)
 
@@ -107,6 +116,10 @@ class Playback:
         self.marks: dict[str, _Mark] = {}
         self.cleared: set[str] = set()
         self.changed = asyncio.Event()  # set on any progress (see wait_turn_done)
+        self.expects: Expects | None = None  # what the newest turn asks the caller for
+        self.held_since: float | None = None  # held (the caller speaks over it) since
+        self._unheld = asyncio.Event()
+        self._unheld.set()
 
     # ----------------------------------------------------------------- inbound audio
 
@@ -142,6 +155,7 @@ class Playback:
             turn = Turn(meta.turn_id, utterance_id=meta.utterance_id, origin=origin)
             self._remember(turn)
             self.current = turn
+            self.expects = None  # until its closing message says
         elif turn.origin is None:
             turn.origin = origin
         if meta.seq < turn.next_seq or meta.seq in turn.pending or turn.closed:
@@ -201,6 +215,8 @@ class Playback:
             if m.last:
                 turn.closed = True
                 turn.pending.clear()
+                if turn is self.current:
+                    self.expects = m.expects
                 break
         return drops
 
@@ -216,12 +232,18 @@ class Playback:
         turn = self.turns.get(sentence.turn_id)
         if turn is not None:
             turn.queued = max(0, turn.queued - 1)
+            if turn.sending is sentence:
+                turn.sending = None
         self.changed.set()
 
-    def sent_chunk(self, sentence: Sentence, at: float) -> bool:
-        """A media chunk went out; True when it is the first media frame of the turn."""
+    def sent_chunk(self, sentence: Sentence, at: float, chunk_ms: float = 0.0) -> bool:
+        """A media chunk (``chunk_ms`` of audio) went out; True when it is the first media
+        frame of the turn."""
         turn = self.turns[sentence.turn_id]
         turn.sentence_started.setdefault(sentence.seq, at)
+        if turn.sending is not sentence:
+            turn.sending, turn.sending_ms = sentence, 0.0
+        turn.sending_ms += chunk_ms
         if turn.first_media_at is None:
             turn.first_media_at = at
             return True
@@ -235,6 +257,8 @@ class Playback:
         turn = self.turns.get(sentence.turn_id)
         if turn is None:
             return  # forgotten turn: its echo matches nothing and is ignored
+        if turn.sending is sentence:
+            turn.sending = None
         if turn.cancelled:
             self.cleared.add(name)
             self.changed.set()
@@ -263,6 +287,31 @@ class Playback:
             turn.last_echo_at = at
         self.changed.set()
         return True
+
+    # ----------------------------------------------------------------- hold
+
+    @property
+    def held(self) -> bool:
+        return self.held_since is not None
+
+    def hold(self, at: float) -> bool:
+        """Send no new frame until :meth:`resume` (or a barge-in); False if held already."""
+        if self.held_since is not None:
+            return False
+        self.held_since = at
+        self._unheld.clear()
+        return True
+
+    def resume(self, at: float) -> float:
+        """Play on from where it held; returns how long it was held (0 if it was not)."""
+        since, self.held_since = self.held_since, None
+        self._unheld.set()
+        self.changed.set()
+        return 0.0 if since is None else max(0.0, at - since)
+
+    async def wait_unheld(self) -> None:
+        """Until playback is not held."""
+        await self._unheld.wait()
 
     # ----------------------------------------------------------------- state
 
@@ -304,7 +353,9 @@ class Playback:
     # ----------------------------------------------------------------- barge-in
 
     def barge_in(self, at: float) -> list[BargeInResult]:
-        """Cancel every turn still playing; say what the caller heard of each."""
+        """Cancel every turn still playing; say what the caller heard of each. A hold
+        ends (what comes next is a new turn)."""
+        self.resume(at)
         hit: list[Turn] = []
         for turn in self.turns.values():
             if turn.cancelled:
@@ -329,8 +380,15 @@ class Playback:
         return results
 
     def _partial(self, turn: Turn, at: float) -> str:
-        """The words of the sentence playing at ``at``, by the share of its duration that
-        elapsed since it started (the previous mark echo, or its first media frame)."""
+        """The words heard at ``at`` of the sentences not yet heard to their end: of one
+        whose mark is out, by the share of its duration that elapsed since it started
+        (the previous mark echo, or its first media frame); then of one still being sent
+        (paced, or held half way), by the share of it sent (Twilio holds at most about a
+        chunk more than it played)."""
+        parts = [self._partial_marked(turn, at), self._partial_sent(turn)]
+        return " ".join(p for p in parts if p)
+
+    def _partial_marked(self, turn: Turn, at: float) -> str:
         playing = [self.marks[n] for n in turn.outstanding if n in self.marks]
         if not playing:
             return ""
@@ -342,4 +400,13 @@ class Playback:
             return ""
         fraction = min(1.0, max(0.0, (at - started) * 1000.0 / mark.duration_ms))
         words = mark.text.split()
+        return " ".join(words[: int(fraction * len(words))])
+
+    def _partial_sent(self, turn: Turn) -> str:
+        """The words of the sentence being sent (no mark out yet) by the share sent."""
+        sentence = turn.sending
+        if sentence is None or sentence.duration_ms <= 0:
+            return ""
+        fraction = min(1.0, turn.sending_ms / sentence.duration_ms)
+        words = sentence.text.split()
         return " ".join(words[: int(fraction * len(words))])

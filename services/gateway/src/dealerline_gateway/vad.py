@@ -11,7 +11,10 @@ Two layers:
   voiced frames among the last ``start_window`` frames, keeps ``preroll_frames`` before
   the onset window so the first word is not clipped, ends an utterance after
   ``end_silence_frames`` unvoiced frames (the hangover), drops blips shorter than
-  ``min_speech_frames`` voiced frames and cuts an utterance at ``max_frames``.
+  ``min_speech_frames`` voiced frames and cuts an utterance at ``max_frames``. Whoever
+  decides the end of the turn sooner (:mod:`.endofturn`) reads the utterance so far
+  (:meth:`Endpointer.audio_so_far`) and ends it with :meth:`Endpointer.finish`; the
+  hangover is then only the hard maximum.
 
 Nothing here touches the network or a clock of its own, so it is tested deterministically.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import webrtcvad
@@ -154,7 +157,9 @@ class Utterance:
     speech_end_at: float  # arrival of the last voiced frame
     ended_at: float  # arrival of the frame that ended it
     voiced_frames: int
-    reason: Literal["silence", "max_length", "flush"]
+    # "silence" (the hangover), "max_length", "flush", or the reason given to
+    # :meth:`Endpointer.finish` (the end-of-turn decision's, e.g. "model")
+    reason: str
 
     @property
     def duration_ms(self) -> float:
@@ -209,6 +214,16 @@ class Endpointer:
         """Voiced audio so far in the utterance in progress (0 when idle)."""
         return 0.0 if self._cur is None else self._cur.voiced * FRAME_MS
 
+    @property
+    def last_voiced_index(self) -> int | None:
+        """Index of the utterance's last voiced frame (None when idle)."""
+        return None if self._cur is None else self._cur.last_voiced_index
+
+    def audio_so_far(self) -> bytes:
+        """The utterance in progress as fed so far, pre-roll included (a copy: the
+        utterance goes on); empty when idle."""
+        return b"" if self._cur is None else b"".join(self._cur.frames)
+
     def feed(self, frame: bytes, voiced: bool, at: float) -> list[EndpointEvent]:
         """One 20 ms mu-law frame, whether it was voiced, and when it arrived."""
         idx = self.index
@@ -259,15 +274,19 @@ class Endpointer:
                 )
         return events
 
-    def flush(self, at: float) -> EndpointEvent | None:
+    def flush(self, at: float) -> Utterance | Discarded | None:
         """End the utterance in progress now (the stream went quiet or stopped)."""
+        return self.finish(at, "flush")
+
+    def finish(self, at: float, reason: str) -> Utterance | Discarded | None:
+        """End the utterance in progress now, at the last frame fed, as the hangover would
+        (audio trimmed to the last voiced frame plus the tail; a blip is discarded);
+        ``reason`` becomes :attr:`Utterance.reason`. None when idle."""
         if self._cur is None:
             return None
-        return self._finish(self.index - 1, at, "flush")
+        return self._finish(self.index - 1, at, reason)
 
-    def _finish(
-        self, idx: int, at: float, reason: Literal["silence", "max_length", "flush"]
-    ) -> Utterance | Discarded:
+    def _finish(self, idx: int, at: float, reason: str) -> Utterance | Discarded:
         cur = self._cur
         assert cur is not None
         self._cur = None
