@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import functools
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -29,6 +31,7 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
+from dealerline_gateway.turn_model import SmartTurn
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"
@@ -47,6 +50,20 @@ def voiced_signal(seconds: float, level: float = 0.3) -> bytes:
     x = np.asarray(x) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
     x = x / np.max(np.abs(x)) * level
     return audio.pcm16_to_ulaw(audio.float_to_pcm16(x.astype(np.float32)))
+
+
+@functools.cache
+def kokoro_ulaw(text: str, voice: str = "jm_kumo") -> bytes:
+    """``text`` spoken by the embedded Kokoro, as 8 kHz mu-law (peak 0.4)."""
+    from kokoro_onnx import Kokoro
+
+    from dealerline_common.models import bundled_voices_path, kokoro_int8_path
+
+    k = Kokoro(str(kokoro_int8_path()), str(bundled_voices_path()))
+    samples, rate = k.create(text, voice=voice, speed=1.0, lang="en-us")
+    x = audio.resample(samples, rate, audio.SAMPLE_RATE)
+    x = x / max(1e-6, float(np.abs(x).max())) * 0.4
+    return audio.pcm16_to_ulaw(audio.float_to_pcm16(x))
 
 
 def silence(seconds: float) -> bytes:
@@ -70,6 +87,12 @@ class Running:
         return f"ws://127.0.0.1:{self.http.port}/api/voice/media-stream"
 
 
+@functools.cache
+def turn_model() -> SmartTurn:
+    """The real Smart Turn model, loaded once for the test session (as once per process)."""
+    return SmartTurn()
+
+
 def make_settings(nats_url: str, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "public_url": PUBLIC_URL,
@@ -90,7 +113,10 @@ async def running_gateway(nats_server: NatsServer, **overrides: Any) -> AsyncIte
     await bus.connect()
     await bus.ensure_streams()
     app = create_app(settings, bus)
-    await app.state.gateway.start()
+    gw = app.state.gateway
+    if settings.end_of_turn == "smart" and gw.stream_deps.turn_model is None:
+        gw.stream_deps = dataclasses.replace(gw.stream_deps, turn_model=turn_model())
+    await gw.start()
     http = HttpServer(app, "127.0.0.1", 0)
     await http.start()
     probe = Bus(settings.nats_url, "probe", file_storage=False)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from dealerline_common.settings import ServiceSettings
@@ -35,17 +36,71 @@ class GatewaySettings(ServiceSettings):
     energy_threshold: float = Field(default=500.0, gt=0)
     speech_start_frames: int = Field(default=3, ge=1, description="voiced frames for onset")
     speech_start_window: int = Field(default=5, ge=1, description="...within this many frames")
-    end_silence_ms: float = Field(default=600.0, ge=100, description="hangover ending a turn")
+    end_silence_ms: float = Field(
+        default=600.0, ge=100, description="hangover ending a turn (end_of_turn=silence)"
+    )
     min_speech_ms: float = Field(default=100.0, ge=20)
     preroll_ms: float = Field(default=200.0, ge=0)
     tail_ms: float = Field(default=120.0, ge=0)
     max_utterance_s: float = Field(default=30.0, gt=1)
 
+    # End of turn (dealerline_gateway.endofturn): "smart" = the turn model and the
+    # speculative transcript decide, the hangover is only the hard maximum; "silence" = the
+    # fixed end_silence_ms rule (also the fallback when the turn model cannot be loaded).
+    end_of_turn: Literal["smart", "silence"] = "smart"
+    eot_probe_after_ms: float = Field(
+        default=200.0, ge=20, description="silence that starts the turn model and the probe"
+    )
+    eot_model_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    eot_unsure_max_ms: float = Field(
+        default=1000.0, ge=100, description="model says not done, nothing expected: end then"
+    )
+    eot_entity_max_ms: float = Field(
+        default=2000.0, ge=100, description="expected entity incomplete: end then (hard max)"
+    )
+    eot_transcript_wait_ms: float = Field(
+        default=1200.0, ge=0, description="no transcript by then: decide without it"
+    )
+    eot_veto_prob: float = Field(
+        default=0.15, ge=0.0, le=1.0, description="a complete entity ends unless P(done) < this"
+    )
+    eot_open_entity_prob: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="an answer that may go on whole (a date, a name) ends at P(done) >= this",
+    )
+    eot_model_alone_prob: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="nothing expected, no words yet: P(done) at or above ends on the model alone",
+    )
+    turn_model_path: Path | None = Field(
+        default=None, description="Smart Turn ONNX file (default: the installed v3.2)"
+    )
+    turn_model_threads: int = Field(default=1, ge=1, le=16)
+    probe_timeout_s: float = Field(
+        default=2.0, gt=0, description="an stt.probe request waits this long for its answer"
+    )
+
     # Playback and barge-in.
     playback_frames_per_chunk: int = Field(
         default=2, ge=1, le=2, description="media payload = 160 (20 ms) or 320 (40 ms) bytes"
     )
-    barge_in_min_speech_ms: float = Field(default=200.0, ge=0)
+    playback_lead_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="paced playback: a chunk goes out once Twilio has at most this much left "
+        "to play, so a hold silences the line after at most this plus one chunk",
+    )
+    barge_probe_ms: float = Field(
+        default=240.0, ge=20, description="voiced speech over playback before its words are judged"
+    )
+    barge_max_hold_ms: float = Field(
+        default=700.0, ge=20, description="voiced speech over held playback that barges in anyway"
+    )
     outbound_queue_max: int = Field(default=256, ge=1, description="sentences queued per call")
     hangup_timeout_s: float = Field(default=60.0, gt=0)
     sentence_gap_timeout_s: float = Field(
@@ -93,6 +148,17 @@ class GatewaySettings(ServiceSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not have a query string or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_end_of_turn(self) -> GatewaySettings:
+        if not self.eot_probe_after_ms <= self.eot_unsure_max_ms <= self.eot_entity_max_ms:
+            raise ValueError(
+                "end-of-turn times must grow: GATEWAY_EOT_PROBE_AFTER_MS <= "
+                "GATEWAY_EOT_UNSURE_MAX_MS <= GATEWAY_EOT_ENTITY_MAX_MS"
+            )
+        if self.barge_probe_ms > self.barge_max_hold_ms:
+            raise ValueError("GATEWAY_BARGE_PROBE_MS must not exceed GATEWAY_BARGE_MAX_HOLD_MS")
+        return self
 
     @property
     def stream_url(self) -> str:

@@ -41,11 +41,12 @@ from dealerline_common.messages import (
 
 from . import codec
 from .call import StreamCall
-from .caller_audio import BargeInDue, CallerAudio, CallerEvent, Heard
+from .caller_audio import CallerAudio, CallerEvent
 from .codec import BadFrame, DtmfFrame, MarkFrame, MediaFrame, StartFrame
 from .control_lane import ControlLane
 from .keypad import KEYS, KeyRuns
 from .lifecycle import Lifecycle, Refused, admit
+from .listener import Listener
 from .outbox import Outbox
 from .playback import Playback, Sentence
 from .sender import Sender
@@ -53,7 +54,6 @@ from .streams import StreamDeps
 from .tasks import CANCEL_DEADLINE_S, CallTasks
 from .tokens import StreamGrant
 from .turns import TurnLatency
-from .vad import Discarded, SpeechStart
 
 log = get_logger(__name__)
 
@@ -80,7 +80,9 @@ class MediaSession:
         self.settings = deps.settings
         self.call: StreamCall | None = None  # once admitted
         self.playback = Playback(deps.settings.outbound_queue_max)
-        self.caller = CallerAudio(deps.settings, self.playback, self._on_caller)
+        smart = deps.settings.end_of_turn == "smart" and deps.turn_model is not None
+        self.caller = CallerAudio(deps.settings, self.playback, self._on_caller, smart=smart)
+        self.listener: Listener | None = None  # once admitted
         self.outbox = Outbox(deps.bus)
         self.tasks = CallTasks(deps.gm, self._on_task_failure)
         self.lifecycle = Lifecycle(deps, self)
@@ -190,6 +192,18 @@ class MediaSession:
             gm,
             self.settings.playback_frames_per_chunk,
             self._first_media,
+            self.settings.playback_lead_ms,
+        )
+        self.listener = Listener(
+            self.deps,
+            call,
+            self.caller,
+            self.playback,
+            self.sender,
+            self.control,
+            self.turns,
+            self.outbox,
+            self.tasks.spawn,
         )
         await self.lifecycle.attach(call, self._on_audio, self._on_command)
         self.tasks.spawn("sender", self.sender.run())
@@ -240,29 +254,8 @@ class MediaSession:
             self.caller.feed(frame)
 
     def _on_caller(self, ev: CallerEvent) -> None:
-        if isinstance(ev, SpeechStart):
-            log.debug("speech onset", session_id=self.session_id, frame=ev.index)
-        elif isinstance(ev, Discarded):
-            self.deps.gm.blips.inc()
-        elif isinstance(ev, Heard):
-            assert self.turns is not None
-            self.outbox.put(self.turns.utterance(ev.utterance, ev.during_playback))
-        else:
-            self._barge_in(ev)
-
-    def _barge_in(self, due: BargeInDue) -> None:
-        call, sender, control = self.call, self.sender, self.control
-        assert call is not None
-        assert sender is not None
-        assert control is not None
-        results = self.playback.barge_in(due.at)
-        self.deps.gm.barge_ins.inc()
-        if call.span.is_recording():
-            call.span.add_event(
-                "barge_in", {"turn_ids": [r.turn_id for r in results]}, tracing.ns(due.at)
-            )
-        self.tasks.spawn("clear", sender.clear())
-        control.barge_in(results)
+        if self.listener is not None:
+            self.listener.on_event(ev)
 
     def _on_dtmf(self, frame: DtmfFrame) -> None:
         control = self.control

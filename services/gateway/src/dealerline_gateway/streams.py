@@ -3,8 +3,9 @@
 :class:`Streams` registers a stream once it is admitted and forgets it when it ends, so
 that shutdown can wait for the calls in progress (and close those still open at the
 drain deadline). :class:`StreamDeps` is the handful of process-wide collaborators a media
-session uses: settings, bus, metrics, stream tokens, hand-off markers, this registry and
-the greeting prefetches.
+session uses: settings, bus, metrics, stream tokens, hand-off markers, this registry,
+the greeting prefetches and the turn model (loaded once per process,
+:func:`~.speculate.load_turn_model`; None: turns end on the silence rule).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .prefetch import Prefetches
 from .settings import GatewaySettings
 from .telemetry import GatewayMetrics
 from .tokens import TokenStore
+from .turn_model import TurnModel
 
 log = get_logger(__name__)
 
@@ -87,3 +89,4 @@ class StreamDeps:
     handoffs: Handoffs
     streams: Streams
     prefetches: Prefetches  # the greetings held since their incoming webhook
+    turn_model: TurnModel | None = None  # end_of_turn=smart: shared by the process's calls

@@ -15,6 +15,7 @@ from dealerline_common.logs import get_logger
 from dealerline_common.messages import LatencyEvent, TurnTimings, UtteranceMeta, new_id
 
 from .call import StreamCall
+from .caller_audio import Heard
 from .outbox import Publish
 from .playback import Sentence, Turn
 from .telemetry import GatewayMetrics
@@ -33,19 +34,27 @@ class TurnLatency:
         self._timings: dict[str, TurnTimings] = {}  # by utterance id
         self._spans: dict[str, tracing.Span] = {}  # by utterance id, until first media
 
-    def utterance(self, utt: Utterance, during_playback: bool) -> Publish:
-        """The endpointed utterance as the message for STT (durable, deduplicated by id)."""
-        call = self._call
+    def utterance(self, heard: Heard) -> Publish:
+        """The endpointed utterance as the message for STT (durable, deduplicated by id),
+        with why its turn ended there and, when one still holds, its speculative
+        transcript (STT then publishes that instead of decoding again)."""
+        call, utt = self._call, heard.utterance
         utterance_id = new_id("utt")
-        timings = TurnTimings(speech_started=utt.speech_started_at, speech_end=utt.speech_end_at)
+        timings = TurnTimings(
+            speech_started=utt.speech_started_at,
+            speech_end=utt.speech_end_at,
+            speculation_started=heard.speculation_started,
+        )
         meta = UtteranceMeta(
             session_id=call.session_id,
             utterance_id=utterance_id,
             call_sid=call.call_sid,
             index=self._index,
             duration_ms=utt.duration_ms,
-            during_playback=during_playback,
+            during_playback=heard.during_playback,
             timings=timings,
+            transcript=heard.transcript,
+            end_of_turn=heard.end_of_turn,
         )
         self._index += 1
         self._timings[utterance_id] = timings
@@ -60,6 +69,8 @@ class TurnLatency:
             utterance_id=utterance_id,
             duration_ms=round(utt.duration_ms),
             reason=utt.reason,
+            expects=heard.end_of_turn.expects if heard.end_of_turn else None,
+            speculative=heard.transcript is not None,
         )
         return Publish(
             subjects.utterance(call.session_id),
@@ -86,12 +97,17 @@ class TurnLatency:
             audio_ms=round(utt.duration_ms, 1),
         )
         turn_ctx = tracing.context_with(turn)
+        eot = meta.end_of_turn
         endpointing = tracing.start_span(
             "gateway.endpointing",
             context=turn_ctx,
             start_time=utt.speech_end_at,
             reason=utt.reason,
             hangover_ms=round(max(0.0, utt.ended_at - utt.speech_end_at) * 1000.0, 1),
+            end_of_turn=eot.reason if eot is not None else None,
+            expects=eot.expects if eot is not None else None,
+            model_prob=eot.model_prob if eot is not None else None,
+            speculative=meta.transcript is not None,
         )
         tracing.end_span(endpointing, end_time=utt.ended_at)
         self._spans[utterance_id] = turn
