@@ -47,6 +47,8 @@ class TurnOutcome:
     reason: str | None  # why the final end was declared
     ends: int  # utterances the clip became
     false_triggers: int  # utterances of line noise before the speech
+    cut_reasons: list[str]  # why the turn was declared over too soon
+    cut_at_ms: list[float]  # when (ms into the clip)
 
 
 @dataclass
@@ -81,20 +83,23 @@ def judge_turn(case: DevCase, run: Run) -> TurnOutcome:
         if h.utterance.speech_end_at * 1000.0 >= case.speech_start_ms - 20.0
     ]
     last_chunk = case.pause_spans_ms[-1][1] if case.pause_spans_ms else case.speech_start_ms
-    cut = any(
-        t < last_chunk or (i < len(ends) - 1 and t < case.true_end_ms)
-        for i, (t, _) in enumerate(ends)
-    )
     final = ends[-1] if ends and ends[-1][0] >= last_chunk else None
     info = final[1].end_of_turn if final is not None else None
+    early = [
+        (t, h)
+        for i, (t, h) in enumerate(ends)
+        if t < last_chunk or (i < len(ends) - 1 and t < case.true_end_ms)
+    ]
     return TurnOutcome(
         id=case.id,
         kind=case.kind,
-        cut=cut,
+        cut=bool(early),
         delay_ms=None if final is None else final[0] - case.true_end_ms,
         reason=info.reason if info is not None else None,
         ends=len(ends),
         false_triggers=len(run.ends) - len(ends),
+        cut_reasons=[h.end_of_turn.reason if h.end_of_turn else "?" for _, h in early],
+        cut_at_ms=[round(t) for t, _ in early],
     )
 
 
@@ -253,11 +258,22 @@ def barge_table(outcomes: list[BargeOutcome]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def curve_policies(probe_afters: list[float]) -> list[Policy]:
+def curve_policies(default_probe_after: float, probe_afters: list[float]) -> list[Policy]:
+    """model_threshold × unsure_max_ms at the default probe_after_ms, then each other
+    probe_after_ms at the default threshold and unsure_max_ms (each probe_after_ms probes
+    other audio, so it runs the models again: the costly knob)."""
+    d = gateway_settings()
+    grid = [
+        (default_probe_after, th, unsure)
+        for th, unsure in itertools.product((0.3, 0.5, 0.7), (600.0, 800.0, 1000.0, 1400.0))
+    ]
+    grid += [
+        (pa, d.eot_model_threshold, d.eot_unsure_max_ms)
+        for pa in probe_afters
+        if pa != default_probe_after
+    ]
     out = []
-    for pa, th, unsure in itertools.product(
-        probe_afters, (0.3, 0.5, 0.7), (600.0, 800.0, 1000.0, 1400.0)
-    ):
+    for pa, th, unsure in grid:
         if pa > unsure:
             continue
         knobs = (
@@ -285,7 +301,7 @@ def report(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     silence_turns = run_turns(turns, silence, engines)
     curve: list[tuple[Policy, Summary]] = []
     if not args.no_curve:
-        for policy in curve_policies(args.probe_after):
+        for policy in curve_policies(defaults.eot_probe_after_ms, args.probe_after):
             curve.append((policy, summarise(run_turns(turns, policy, engines))))
             print(f"  {policy.label}: done", file=sys.stderr, flush=True)
     barge = run_barge(barges, smart, engines)
@@ -308,7 +324,7 @@ def report(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             f"Why the smart policy ended the turns: {reasons}.",
             *(
                 [
-                    "Trade-off (smart policy, the other knobs at their defaults):",
+                    "Trade-off (smart policy; the knobs not shown at the gateway's defaults):",
                     curve_table(curve),
                 ]
                 if curve
@@ -342,8 +358,9 @@ def main() -> None:
         "--probe-after",
         type=float,
         nargs="+",
-        default=[200.0, 300.0],
-        help="probe_after_ms values of the trade-off curve (each one runs the models again)",
+        default=[300.0],
+        help="other probe_after_ms values for the trade-off curve, at the default threshold "
+        "and unsure_max_ms (each one runs the models again)",
     )
     parser.add_argument("--no-curve", action="store_true", help="skip the trade-off curve")
     parser.add_argument("--devset", help="a dev set built with --out (default: the packaged one)")
