@@ -11,6 +11,7 @@ import base64
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from gw_testkit import (
     Running,
     collect,
     kokoro_ulaw,
+    make_settings,
     running_gateway,
     silence,
     start_call,
@@ -27,6 +29,7 @@ from gw_testkit import (
     voiced_signal,
 )
 from nats.aio.msg import Msg
+from structlog.testing import capture_logs
 
 from dealerline_common import audio, subjects
 from dealerline_common.local_nats import NatsServer
@@ -39,6 +42,7 @@ from dealerline_common.messages import (
     parse_control,
 )
 from dealerline_common.speculation import SttProbe, SttProbeResult
+from dealerline_gateway.speculate import load_turn_model
 
 COMPLETE = "I'd like to book an oil change for Tuesday."
 UNFINISHED = "I was wondering if"
@@ -270,3 +274,13 @@ async def test_an_interruption_holds_then_clears_playback(gateway: Running) -> N
         assert meta.during_playback
         assert await metric(gateway, "gateway_playback_holds_total", outcome="words") == 1
         assert await metric(gateway, "gateway_backchannels_total") == 0
+
+
+def test_the_turn_model_is_loaded_or_the_silence_rule_stands_in(tmp_path: Path) -> None:
+    model = load_turn_model(make_settings("nats://127.0.0.1:1", turn_model_threads=1))
+    assert model is not None and 0.0 <= model.predict(kokoro_ulaw(COMPLETE)) <= 1.0
+    assert load_turn_model(make_settings("nats://127.0.0.1:1", end_of_turn="silence")) is None
+    missing = make_settings("nats://127.0.0.1:1", turn_model_path=tmp_path / "none.onnx")
+    with capture_logs() as logs:
+        assert load_turn_model(missing) is None
+    assert [entry["log_level"] for entry in logs] == ["warning"]

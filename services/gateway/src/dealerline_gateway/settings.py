@@ -91,9 +91,10 @@ class GatewaySettings(ServiceSettings):
     playback_lead_ms: float = Field(
         default=0.0,
         ge=0,
-        le=1000,
+        le=60_000,
         description="paced playback: a chunk goes out once Twilio has at most this much left "
-        "to play, so a hold silences the line after at most this plus one chunk",
+        "to play, so a hold silences the line after at most this plus one chunk (a large "
+        "value sends replies in bursts, e.g. for a simulator playing faster than real time)",
     )
     barge_probe_ms: float = Field(
         default=240.0, ge=20, description="voiced speech over playback before its words are judged"

@@ -1,7 +1,8 @@
 """One Twilio Media Stream: the session that routes each inbound frame (:mod:`.codec`)
-and wires the call's parts together: the caller's audio (:mod:`.caller_audio`) becoming
+and wires the call's parts together: the caller's audio (:mod:`.caller_audio`, its events
+run by :mod:`.listener`: the end of the turn, holding playback, barge-in) becoming
 utterances on the bus (:mod:`.turns`, :mod:`.outbox`), the reply's audio played back
-(:mod:`.playback`, :mod:`.sender`), barge-in, runs of key presses (:mod:`.keypad`) and
+(:mod:`.playback`, :mod:`.sender`), runs of key presses (:mod:`.keypad`) and
 turns played (:mod:`.control_lane`), hang-up on request, and the stream's start and end
 (:mod:`.lifecycle`).
 
