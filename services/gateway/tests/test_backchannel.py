@@ -150,6 +150,13 @@ def test_going_on_after_a_backchannel_verdict_barges_in() -> None:
     g.answer(due.barge_id, "backchannel", 1.4)  # "okay, …"
     assert g.frame(700, True, 1.8) == [Interrupt("kept_talking", 1.8)]  # "… but Tuesday?"
     assert g.ended(True, 2.5) == ("publish", [])
+    # the same after our audio ended: a turn, with nothing left to cut
+    g.onset(True, 3.0)
+    [due] = g.frame(240, True, 3.24)
+    assert isinstance(due, JudgeDue)
+    g.answer(due.barge_id, "backchannel", 3.4)
+    assert g.frame(700, False, 3.8) == []
+    assert g.ended(True, 4.5) == ("publish", [])
 
 
 def test_a_short_utterance_is_parked_then_judged_whole() -> None:

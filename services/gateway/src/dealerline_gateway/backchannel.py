@@ -185,6 +185,9 @@ class BargeGate:
         if voiced_ms >= self.max_hold_ms and self._state in ("held", "probing"):
             return [*actions, *self._interrupt("max_hold", at)]
         if voiced_ms >= self.max_hold_ms and self._state == "resumed":
+            if not playing:  # our audio ended meanwhile: a turn, nothing to cut
+                self._state = "barged"
+                return actions
             return [*actions, *self._interrupt("kept_talking", at)]
         if self._state == "held" and voiced_ms >= self.probe_ms and self._probe is None:
             self._state = "probing"
