@@ -280,7 +280,8 @@ class CallerAudio:
         if pause is None or pause.pause_id != pause_id or self.eot is None:
             return  # the caller went on, or the utterance ended: dropped
         if result is None:
-            pause.failed = True  # the decider goes on without a transcript
+            pause.failed = True  # the decider goes on without a transcript, at once
+            self._decide(self.eot.transcript_failed(pause_id, self._audio_now()), self._clock())
             return
         pause.result = result
         self._decide(self.eot.transcript(pause_id, result.text, self._audio_now()), self._clock())
