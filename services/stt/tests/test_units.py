@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from dealerline_common.settings import SettingsError, load_settings
-from dealerline_stt.engine import resolve_compute_type, summarise
+from dealerline_stt.engine import (
+    cut_window,
+    encoder_frames,
+    resolve_compute_type,
+    summarise,
+    window_frames,
+)
 from dealerline_stt.settings import DEFAULT_PROMPT, SttSettings
 
 
@@ -59,3 +66,33 @@ def test_a_bad_setting_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("STT_DEVICE", "tpu")
     with pytest.raises(SettingsError, match="STT_DEVICE"):
         load_settings(SttSettings)
+
+
+def test_the_encoder_window_covers_the_audio_plus_a_margin() -> None:
+    assert encoder_frames(300, 1000) == 1000  # a 3 s turn: the 10 s window
+    assert encoder_frames(950, 1000) == 1050  # 9.5 s: its length and 1 s more
+    assert encoder_frames(1201, 1000) == 1302  # always even (the conv halves it)
+    assert encoder_frames(2950, 1000) == 3000  # never past Whisper's 30 s
+    assert encoder_frames(300, 3000) == 3000  # the full window stays full
+
+
+def test_cut_window_keeps_the_audio_and_drops_only_padding() -> None:
+    rng = np.random.default_rng(1)
+    features = np.zeros((80, 3000), dtype=np.float32)
+    features[:, :250] = rng.standard_normal((80, 250))
+    features[:, 100] = 0.0  # a zero column inside the audio is not the end of it
+    cut = cut_window(features, 1000)
+    assert cut.shape == (80, 1000)
+    np.testing.assert_array_equal(cut, features[:, :1000])
+    assert cut_window(features[None], 500).shape == (1, 80, 500)  # batched
+    assert cut_window(np.zeros((80, 3000), dtype=np.float32), 1000).shape == (80, 1000)
+    assert cut_window(features, 3000) is features
+
+
+def test_window_setting() -> None:
+    assert window_frames(10.0) == 1000
+    assert window_frames(0.0) == 3000
+    assert window_frames(30.0) == 3000
+    assert SttSettings(encoder_window_s=0).encoder_window_s == 0
+    with pytest.raises(ValueError, match="at least 10 s"):
+        SttSettings(encoder_window_s=5)

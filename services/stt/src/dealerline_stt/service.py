@@ -116,8 +116,8 @@ class SttService(ModelWorker[SpeechToText]):
     async def on_drain(self) -> None:
         await super().on_drain()
         if self.probes is not None:
-            # Probes are short and advisory: a small share of the drain budget.
-            await self.probes.close(min(2.0, self.settings.drain_timeout_s * 0.25))
+            # Probes are short and advisory: a quarter of the drain budget at most.
+            await self.probes.close(self.settings.drain_timeout_s * 0.25)
 
     # ----------------------------------------------------------------- work
 

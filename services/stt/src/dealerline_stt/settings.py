@@ -21,6 +21,9 @@ DEFAULT_PROMPT = (
     "transmission, alignment, battery, wiper blades, state inspection."
 )
 
+# Below this the model loops on short windows ("my name is … my name is …"; bench_stt.py).
+MIN_ENCODER_WINDOW_S = 10.0
+
 
 class SttSettings(WorkerSettings):
     model_config = SettingsConfigDict(
@@ -57,6 +60,14 @@ class SttSettings(WorkerSettings):
         description="re-decode at higher temperatures when a result looks degenerate "
         "(more robust, but a failed decode costs a second pass)",
     )
+    # Measured (bench_stt.py --windows, tiny.en int8, this 2-core CPU): see the README.
+    encoder_window_s: float = Field(
+        default=15.0,
+        ge=0,
+        le=30,
+        description="audio window the encoder sees (longer audio: its length + 1 s); "
+        "0 or 30 = Whisper's full 30 s window",
+    )
     concurrency: int = Field(default=1, ge=1, le=64, description="jobs at once in this process")
     cpu_threads: int = Field(
         default=0, ge=0, description="CTranslate2 threads per job; 0 = its default"
@@ -76,6 +87,16 @@ class SttSettings(WorkerSettings):
     probe_max_audio_s: float = Field(
         default=30.0, gt=0, description="longer probes are answered invalid (one Whisper window)"
     )
+
+    @field_validator("encoder_window_s")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if 0 < value < MIN_ENCODER_WINDOW_S:
+            raise ValueError(
+                f"must be 0 (the full window) or at least {MIN_ENCODER_WINDOW_S:g} s: "
+                "with less, Whisper repeats itself"
+            )
+        return value
 
     @field_validator("initial_prompt", "language")
     @classmethod
