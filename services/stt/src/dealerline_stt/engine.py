@@ -138,8 +138,9 @@ class WhisperEngine:
             device_index=settings.device_index,
             compute_type=self.compute_type,
             cpu_threads=settings.cpu_threads,
-            # One replica per job and per probe slot: a probe never queues behind a job.
-            num_workers=settings.concurrency + settings.probe_concurrency,
+            # Probes share the job's replicas: on this 2-core CPU a second replica ran a
+            # probe beside a job no sooner than queueing it (they share the cores).
+            num_workers=settings.concurrency,
             # A size name must already be in the local cache: no weights at run time.
             local_files_only=True,
         )
