@@ -15,6 +15,7 @@ from dealerline_common.spoken import code_runs, lex, normalize_spoken, tokens
         ("5-5-5, 1-2-3.", "555123"),
         ("Five fifty five, oh one two.", "555012"),
         ("double five, triple seven", "55777"),
+        ("512, double 722.", "5127722"),
         ("it's oh seven", "it's 07"),
         ("Oh, five five five", "oh 555"),
         ("twenty three hundred", "2300"),

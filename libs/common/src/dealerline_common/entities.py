@@ -35,6 +35,8 @@ __all__ = [
     "Completeness",
     "judge",
     "normalize_spoken",
+    "declines",
+    "ends_on_number",
     "phone_complete",
     "phone_digits",
     "recent",
@@ -70,6 +72,7 @@ STALL = frozenset(
     | {"wait", "it's", "is", "that's", "the", "my", "i", "i'm", "i've", "got", "have", "here"}
     | {"think", "number", "name", "vin", "email", "address", "plate", "mileage", "phone"}
     | {"cell", "license", "your", "you", "for", "ready", "there", "that", "let's", "um"}
+    | {"this", "speaking", "hi", "hello", "hey", "call", "am"}
 )
 YES = frozenset(
     {"yes", "yeah", "yep", "yup", "ya", "yea", "sure", "correct", "right", "absolutely"}
@@ -154,9 +157,41 @@ def _cues(text: str) -> list[tuple[int, Expects]]:
 
 def volunteered(text: str) -> Expects | None:
     """The entity ``text`` announces, unasked: "my number is …" → ``"phone"``, "the VIN
-    is …" → ``"vin"``, "plate", "my email", "my name is", "mileage"; the last one said."""
-    cues = _cues(recent(text))
-    return cues[-1][1] if cues else None
+    is …" → ``"vin"``, "plate", "my email", "my name is", "mileage"; the last one said.
+    Digits read like a phone number ("813-227", seven or more) are a phone number too."""
+    text = recent(text)
+    cues = _cues(text)
+    if cues:
+        return cues[-1][1]
+    return "phone" if _phone_shaped(tokens(text)) else None
+
+
+def _phone_shaped(toks: Sequence[Tok]) -> bool:
+    for digits, first, last in _digit_runs(toks):
+        groups = [_num_digits(t) for t in toks[first : last + 1] if _phone_num(t)]
+        if len(digits) >= 7 or (len(groups) >= 2 and all(len(g) >= 3 for g in groups)):
+            return True
+    return False
+
+
+# A number after these ends what it numbers: "apartment 3", "room 12".
+_NUMBERED = frozenset(
+    {"apartment", "apt", "suite", "unit", "room", "floor", "number", "no", "gate", "exit"}
+    | {"route", "highway", "interstate", "bay", "lane", "door", "building", "lot", "#"}
+)
+
+
+def ends_on_number(text: str) -> bool:
+    """The words stop on a bare number ("We're over at 200.", "It's 1245."): a number
+    being read out, an address or a list may go on. A question does not."""
+    text = clean(recent(text)).rstrip()
+    if text.endswith("?"):
+        return False
+    toks = tokens(text)
+    last = _last_word_index(toks)
+    if last < 0 or toks[last].kind != "num" or toks[last].suffix or toks[last].raw == "one":
+        return False  # "the blue one" is a word, not a number read out
+    return last == 0 or toks[last - 1].text not in _NUMBERED
 
 
 def _cued(kind: Expects, text: str) -> bool:
@@ -180,6 +215,14 @@ def _holding(text: str) -> bool:
     low = clean(text).lower()
     ends = [m.end() for m in _HOLD.finditer(low)]
     return bool(ends) and not re.search(r"[a-z0-9]", low[ends[-1] :])
+
+
+_DECLINE = NO | {"rather", "sorry", "know", "dunno", "can't", "cannot", "won't"}
+
+
+def declines(text: str) -> bool:
+    """The caller says no or that they cannot ("I don't know", "I'd rather not")."""
+    return any(t.text in _DECLINE for t in lex(recent(text)) if t.kind == "word")
 
 
 def _not_given(kind: Expects, text: str) -> Completeness:
@@ -215,12 +258,12 @@ def _digit_runs(toks: Sequence[Tok]) -> list[tuple[str, int, int]]:
             i += 1
             continue
         first = last = i
-        digits = toks[i].text
+        digits = _num_digits(toks[i])
         j = i + 1
         while j < len(toks):
             tok = toks[j]
             if _phone_num(tok):
-                digits += tok.text
+                digits += _num_digits(tok)
                 last = j
             elif not _phone_glue(tok):
                 break
@@ -237,7 +280,15 @@ def _phone_glue(tok: Tok) -> bool:
 
 
 def _phone_num(tok: Tok) -> bool:
+    """A number, or digits Whisper ran into a letter ("469F")."""
+    if tok.kind == "code":
+        digits = sum(c.isdigit() for c in tok.text)
+        return digits >= 2 and len(tok.text) - digits <= 1
     return tok.kind == "num" and not tok.suffix
+
+
+def _num_digits(tok: Tok) -> str:
+    return "".join(c for c in tok.text if c.isdigit())
 
 
 def _longest(runs: Sequence[tuple[str, int, int]]) -> tuple[str, int, int] | None:
@@ -334,10 +385,13 @@ def _judge_plate(text: str) -> Completeness:
     toks = tokens(text)
     runs = code_runs(toks)
     cue_at = [i for i, t in enumerate(toks) if t.kind == "word" and t.text in _PLATE_CUES]
+    end = _last_word_index(toks)
     candidates = [
         run
         for run in runs
-        if (cue_at and cue_at[0] < run.first) or _whole_answer(toks, run, len(runs))
+        if (cue_at and cue_at[0] < run.first)
+        or run.last == end
+        or _whole_answer(toks, run, len(runs))
     ]
     if not candidates:
         return _not_given("plate", text)
@@ -381,17 +435,26 @@ def _date_elements(toks: Sequence[Tok]) -> tuple[int, bool]:
     """How many date/time elements ``toks`` hold, and whether the last token is a month
     waiting for its day ("March" → "March 3rd")."""
     count, month_open = 0, False
+    alone = _only_numbers(toks)
     for i, tok in enumerate(toks):
         prev = toks[i - 1].text if i else ""
         if tok.kind == "word" and tok.text in _MONTHS:
             month_open = prev not in _MONTH_SPANS
             count += prev in _MONTH_SPANS
             continue
-        numeric = tok.kind in ("num", "ord") and _date_number(tok, month_open)
+        numeric = tok.kind in ("num", "ord") and _date_number(toks, i, month_open or alone)
         if tok.kind == "time" or numeric or _date_word(tok, prev):
             count += 1
         month_open = month_open and tok.kind in ("punct", "ell")
     return count, month_open
+
+
+def _only_numbers(toks: Sequence[Tok]) -> bool:
+    """The answer is a bare number ("Ten.", "At 9."): a time."""
+    words = [t for t in toks if t.kind not in ("punct", "ell")]
+    return bool(words) and all(
+        t.kind in ("num", "ord") or t.text in STALL or t.text in _NUMBER_LEADS for t in words
+    )
 
 
 def _date_word(tok: Tok, prev: str) -> bool:
@@ -404,11 +467,36 @@ def _date_word(tok: Tok, prev: str) -> bool:
     return tok.text in _RELATIVE and prev in ("next", "this", "following", "a", "couple")
 
 
-def _date_number(tok: Tok, after_month: bool) -> bool:
+# Words before a number that make it a time or a day: "at 9", "around 2", "the 14".
+_NUMBER_LEADS = frozenset(
+    {"at", "around", "about", "by", "before", "after", "until", "till", "from", "to", "the"}
+    | {"like", "say", "maybe", "or", "and", "past", "half", "quarter", "in", "on"}
+    | _WEEKDAYS
+)
+_NUMBER_TAILS = frozenset({"am", "pm", "o'clock", "oclock", "ish", "sharp", "o"}) | _RELATIVE
+
+
+def _date_number(toks: Sequence[Tok], i: int, lead: bool) -> bool:
+    """``toks[i]`` (a number) is a day or a time: an ordinal up to 31, a year, a number
+    after a month, "at"/"around"/a weekday, before "am"/"pm"/"days", or next to another
+    number ("nine thirty", "9.30")."""
+    tok = toks[i]
     value = tok.value if tok.value is not None else -1
     if tok.kind == "ord":
         return 1 <= value <= 31
-    return after_month or 0 <= value <= 60 or 1900 <= value <= 2100
+    if 1900 <= value <= 2100:
+        return True
+    if value > 60:
+        return False
+    prev = toks[i - 1] if i else None
+    nxt = toks[i + 1] if i + 1 < len(toks) else None
+    if nxt is not None and nxt.text == "." and i + 2 < len(toks) and not toks[i + 2].spaced:
+        nxt = toks[i + 2]  # "9.30"
+    return (
+        lead
+        or (prev is not None and (prev.text in _NUMBER_LEADS or prev.kind == "num"))
+        or (nxt is not None and (nxt.text in _NUMBER_TAILS or nxt.kind == "num"))
+    )
 
 
 def _judge_datetime(text: str) -> Completeness:
@@ -464,7 +552,7 @@ _NAME_LEADS = re.compile(
 
 def _judge_name(text: str) -> Completeness:
     low = " ".join(t.raw.lower() for t in lex(text) if t.kind in ("word", "code", "num"))
-    rest = [w for w in _NAME_LEADS.sub(" ", low).split() if w not in FILLERS]
+    rest = [w for w in _NAME_LEADS.sub(" ", low).split() if w not in FILLERS and w not in STALL]
     if not rest:
         return (
             "incomplete" if low.strip() and (_cued("name", text) or _stalling(text)) else "absent"

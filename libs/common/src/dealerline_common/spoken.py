@@ -335,8 +335,10 @@ def fold_numbers(toks: Sequence[Tok]) -> list[Tok]:
             comp.add(word)
         elif _is_zero(toks, i):
             comp.digits("0", tok.raw)
-        elif word in REPEAT and nxt is not None and (digit := _unit_digit(nxt)) is not None:
-            comp.digits(str(digit) * REPEAT[word], f"{tok.raw} {nxt.raw}")
+        elif word in REPEAT and nxt is not None and (first := _first_digit(nxt)) is not None:
+            # "double five" → 55; Whisper's "double 722" → 7722
+            rest = nxt.text[1:] if nxt.kind == "num" else ""
+            comp.digits(first * REPEAT[word] + rest, f"{tok.raw} {nxt.raw}")
             i = j
         elif word == "and" and comp.last in _MULTIPLIERS and is_digitish(nxt):
             pass  # "one hundred and twenty"
@@ -356,13 +358,15 @@ def _after_a(out: list[Tok]) -> bool:
     return bool(out) and out[-1].kind == "word" and out[-1].text == "a"
 
 
-def _unit_digit(tok: Tok) -> int | None:
+def _first_digit(tok: Tok) -> str | None:
+    """The digit a "double"/"triple" repeats: a digit word, "oh", or the first digit of
+    a number Whisper wrote in digits."""
     if tok.kind == "word" and tok.text in UNITS:
-        return UNITS[tok.text]
+        return str(UNITS[tok.text])
     if tok.kind == "word" and tok.text in ZERO_WORDS:
-        return 0
-    if tok.kind == "num" and len(tok.text) == 1:
-        return int(tok.text)
+        return "0"
+    if tok.kind == "num" and not tok.suffix and not tok.spoken:
+        return tok.text[0]
     return None
 
 
