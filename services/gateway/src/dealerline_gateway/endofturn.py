@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dealerline_common.entities import Completeness, judge, trails_off, volunteered
+from dealerline_common.entities import (
+    Completeness,
+    declines,
+    ends_on_number,
+    judge,
+    trails_off,
+    volunteered,
+)
 from dealerline_common.speculation import EndOfTurnInfo, Expects
 
 REASONS = ("model", "entity_complete", "entity_timeout", "unsure_timeout", "no_transcript")
@@ -41,8 +48,10 @@ class EotConfig:
     # "um", "and", "it's"): end after this much silence
     transcript_wait_ms: float = 1200.0  # no transcript by then: decide without it
     veto_prob: float = 0.15  # a complete entity ends the turn unless P(complete) is below
-    open_entity_prob: float = 0.5  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
+    open_entity_prob: float = 0.15  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
     # | "around two", "David" | "Kim"): P(complete) at or above this ends it
+    unanswered_waits: bool = True  # an entity was asked for and the words hold none (nor
+    # a "no"): end at unsure_max_ms, not on the model (a misheard answer reads as none)
     model_alone_prob: float | None = None  # no entity expected, no words yet: P(complete)
     # at or above this ends the turn on the model alone (None: always wait for the words)
 
@@ -88,19 +97,26 @@ class _Words:
 
     kind: Expects | None  # the entity in play: expected and given, or volunteered
     completeness: Completeness | None  # of ``kind``
-    trailing: bool
+    trailing: str  # why the words may go on ("" when they do not): "trails off", …
+    empty: bool  # no words at all (Whisper heard nothing): the model decides alone
+    unanswered: bool = False  # an entity was asked for; none is there, nor a "no"
 
 
 def _read_words(expects: Expects | None, text: str) -> _Words:
     """The entity in play in ``text``: the expected one unless the caller said something
     else, then one they volunteer ("my number is …"), else none."""
-    trailing = trails_off(text)
+    asked = expects is not None and expects != "yes_no"
+    if not any(c.isalnum() for c in text):
+        return _Words(None, None, "", empty=True, unanswered=asked)
+    trailing = "trails off" if trails_off(text) else ""
     if expects is not None and (done := judge(expects, text)) != "absent":
-        return _Words(expects, done, trailing)
+        return _Words(expects, done, trailing, empty=False)
     offered = volunteered(text)
     if offered is not None and offered != expects and (done := judge(offered, text)) != "absent":
-        return _Words(offered, done, trailing)
-    return _Words(None, None, trailing)
+        return _Words(offered, done, trailing, empty=False)
+    if not trailing and ends_on_number(text):
+        trailing = "ends on a number"
+    return _Words(None, None, trailing, empty=False, unanswered=asked and not declines(text))
 
 
 @dataclass
@@ -205,23 +221,28 @@ class EndOfTurn:
         return self._pause
 
     def _decide(self, pause: _Pause, at: float) -> End | None:
-        """No entity in play: End when the model says done and the words do not trail
-        off, else at ``unsure_max_ms`` (``entity_max_ms`` when they trail off). An entity
-        in play: End when it is complete and the model not strongly against
-        (``veto_prob``; for OPEN_KINDS the model must say done, ``open_entity_prob``),
-        else at ``unsure_max_ms``; at ``entity_max_ms`` when incomplete. No words by
-        ``transcript_wait_ms``: the model alone."""
+        """An entity in play (asked for and there, or volunteered): End when it is
+        complete and the model not strongly against (``veto_prob``; for OPEN_KINDS the
+        model must say done, ``open_entity_prob``), else at ``unsure_max_ms``; at
+        ``entity_max_ms`` when incomplete. None in play: at ``entity_max_ms`` when the
+        words trail off or end on a number; at ``unsure_max_ms`` when one was asked for
+        and the words hold none (nor a "no"; ``unanswered_waits``); else End when the
+        model says done, at ``unsure_max_ms`` when not. No words by
+        ``transcript_wait_ms`` (or none heard, or the probe failed): the model alone."""
         silence = _ms(at - pause.start)
         words = pause.words
-        if words is None:
+        cfg = self.config
+        waits = words is not None and words.unanswered and cfg.unanswered_waits
+        if words is None or (words.empty and not waits):
             return self._without_words(pause, at, silence)
         if words.kind is not None:
             return self._with_entity(pause, words, at, silence)
-        cfg = self.config
         if words.trailing:
-            return self._timer(
-                pause, at, silence, cfg.entity_max_ms, "unsure_timeout", "trails off"
-            )
+            limit = cfg.entity_max_ms
+            return self._timer(pause, at, silence, limit, "unsure_timeout", words.trailing)
+        if waits:
+            why = f"no {self._expects} in the words"
+            return self._timer(pause, at, silence, cfg.unsure_max_ms, "unsure_timeout", why)
         if pause.prob is not None and pause.prob >= cfg.model_threshold:
             return self._end(pause, at, silence, "model", "the model says done")
         why = "the model says not done" if pause.prob is not None else "no model answer"
@@ -246,7 +267,8 @@ class EndOfTurn:
         alone = cfg.model_alone_prob
         if self._expects is None and alone is not None and prob is not None and prob >= alone:
             return self._end(pause, at, silence, "model", "the model alone is sure")
-        if silence < cfg.transcript_wait_ms and not pause.no_words:
+        heard_nothing = pause.no_words or pause.words is not None  # failed, or empty
+        if silence < cfg.transcript_wait_ms and not heard_nothing:
             return None
         if prob is not None and prob >= cfg.model_threshold:
             return self._end(pause, at, silence, "no_transcript", "no words; the model says done")
