@@ -18,6 +18,30 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from .entity_words import (
+    COMMON_TLDS,
+    DANGLING,
+    DATE_DANGLING,
+    DAY_WORDS,
+    DECLINE,
+    MILEAGE_DANGLING,
+    MILES,
+    MONTH_SPANS,
+    MONTHS,
+    NO,
+    NOT_PHONE,
+    NUMBER_LEADS,
+    NUMBER_TAILS,
+    NUMBERED,
+    OPENERS,
+    PHONE_GLUE,
+    PLATE_CUES,
+    QUESTION_DANGLING,
+    RELATIVE,
+    STALL,
+    WEEKDAYS,
+    YES,
+)
 from .speculation import Expects
 from .spoken import (
     CODE_GLUE,
@@ -33,10 +57,10 @@ from .spoken import (
 
 __all__ = [
     "Completeness",
-    "judge",
-    "normalize_spoken",
     "declines",
     "ends_on_number",
+    "judge",
+    "normalize_spoken",
     "phone_complete",
     "phone_digits",
     "recent",
@@ -47,41 +71,6 @@ __all__ = [
 ]
 
 Completeness = Literal["complete", "incomplete", "absent"]
-
-# Words that end an unfinished phrase: conjunctions, articles, possessives, the copula,
-# and prepositions that rarely end an English sentence.
-DANGLING = frozenset(
-    {"and", "or", "but", "nor", "plus", "because", "cause", "'cause", "if", "than"}
-    | {"the", "a", "an", "my", "your", "our", "their", "its"}
-    | {"to", "at", "of", "with", "from", "into", "onto", "is", "like"}
-    | {"it's", "that's", "there's", "here's", "what's", "i'm", "we're", "they're", "you're"}
-    | {"i'll", "we'll", "i'd", "we'd", "i've", "um", "uh"}
-)
-# A turn that is only one of these has not started yet ("So", "Well").
-_OPENERS = frozenset({"so", "well", "and", "but", "okay so", "anyway", "actually", "basically"})
-# What may end a question without leaving it unfinished ("What's it for?" is whole).
-_QUESTION_DANGLING = frozenset(
-    {"and", "or", "but", "nor", "because", "cause", "if", "the", "a", "an", "my", "your"}
-)
-# Agreeing to answer without answering yet ("Sure, it's", "Yeah, hold on").
-STALL = frozenset(
-    {"sure", "yeah", "yes", "yep", "yup", "ya", "okay", "ok", "alright", "right", "well"}
-    | {"certainly", "absolutely", "of", "course", "so", "oh", "uhhuh", "mhm", "let", "me"}
-    | {"check", "see", "find", "get", "grab", "look", "pull", "up", "it", "hold", "on", "one"}
-    | {"sec", "second", "moment", "minute", "just", "a", "bear", "with", "hang", "give"}
-    | {"wait", "it's", "is", "that's", "the", "my", "i", "i'm", "i've", "got", "have", "here"}
-    | {"think", "number", "name", "vin", "email", "address", "plate", "mileage", "phone"}
-    | {"cell", "license", "your", "you", "for", "ready", "there", "that", "let's", "um"}
-    | {"this", "speaking", "hi", "hello", "hey", "call", "am"}
-)
-YES = frozenset(
-    {"yes", "yeah", "yep", "yup", "ya", "yea", "sure", "correct", "right", "absolutely"}
-    | {"definitely", "certainly", "okay", "ok", "alright", "affirmative", "perfect"}
-    | {"great", "uhhuh", "mhm", "please", "exactly", "indeed", "course", "fine", "good"}
-)
-NO = frozenset(
-    {"no", "nope", "nah", "negative", "not", "don't", "never", "wrong", "incorrect", "nothing"}
-)
 
 
 # Only the end of a long transcript is read: the answer is what was said last, and the
@@ -117,18 +106,13 @@ def trails_off(text: str) -> bool:
     if not words:
         return False
     last = words[-1]
-    if last in FILLERS or (len(words) == 1 and last in _OPENERS):
+    if last in FILLERS or (len(words) == 1 and last in OPENERS):
         return True
-    return last in (_QUESTION_DANGLING if text.endswith("?") else DANGLING)
+    return last in (QUESTION_DANGLING if text.endswith("?") else DANGLING)
 
 
 # -- cues: what the caller says an entity is ---------------------------------------------
 
-_NOT_PHONE = frozenset(
-    {"vin", "plate", "tag", "license", "account", "policy", "stock", "order", "claim"}
-    | {"confirmation", "serial", "part", "model", "reference", "case", "ticket", "room"}
-    | {"your", "wrong", "same", "what"}
-)
 _IS = r"(?:'s| is| was| will be| should be|:)"
 # Each cue announces a value: "my number is", "call me at", "the VIN is".
 _CUES: tuple[tuple[Expects, re.Pattern[str]], ...] = (
@@ -149,7 +133,7 @@ def _cues(text: str) -> list[tuple[int, Expects]]:
     found: list[tuple[int, Expects]] = []
     for kind, pattern in _CUES:
         for m in pattern.finditer(low):
-            if m.groups() and m.group(1) in _NOT_PHONE:
+            if m.groups() and m.group(1) in NOT_PHONE:
                 continue
             found.append((m.end(), kind))
     return sorted(found)
@@ -174,13 +158,6 @@ def _phone_shaped(toks: Sequence[Tok]) -> bool:
     return False
 
 
-# A number after these ends what it numbers: "apartment 3", "room 12".
-_NUMBERED = frozenset(
-    {"apartment", "apt", "suite", "unit", "room", "floor", "number", "no", "gate", "exit"}
-    | {"route", "highway", "interstate", "bay", "lane", "door", "building", "lot", "#"}
-)
-
-
 def ends_on_number(text: str) -> bool:
     """The words stop on a bare number ("We're over at 200.", "It's 1245."): a number
     being read out, an address or a list may go on. A question does not."""
@@ -191,7 +168,7 @@ def ends_on_number(text: str) -> bool:
     last = _last_word_index(toks)
     if last < 0 or toks[last].kind != "num" or toks[last].suffix or toks[last].raw == "one":
         return False  # "the blue one" is a word, not a number read out
-    return last == 0 or toks[last - 1].text not in _NUMBERED
+    return last == 0 or toks[last - 1].text not in NUMBERED
 
 
 def _cued(kind: Expects, text: str) -> bool:
@@ -217,12 +194,9 @@ def _holding(text: str) -> bool:
     return bool(ends) and not re.search(r"[a-z0-9]", low[ends[-1] :])
 
 
-_DECLINE = NO | {"rather", "sorry", "know", "dunno", "can't", "cannot", "won't"}
-
-
 def declines(text: str) -> bool:
     """The caller says no or that they cannot ("I don't know", "I'd rather not")."""
-    return any(t.text in _DECLINE for t in lex(recent(text)) if t.kind == "word")
+    return any(t.text in DECLINE for t in lex(recent(text)) if t.kind == "word")
 
 
 def _not_given(kind: Expects, text: str) -> Completeness:
@@ -244,8 +218,6 @@ def _dangles_after(toks: Sequence[Tok], last: int, text: str) -> bool:
 
 
 # -- phone --------------------------------------------------------------------------------
-
-_PHONE_GLUE = frozenset({"area", "code", "dash", "hyphen", "then", "plus", "and"}) | FILLERS
 
 
 def _digit_runs(toks: Sequence[Tok]) -> list[tuple[str, int, int]]:
@@ -276,7 +248,7 @@ def _digit_runs(toks: Sequence[Tok]) -> list[tuple[str, int, int]]:
 def _phone_glue(tok: Tok) -> bool:
     if tok.kind == "punct":
         return tok.text in ("-", ",", ".", "(", ")", "/")
-    return tok.kind == "ell" or (tok.kind == "word" and tok.text in _PHONE_GLUE)
+    return tok.kind == "ell" or (tok.kind == "word" and tok.text in PHONE_GLUE)
 
 
 def _phone_num(tok: Tok) -> bool:
@@ -375,7 +347,6 @@ def _judge_vin(text: str) -> Completeness:
     return "incomplete" if _dangles_after(toks, run.last, text) else "complete"
 
 
-_PLATE_CUES = frozenset({"plate", "plates", "tag", "tags", "license", "registration"})
 # Plates run 5 to 8 characters (most US plates 6 or 7); a shorter run is read as a plate
 # cut at a pause ("seven K L M | two one four"): the turn waits, bounded.
 PLATE_MIN, PLATE_MAX = 5, 8
@@ -384,7 +355,7 @@ PLATE_MIN, PLATE_MAX = 5, 8
 def _judge_plate(text: str) -> Completeness:
     toks = tokens(text)
     runs = code_runs(toks)
-    cue_at = [i for i, t in enumerate(toks) if t.kind == "word" and t.text in _PLATE_CUES]
+    cue_at = [i for i, t in enumerate(toks) if t.kind == "word" and t.text in PLATE_CUES]
     end = _last_word_index(toks)
     candidates = [
         run
@@ -410,26 +381,6 @@ def _whole_answer(toks: Sequence[Tok], run: CodeRun, count: int) -> bool:
 
 # -- date and time ------------------------------------------------------------------------
 
-_WEEKDAYS = frozenset(
-    f"{d}{s}"
-    for d in ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-    for s in ("", "s")
-)
-_MONTHS = frozenset(
-    {"january", "february", "march", "april", "may", "june", "july", "august"}
-    | {"september", "october", "november", "december"}
-)
-_DAY_WORDS = frozenset(
-    {"today", "tomorrow", "tonight", "weekend", "morning", "afternoon", "evening", "noon"}
-    | {"midnight", "lunch", "lunchtime", "midday", "o'clock", "asap", "now", "tonight"}
-)
-_RELATIVE = frozenset({"day", "days", "week", "weeks", "month", "months", "hour", "hours"})
-_DATE_DANGLING = frozenset(
-    {"next", "this", "on", "around", "about", "by", "before", "after", "between", "until"}
-    | {"till", "til", "in", "maybe", "or", "half", "quarter", "past", "like", "say"}
-)
-_MONTH_SPANS = frozenset({"in", "of", "early", "late", "mid", "end", "all"})
-
 
 def _date_elements(toks: Sequence[Tok]) -> tuple[int, bool]:
     """How many date/time elements ``toks`` hold, and whether the last token is a month
@@ -438,9 +389,9 @@ def _date_elements(toks: Sequence[Tok]) -> tuple[int, bool]:
     alone = _only_numbers(toks)
     for i, tok in enumerate(toks):
         prev = toks[i - 1].text if i else ""
-        if tok.kind == "word" and tok.text in _MONTHS:
-            month_open = prev not in _MONTH_SPANS
-            count += prev in _MONTH_SPANS
+        if tok.kind == "word" and tok.text in MONTHS:
+            month_open = prev not in MONTH_SPANS
+            count += prev in MONTH_SPANS
             continue
         numeric = tok.kind in ("num", "ord") and _date_number(toks, i, month_open or alone)
         if tok.kind == "time" or numeric or _date_word(tok, prev):
@@ -453,27 +404,18 @@ def _only_numbers(toks: Sequence[Tok]) -> bool:
     """The answer is a bare number ("Ten.", "At 9."): a time."""
     words = [t for t in toks if t.kind not in ("punct", "ell")]
     return bool(words) and all(
-        t.kind in ("num", "ord") or t.text in STALL or t.text in _NUMBER_LEADS for t in words
+        t.kind in ("num", "ord") or t.text in STALL or t.text in NUMBER_LEADS for t in words
     )
 
 
 def _date_word(tok: Tok, prev: str) -> bool:
     if tok.kind != "word":
         return False
-    if tok.text in _WEEKDAYS or tok.text in _DAY_WORDS:
+    if tok.text in WEEKDAYS or tok.text in DAY_WORDS:
         return True
     if tok.text in ("am", "pm"):
         return prev.isdigit()
-    return tok.text in _RELATIVE and prev in ("next", "this", "following", "a", "couple")
-
-
-# Words before a number that make it a time or a day: "at 9", "around 2", "the 14".
-_NUMBER_LEADS = frozenset(
-    {"at", "around", "about", "by", "before", "after", "until", "till", "from", "to", "the"}
-    | {"like", "say", "maybe", "or", "and", "past", "half", "quarter", "in", "on"}
-    | _WEEKDAYS
-)
-_NUMBER_TAILS = frozenset({"am", "pm", "o'clock", "oclock", "ish", "sharp", "o"}) | _RELATIVE
+    return tok.text in RELATIVE and prev in ("next", "this", "following", "a", "couple")
 
 
 def _date_number(toks: Sequence[Tok], i: int, lead: bool) -> bool:
@@ -494,8 +436,8 @@ def _date_number(toks: Sequence[Tok], i: int, lead: bool) -> bool:
         nxt = toks[i + 2]  # "9.30"
     return (
         lead
-        or (prev is not None and (prev.text in _NUMBER_LEADS or prev.kind == "num"))
-        or (nxt is not None and (nxt.text in _NUMBER_TAILS or nxt.kind == "num"))
+        or (prev is not None and (prev.text in NUMBER_LEADS or prev.kind == "num"))
+        or (nxt is not None and (nxt.text in NUMBER_TAILS or nxt.kind == "num"))
     )
 
 
@@ -503,7 +445,7 @@ def _judge_datetime(text: str) -> Completeness:
     toks = tokens(text)
     count, month_open = _date_elements(toks)
     last = _last_word_index(toks)
-    dangling = month_open or (last >= 0 and toks[last].text in _DATE_DANGLING)
+    dangling = month_open or (last >= 0 and toks[last].text in DATE_DANGLING)
     if count == 0:
         return "incomplete" if dangling or trails_off(text) or _stalling(text) else "absent"
     return "incomplete" if dangling or trails_off(text) or _holding(text) else "complete"
@@ -511,22 +453,16 @@ def _judge_datetime(text: str) -> Completeness:
 
 # -- mileage ------------------------------------------------------------------------------
 
-_MILES = frozenset({"miles", "mile", "mi", "k", "thousand", "km", "kilometers"})
-_MILEAGE_DANGLING = frozenset(
-    {"about", "around", "roughly", "approximately", "over", "under", "almost", "nearly"}
-    | {"just", "maybe", "says", "reads", "shows"}
-)
-
 
 def _judge_mileage(text: str) -> Completeness:
     toks = tokens(text)
     nums = [i for i, t in enumerate(toks) if t.kind == "num" and t.value is not None]
     if not nums:
         last = _last_word_index(toks)
-        if last >= 0 and toks[last].text in _MILEAGE_DANGLING:
+        if last >= 0 and toks[last].text in MILEAGE_DANGLING:
             return "incomplete"  # "about", "it says"
         return _not_given("mileage", text)
-    with_unit = [i for i in nums if toks[i].suffix or _next_word(toks, i) in _MILES]
+    with_unit = [i for i in nums if toks[i].suffix or _next_word(toks, i) in MILES]
     i = with_unit[-1] if with_unit else nums[-1]
     tok = toks[i]
     value = (tok.value or 0) * (1000 if tok.suffix == "k" else 1)
@@ -561,10 +497,6 @@ def _judge_name(text: str) -> Completeness:
 
 
 # -- email --------------------------------------------------------------------------------
-
-_COMMON_TLDS = frozenset(
-    {"com", "net", "org", "edu", "gov", "us", "io", "co", "info", "biz", "me", "ca", "uk"}
-)
 
 
 def _email_parts(toks: Sequence[Tok]) -> list[str]:
@@ -605,7 +537,7 @@ def _judge_email(text: str) -> Completeness:
     while domain and domain[-1] == "...":
         domain.pop()
     tld = _tld(domain)
-    if tld is None or (cut and tld not in _COMMON_TLDS):
+    if tld is None or (cut and tld not in COMMON_TLDS):
         return "incomplete"
     return "incomplete" if trails_off(text) and not cut else "complete"
 
