@@ -45,6 +45,9 @@ NUMBER = "4156223381"
 ASK_FOR_CALLBACK = "Could you call me back later today?"
 READ_NUMBER = "four one five <pause 900> six two two <pause 1000> three three eight one"
 QUESTION = "What services do you offer?"
+# The agent has finished once nothing new played for this long: on a loaded 2-core CPU the
+# next sentence can take over a second to synthesize, so shorter gaps are not the end.
+QUIET_S = 2.5
 SCENARIO = Path(str(importlib.resources.files("dealerline_sim") / "scenarios" / "turn_taking.yaml"))
 
 
@@ -139,7 +142,7 @@ async def test_a_phone_number_read_with_pauses_is_one_turn_with_one_reply(lab: L
         call = await sim.place_call("+14155550123", "+18005550100")
         async with call:
             turns = await run_script(
-                call, [ASK_FOR_CALLBACK, READ_NUMBER], quiet_s=1.5, timeout_s=90
+                call, [ASK_FOR_CALLBACK, READ_NUMBER], quiet_s=QUIET_S, timeout_s=90
             )
         sid = call.custom_parameters["session_id"]
     utterances, transcripts, says = lab.observer.session(sid)
@@ -186,7 +189,7 @@ async def test_a_backchannel_does_not_stop_the_answer_an_interruption_does(lab: 
     async with place(lab) as sim:
         call = await sim.place_call("+14155550123", "+18005550100")
         async with call:
-            turns = await run_script(call, steps, quiet_s=1.5, timeout_s=90)
+            turns = await run_script(call, steps, quiet_s=QUIET_S, timeout_s=90)
         sid = call.custom_parameters["session_id"]
     backchannel, interruption = call.talk_overs
     assert turns[2].talk_over is backchannel and turns[3].talk_over is interruption
