@@ -129,7 +129,7 @@ class Fleet:
     log_dir: Path | None = None
     services: tuple[ServiceSpec, ...] = SERVICES
     extra_env: dict[str, str] = field(default_factory=dict)
-    ready_timeout_s: float = 180.0
+    ready_timeout_s: float = 300.0  # TTS speaks its pre-warmed phrases before it is ready
     quiet: bool = False
     ports: dict[str, int] = field(default_factory=dict)  # fixed ports; others are free ones
     replicas: dict[str, int] = field(default_factory=dict)  # processes per service (default 1)
