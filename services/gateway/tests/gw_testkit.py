@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import functools
 import json
 import xml.etree.ElementTree as ET
@@ -31,7 +30,6 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
-from dealerline_gateway.turn_model import SmartTurn
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"
@@ -87,12 +85,6 @@ class Running:
         return f"ws://127.0.0.1:{self.http.port}/api/voice/media-stream"
 
 
-@functools.cache
-def turn_model() -> SmartTurn:
-    """The real Smart Turn model, loaded once for the test session (as once per process)."""
-    return SmartTurn()
-
-
 def make_settings(nats_url: str, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "public_url": PUBLIC_URL,
@@ -114,8 +106,9 @@ async def running_gateway(nats_server: NatsServer, **overrides: Any) -> AsyncIte
     await bus.ensure_streams()
     app = create_app(settings, bus)
     gw = app.state.gateway
-    if settings.end_of_turn == "smart" and gw.stream_deps.turn_model is None:
-        gw.stream_deps = dataclasses.replace(gw.stream_deps, turn_model=turn_model())
+    # The gateway loads the installed model itself: a test that expects the smart rule
+    # must not silently run on the silence fallback.
+    assert settings.end_of_turn != "smart" or gw.stream_deps.turn_model is not None
     await gw.start()
     http = HttpServer(app, "127.0.0.1", 0)
     await http.start()

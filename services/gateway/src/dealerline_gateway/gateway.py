@@ -13,6 +13,7 @@ from .handoff import Handoffs
 from .prefetch import Prefetches
 from .settings import GatewaySettings
 from .signatures import TwilioSignatures
+from .speculate import load_turn_model
 from .streams import OpenStream, StreamDeps, Streams
 from .telemetry import GatewayMetrics
 from .tokens import TokenStore
@@ -33,7 +34,16 @@ class Gateway:
         self.streams = Streams(health)
         self.prefetches = Prefetches(bus, metrics)
         self.stream_deps = StreamDeps(
-            settings, bus, self.gm, self.tokens, self.handoffs, self.streams, self.prefetches
+            settings,
+            bus,
+            self.gm,
+            self.tokens,
+            self.handoffs,
+            self.streams,
+            self.prefetches,
+            # Loaded once per process (the end-of-turn decision's turn model); None: the
+            # silence rule (configured, or the model file is missing — logged).
+            turn_model=load_turn_model(settings),
         )
         health.add_check("bus", lambda: bus.is_connected)
         health.add_check("stream_tokens", lambda: self.tokens.is_ready)
