@@ -136,12 +136,13 @@ def test_no_entity_the_model_ends_a_whole_sentence() -> None:
     assert run.delay_ms == CFG.probe_after_ms + 380
 
 
-def test_an_answer_without_the_entity_asked_for_waits_unsure_max() -> None:
-    # a misheard number reads as no number ("What? 469F."): the model cannot end it
+def test_an_answer_without_the_entity_asked_for_waits_entity_max() -> None:
+    # a misheard answer reads as none ("For the eye on it." for "The VIN is"): the model
+    # cannot end it
     other = [Speech(1600, "Actually, can I talk to someone in service?")]
     run = drive(other, expects="phone", probs=(0.8,))
     end = assert_ends_after_speech(run)
-    assert (end.info.reason, end.info.silence_ms) == ("unsure_timeout", CFG.unsure_max_ms)
+    assert (end.info.reason, end.info.silence_ms) == ("entity_timeout", CFG.entity_max_ms)
     assert end.info.expects == "phone"  # what was asked, kept for the record
     assert "no phone in the words" in end.why
 

@@ -12,8 +12,9 @@ ignored. One :class:`End` per utterance; after it every call is ignored until ``
 
 Reasons (``EndOfTurnInfo.reason``): ``model`` (the model says done, the words do not
 trail off), ``entity_complete`` (the answer asked for is whole), ``entity_timeout`` (it is
-not, waited ``entity_max_ms``), ``unsure_timeout`` (no entity; the model said not done or
-the words trail off: waited ``unsure_max_ms``/``entity_max_ms``), ``no_transcript`` (no
+not, or it was asked for and is not in the words: waited ``entity_max_ms``),
+``unsure_timeout`` (no entity; the model said not done, or the words trail off or end on
+a number: waited ``unsure_max_ms``/``entity_max_ms``), ``no_transcript`` (no
 words by ``transcript_wait_ms``: the model alone). :attr:`End.why` says more, for logs.
 """
 
@@ -51,7 +52,7 @@ class EotConfig:
     open_entity_prob: float = 0.15  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
     # | "around two", "David" | "Kim"): P(complete) at or above this ends it
     unanswered_waits: bool = True  # an entity was asked for and the words hold none (nor
-    # a "no"): end at unsure_max_ms, not on the model (a misheard answer reads as none)
+    # a "no"): end at entity_max_ms, not on the model (a misheard answer reads as none)
     model_alone_prob: float | None = None  # no entity expected, no words yet: P(complete)
     # at or above this ends the turn on the model alone (None: always wait for the words)
 
@@ -225,8 +226,8 @@ class EndOfTurn:
         complete and the model not strongly against (``veto_prob``; for OPEN_KINDS the
         model must say done, ``open_entity_prob``), else at ``unsure_max_ms``; at
         ``entity_max_ms`` when incomplete. None in play: at ``entity_max_ms`` when the
-        words trail off or end on a number; at ``unsure_max_ms`` when one was asked for
-        and the words hold none (nor a "no"; ``unanswered_waits``); else End when the
+        words trail off or end on a number, or when one was asked for and the words hold
+        none (nor a "no"; ``unanswered_waits``); else End when the
         model says done, at ``unsure_max_ms`` when not. No words by
         ``transcript_wait_ms`` (or none heard, or the probe failed): the model alone."""
         silence = _ms(at - pause.start)
@@ -240,9 +241,9 @@ class EndOfTurn:
         if words.trailing:
             limit = cfg.entity_max_ms
             return self._timer(pause, at, silence, limit, "unsure_timeout", words.trailing)
-        if waits:
+        if waits:  # asked for and not there (yet): wait as for an incomplete one
             why = f"no {self._expects} in the words"
-            return self._timer(pause, at, silence, cfg.unsure_max_ms, "unsure_timeout", why)
+            return self._timer(pause, at, silence, cfg.entity_max_ms, "entity_timeout", why)
         if pause.prob is not None and pause.prob >= cfg.model_threshold:
             return self._end(pause, at, silence, "model", "the model says done")
         why = "the model says not done" if pause.prob is not None else "no model answer"
