@@ -11,6 +11,8 @@ from pathlib import Path
 
 from . import DevCase, data_dir, load
 from .build import Synth, build
+from .cases import all_cases
+from .verify import check, whisper_ear
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -62,6 +64,24 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    specs = [s for s in all_cases() if s.kind != "pause" and (not args.only or s.id in args.only)]
+    synth, hear, failed = Synth(Path(args.cache) if args.cache else None), whisper_ear(), 0
+    for spec in specs:
+        result = check(spec, synth, hear)
+        if result.ok:
+            continue
+        failed += 1
+        fix = (
+            f"pin {result.better.voice!r} x{result.better.speed:.2f}"
+            if result.better
+            else "no voice passes"
+        )
+        print(f"{spec.id}: {spec.text!r} heard as {result.heard!r}: {fix}")
+    print(f"{len(specs) - failed}/{len(specs)} short clips say their words")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dealerline_sim.devset")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ls.add_argument("--root", help="a set built with --out")
     ls.add_argument("--cases", action="store_true", help="one line per case")
     ls.set_defaults(run=_list)
+    c = sub.add_parser("check", help="Whisper hears the short clips' words (clean audio)")
+    c.add_argument("--only", nargs="+", metavar="ID", help="just these case ids")
+    c.add_argument("--cache", help="chunk cache folder (default: the model cache)")
+    c.set_defaults(run=_check)
     args = parser.parse_args(argv)
     code: int = args.run(args)
     return code

@@ -86,7 +86,18 @@ def draw(spec: CaseSpec, seed: int = SEED) -> Draw:
     has_hum = bool(rng.random() < HUM_SHARE)
     hum_hz = (60 if rng.random() < 0.7 else 50) if has_hum else None
     hum_db = round(float(rng.uniform(*HUM_DB)), 1) if has_hum else None
-    return Draw(spec.voice or voice, speed, lead, trail, pauses, level, snr, noise, hum_hz, hum_db)
+    return Draw(
+        spec.voice or voice,
+        spec.speed or speed,
+        lead,
+        trail,
+        pauses,
+        level,
+        snr,
+        noise,
+        hum_hz,
+        hum_db,
+    )
 
 
 class Synth:
@@ -157,13 +168,17 @@ def compose(chunks: list[np.ndarray], d: Draw) -> tuple[np.ndarray, list[float]]
     return np.concatenate(parts), mids
 
 
-def render(chunks: list[np.ndarray], d: Draw, rng: np.random.Generator) -> Rendered:
-    """Through the telephone line: 8 kHz, band, level, measurement, noise, hum, mu-law."""
+def clean_line(chunks: list[np.ndarray], d: Draw) -> tuple[np.ndarray, channel.Measured]:
+    """The clip at 8 kHz in the telephone band at its speech level, before any noise, and
+    where its sound is."""
     clip, mids = compose(chunks, d)
     clean = channel.phone_band(resample(clip, KOKORO_SAMPLE_RATE, SAMPLE_RATE), SAMPLE_RATE)
-    speech = channel.active_rms(clean, SAMPLE_RATE)
-    clean *= 10.0 ** (d.level_dbfs / 20.0) / speech
-    measured = channel.measure(clean, SAMPLE_RATE, mids)
+    clean *= 10.0 ** (d.level_dbfs / 20.0) / channel.active_rms(clean, SAMPLE_RATE)
+    return clean, channel.measure(clean, SAMPLE_RATE, mids)
+
+
+def add_line(clean: np.ndarray, d: Draw, rng: np.random.Generator) -> bytes:
+    """Line noise at the drawn SNR (against the speech level), hum for some, mu-law."""
     level = 10.0 ** (d.level_dbfs / 20.0)
     noise = channel.phone_band(channel.unit_noise(rng, clean.size, d.noise), SAMPLE_RATE)
     noise *= level * 10.0 ** (-d.snr_db / 20.0) / float(np.sqrt(np.mean(noise**2)))
@@ -174,7 +189,13 @@ def render(chunks: list[np.ndarray], d: Draw, rng: np.random.Generator) -> Rende
     peak = float(np.max(np.abs(line)))
     if peak > 0.99:
         line *= 0.99 / peak
-    return Rendered(pcm16_to_ulaw(float_to_pcm16(line)), measured)
+    return pcm16_to_ulaw(float_to_pcm16(line))
+
+
+def render(chunks: list[np.ndarray], d: Draw, rng: np.random.Generator) -> Rendered:
+    """Through the telephone line: 8 kHz, band, level, measurement, noise, hum, mu-law."""
+    clean, measured = clean_line(chunks, d)
+    return Rendered(add_line(clean, d, rng), measured)
 
 
 def entry(spec: CaseSpec, d: Draw, r: Rendered, audio_name: str) -> dict[str, Any]:
@@ -207,8 +228,7 @@ def entry(spec: CaseSpec, d: Draw, r: Rendered, audio_name: str) -> dict[str, An
 def build_case(spec: CaseSpec, synth: Synth, seed: int = SEED) -> tuple[Draw, Rendered]:
     d = draw(spec, seed)
     chunks = [synth(c, d.voice, d.speed) for c in spec.chunks]
-    rng = case_rng(spec.id + "/line", seed)
-    return d, render(chunks, d, rng)
+    return d, render(chunks, d, case_rng(spec.id + "/line", seed))
 
 
 def build(

@@ -10,6 +10,8 @@ any end-of-turn rule, kept because callers do that too.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dealerline_common.speculation import Expects
 
 from .spec import CaseSpec, case, make_vin, spell, spell_groups
@@ -23,79 +25,45 @@ VINS = (
 )
 
 
-def _phone_cases() -> list[CaseSpec]:
+Row = tuple[Expects | None, str, str | None]  # expects, what is said ("|" pauses), value
+
+
+def _numbered(group: str, rows: list[Row]) -> list[CaseSpec]:
+    """Pause cases ``pause-<group>-01``… from their rows."""
     return [
-        case(
-            "pause-phone-01",
-            "pause",
-            "phone",
-            "three one two | eight four seven | two nine five six",
-            value="3128472956",
-        ),
-        case(
-            "pause-phone-02",
-            "pause",
-            "phone",
-            "my number is | four one five | six oh two | three three eight one",
-            value="4156023381",
-        ),
-        case(
-            "pause-phone-03",
-            "pause",
-            "phone",
-            "it's, um | six one seven | nine two four | oh five five eight",
-            value="6179240558",
-        ),
-        case(
-            "pause-phone-04",
-            "pause",
-            "phone",
-            "seven two oh | five five five | one two | three four",
-            value="7205551234",
-        ),
-        case(
-            "pause-phone-05",
-            "pause",
-            "phone",
-            "one | four six nine | three eight two | seven seven oh one",
-            value="14693827701",
-        ),
-        case(
-            "pause-phone-06",
-            "pause",
-            "phone",
-            "yeah it's two oh six | four four one | nine oh eight seven",
-            value="2064419087",
-        ),
-        case(
-            "pause-phone-07",
-            "pause",
-            "phone",
-            "three oh three | eight one eight | six two, um | four nine",
-            value="3038186249",
-        ),
-        case(
-            "pause-phone-08",
-            "pause",
-            "phone",
-            "five one two | double seven two | four one oh six",
-            value="5127724106",
-        ),
-        case(
-            "pause-phone-09",
-            "pause",
-            None,
-            "oh and my cell is | eight one three | two two seven | oh nine four one",
-            value="8132270941",
-        ),
-        case(
-            "pause-phone-10",
-            "pause",
-            "phone",
-            "nine one nine | five four six | three two | seven nine",
-            value="9195463279",
-        ),
+        case(f"pause-{group}-{i:02d}", "pause", expects, said, value=value)
+        for i, (expects, said, value) in enumerate(rows, start=1)
     ]
+
+
+def _phone_cases() -> list[CaseSpec]:
+    return _numbered(
+        "phone",
+        [
+            ("phone", "three one two | eight four seven | two nine five six", "3128472956"),
+            (
+                "phone",
+                "my number is | four one five | six oh two | three three eight one",
+                "4156023381",
+            ),
+            (
+                "phone",
+                "it's, um | six one seven | nine two four | oh five five eight",
+                "6179240558",
+            ),
+            ("phone", "seven two oh | five five five | one two | three four", "7205551234"),
+            ("phone", "one | four six nine | three eight two | seven seven oh one", "14693827701"),
+            ("phone", "yeah it's two oh six | four four one | nine oh eight seven", "2064419087"),
+            ("phone", "three oh three | eight one eight | six two, um | four nine", "3038186249"),
+            ("phone", "five one two | double seven two | four one oh six", "5127724106"),
+            (
+                None,
+                "oh and my cell is | eight one three | two two seven | oh nine four one",
+                "8132270941",
+            ),
+            ("phone", "nine one nine | five four six | three two | seven nine", "9195463279"),
+        ],
+    )
 
 
 def _vin_cases() -> list[CaseSpec]:
@@ -122,156 +90,92 @@ def _vin_cases() -> list[CaseSpec]:
 
 
 def _plate_cases() -> list[CaseSpec]:
-    return [
-        case(
-            "pause-plate-01", "pause", "plate", "it's | seven K L M | two one four", value="7KLM214"
-        ),
-        case(
-            "pause-plate-02",
-            "pause",
-            "plate",
-            "the plate is | A B C | one two three four",
-            value="ABC1234",
-        ),
-        case("pause-plate-03", "pause", "plate", "um | eight X Y Z | five oh one", value="8XYZ501"),
-        case(
-            "pause-plate-04", "pause", "plate", "Tango Romeo Kilo | four four two", value="TRK442"
-        ),
-        case("pause-plate-05", "pause", "plate", "six G | H J | nine nine", value="6GHJ99"),
-    ]
+    return _numbered(
+        "plate",
+        [
+            ("plate", "it's | seven K L M | two one four", "7KLM214"),
+            ("plate", "the plate is | A B C | one two three four", "ABC1234"),
+            ("plate", "um | eight X Y Z | five oh one", "8XYZ501"),
+            ("plate", "Tango Romeo Kilo | four four two", "TRK442"),
+            ("plate", "six G | H J | nine nine", "6GHJ99"),
+        ],
+    )
 
 
 def _datetime_cases() -> list[CaseSpec]:
-    return [
-        case("pause-datetime-01", "pause", "datetime", "next Tuesday, | at nine thirty"),
-        case("pause-datetime-02", "pause", "datetime", "um, maybe Thursday | around | two p.m."),
-        case("pause-datetime-03", "pause", "datetime", "how about | the twenty third | at ten"),
-        case(
-            "pause-datetime-04",
-            "pause",
-            "datetime",
-            "tomorrow, uh | tomorrow afternoon around three",
-        ),
-        case("pause-datetime-05", "pause", "datetime", "let's say | Monday at | eleven fifteen"),
-        case(
-            "pause-datetime-06",
-            "pause",
-            "datetime",
-            "could I do | Friday the fourteenth | in the morning",
-        ),
-    ]
+    return _numbered(
+        "datetime",
+        [
+            ("datetime", "next Tuesday, | at nine thirty", None),
+            ("datetime", "um, maybe Thursday | around | two p.m.", None),
+            ("datetime", "how about | the twenty third | at ten", None),
+            ("datetime", "tomorrow, uh | tomorrow afternoon around three", None),
+            ("datetime", "let's say | Monday at | eleven fifteen", None),
+            ("datetime", "could I do | Friday the fourteenth | in the morning", None),
+        ],
+    )
 
 
 def _mileage_cases() -> list[CaseSpec]:
-    return [
-        case(
-            "pause-mileage-01",
-            "pause",
-            "mileage",
-            "about | forty two thousand miles",
-            value="42000",
-        ),
-        case(
-            "pause-mileage-02",
-            "pause",
-            "mileage",
-            "it's got, um | sixty one thousand on it",
-            value="61000",
-        ),
-        case(
-            "pause-mileage-03",
-            "pause",
-            "mileage",
-            "let me check | it says | thirty eight thousand four hundred",
-            value="38400",
-        ),
-        case(
-            "pause-mileage-04",
-            "pause",
-            "mileage",
-            "uh, about ninety thousand | give or take",
-            value="90000",
-        ),
-    ]
+    return _numbered(
+        "mileage",
+        [
+            ("mileage", "about | forty two thousand miles", "42000"),
+            ("mileage", "it's got, um | sixty one thousand on it", "61000"),
+            ("mileage", "let me check | it says | thirty eight thousand four hundred", "38400"),
+            ("mileage", "uh, about ninety thousand | give or take", "90000"),
+        ],
+    )
 
 
 def _address_cases() -> list[CaseSpec]:
-    return [
-        case("pause-address-01", "pause", None, "it's | twelve forty five | Maple Street"),
-        case(
-            "pause-address-02", "pause", None, "four eighteen | North Oak Avenue, | apartment three"
-        ),
-        case("pause-address-03", "pause", None, "we're over at | two hundred | Main Street"),
-        case("pause-address-04", "pause", None, "um | one oh one | Elm Drive, in Springfield"),
-        case("pause-address-05", "pause", None, "the address is | fifty five | Lakeview Road"),
-    ]
+    return _numbered(
+        "address",
+        [
+            (None, "it's | twelve forty five | Maple Street", None),
+            (None, "four eighteen | North Oak Avenue, | apartment three", None),
+            (None, "we're over at | two hundred | Main Street", None),
+            (None, "um | one oh one | Elm Drive, in Springfield", None),
+            (None, "the address is | fifty five | Lakeview Road", None),
+        ],
+    )
 
 
 def _email_cases() -> list[CaseSpec]:
-    return [
-        case(
-            "pause-email-01",
-            "pause",
-            "email",
-            "john dot carter | at gmail dot com",
-            value="john.carter@gmail.com",
-        ),
-        case(
-            "pause-email-02",
-            "pause",
-            "email",
-            "it's | m smith eighty two | at yahoo dot com",
-            value="msmith82@yahoo.com",
-        ),
-        case(
-            "pause-email-03",
-            "pause",
-            "email",
-            "sarah underscore lee | at outlook | dot com",
-            value="sarah_lee@outlook.com",
-        ),
-        case(
-            "pause-email-04",
-            "pause",
-            "email",
-            "d kim | at | hotmail dot com",
-            value="dkim@hotmail.com",
-        ),
-    ]
+    return _numbered(
+        "email",
+        [
+            ("email", "john dot carter | at gmail dot com", "john.carter@gmail.com"),
+            ("email", "it's | m smith eighty two | at yahoo dot com", "msmith82@yahoo.com"),
+            ("email", "sarah underscore lee | at outlook | dot com", "sarah_lee@outlook.com"),
+            ("email", "d kim | at | hotmail dot com", "dkim@hotmail.com"),
+        ],
+    )
 
 
 def _name_cases() -> list[CaseSpec]:
-    return [
-        case("pause-name-01", "pause", "name", "my name is | uh | David Kim", value="David Kim"),
-        case("pause-name-02", "pause", "name", "it's, um | Maria Gonzalez", value="Maria Gonzalez"),
-        case("pause-name-03", "pause", "name", "it's | uh | Robert Chen", value="Robert Chen"),
-        case("pause-name-04", "pause", "name", "this is, uh | Tom Becker", value="Tom Becker"),
-    ]
+    return _numbered(
+        "name",
+        [
+            ("name", "my name is | uh | David Kim", "David Kim"),
+            ("name", "it's, um | Maria Gonzalez", "Maria Gonzalez"),
+            ("name", "it's | uh | Robert Chen", "Robert Chen"),
+            ("name", "this is, uh | Tom Becker", "Tom Becker"),
+        ],
+    )
 
 
 def _hesitation_cases() -> list[CaseSpec]:
-    return [
-        case("pause-hesitation-01", "pause", None, "it's, um | the blue one"),
-        case(
-            "pause-hesitation-02",
-            "pause",
-            None,
-            "I was wondering | if you have | the Civic in stock",
-        ),
-        case("pause-hesitation-03", "pause", None, "so | my car is making | a weird noise"),
-        case(
-            "pause-hesitation-04",
-            "pause",
-            None,
-            "I need, uh | an oil change, and | a tire rotation",
-        ),
-        case(
-            "pause-hesitation-05",
-            "pause",
-            None,
-            "can you, um | can you tell me | your hours on Saturday",
-        ),
-    ]
+    return _numbered(
+        "hesitation",
+        [
+            (None, "it's, um | the blue one", None),
+            (None, "I was wondering | if you have | the Civic in stock", None),
+            (None, "so | my car is making | a weird noise", None),
+            (None, "I need, uh | an oil change, and | a tire rotation", None),
+            (None, "can you, um | can you tell me | your hours on Saturday", None),
+        ],
+    )
 
 
 def _short_cases() -> list[CaseSpec]:
@@ -316,7 +220,7 @@ def _backchannel_cases() -> list[CaseSpec]:
     ]
     cases = [
         case("backchannel-01", "backchannel", None, "uh-huh", phonemes="əhˈʌ", voice="jf_tebukuro"),
-        case("backchannel-02", "backchannel", None, "mm-hmm", phonemes="mhˈm", voice="jm_kumo"),
+        case("backchannel-02", "backchannel", None, "mm-hmm", phonemes="ʌmhˈʌm"),
     ]
     cases += [
         case(f"backchannel-{i:02d}", "backchannel", None, text)
@@ -346,6 +250,29 @@ def _interruption_cases() -> list[CaseSpec]:
     ]
 
 
+# Short clips whose drawn voice Kokoro misread (Whisper could not recover the words even
+# from the clean clip: "sure" came out as "sewer", "wait" as "Blake"): the voice (and
+# speed) that `python -m dealerline_sim.devset check` found to say them.
+PINS: dict[str, tuple[str, float | None]] = {
+    "short-06": ("jf_gongitsune", None),
+    "short-12": ("jm_kumo", None),
+    "backchannel-02": ("jf_tebukuro", 0.9),
+    "backchannel-04": ("jf_alpha", None),
+    "backchannel-06": ("jf_gongitsune", None),
+    "backchannel-08": ("jf_tebukuro", None),
+    "interruption-01": ("jf_gongitsune", None),
+    "interruption-11": ("jm_kumo", None),
+    "interruption-12": ("jf_nezumi", None),
+}
+
+
+def _pinned(spec: CaseSpec) -> CaseSpec:
+    pin = PINS.get(spec.id)
+    if pin is None:
+        return spec
+    return dataclasses.replace(spec, voice=pin[0], speed=pin[1] if pin[1] else spec.speed)
+
+
 def all_cases() -> list[CaseSpec]:
     """Every case of the set, in a fixed order (ids are unique)."""
     cases = [
@@ -363,6 +290,6 @@ def all_cases() -> list[CaseSpec]:
         *_interruption_cases(),
     ]
     ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        raise ValueError("duplicate case ids in the development set")
-    return cases
+    if len(set(ids)) != len(ids) or not set(PINS) <= set(ids):
+        raise ValueError("duplicate case ids, or a pin for no case, in the development set")
+    return [_pinned(c) for c in cases]

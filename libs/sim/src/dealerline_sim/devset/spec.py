@@ -135,8 +135,10 @@ class CaseSpec:
     chunks: tuple[Chunk, ...]
     # The entity said, in compact form (phone digits, VIN, plate, email, mileage), if any.
     value: str | None = None
-    # A voice that must say this case (phoneme chunks are tuned to one voice).
+    # A voice (and speed) that must say this case instead of the drawn ones: chosen by
+    # ``python -m dealerline_sim.devset check`` where Kokoro misread the drawn voice.
     voice: str | None = None
+    speed: float | None = None
 
     @property
     def text(self) -> str:
@@ -151,6 +153,7 @@ def case(
     *,
     value: str | None = None,
     voice: str | None = None,
+    speed: float | None = None,
     phonemes: str | None = None,
 ) -> CaseSpec:
     """A case from its spoken text: ``said`` is one string with ``|`` at each pause, or the
@@ -165,4 +168,6 @@ def case(
     if kind != "pause" and len(parts) != 1:
         raise ValueError(f"{id}: only pause cases have pauses")
     chunks = tuple(Chunk(p, phonemes) for p in parts)
-    return CaseSpec(id=id, kind=kind, expects=expects, chunks=chunks, value=value, voice=voice)
+    return CaseSpec(
+        id=id, kind=kind, expects=expects, chunks=chunks, value=value, voice=voice, speed=speed
+    )
