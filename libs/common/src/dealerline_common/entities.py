@@ -178,7 +178,8 @@ def _cued(kind: Expects, text: str) -> bool:
 def _stalling(text: str) -> bool:
     """Only agreement and "hold on" so far: the answer is promised, not given."""
     words = [t.text for t in lex(text) if t.kind == "word"]
-    return bool(words) and all(w in STALL or w in FILLERS for w in words) or _holding(text)
+    only_stall = bool(words) and all(w in STALL or w in FILLERS for w in words)
+    return only_stall or _holding(text)
 
 
 _HOLD = re.compile(
