@@ -15,8 +15,12 @@ _PATH = re.compile(
 )
 # What the behaviour index must answer (the words a newcomer searches for).
 BEHAVIOURS = (
-    "endpointing",
+    "end of turn",
+    "is the answer complete",
+    "speculative transcription",
     "barge-in",
+    "backchannel",
+    "greeting ready",
     "[CALL_STARTED]",
     "optimistic locking",
     "two-step DTMF",
