@@ -28,8 +28,14 @@ async def start_tts(nats_server: NatsServer) -> AsyncIterator[StartTts]:
 
     async def start(engine: Any = None, **overrides: Any) -> TtsService:
         # No pre-warmed phrases unless a test asks: most tests are about other things,
-        # and a start would otherwise speak every default opener first.
-        defaults = {"js_file_storage": False, "drain_timeout_s": 5.0, "prewarm": []}
+        # and a start would otherwise speak every default opener first. Nor a phrase
+        # file outside the test's own folder.
+        defaults = {
+            "js_file_storage": False,
+            "drain_timeout_s": 5.0,
+            "prewarm": [],
+            "cache_store": False,
+        }
         settings = TtsSettings(
             nats_url=nats_server.url,
             http_port=0,

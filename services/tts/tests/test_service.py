@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -525,10 +526,49 @@ async def test_the_default_openers_are_spoken_into_the_cache_before_work(
     assert bare.texts == [] and len(off.phrases) == 0
 
 
-async def test_a_prewarmed_phrase_is_what_kokoro_says(
-    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine
+class IdentifiedEngine(ToneByTextEngine):
+    """A fake that can say what its audio depends on, so its phrases may be saved."""
+
+    def __init__(self, identity: str) -> None:
+        super().__init__()
+        self.identity = identity
+
+
+def phrase_files(folder: Path) -> int:
+    return len(list(folder.glob("*.phrases")))
+
+
+async def test_prewarmed_phrases_are_saved_for_the_next_start(
+    start_tts: StartTts, tmp_path: Path
 ) -> None:
-    service = await start_tts(engine=kokoro_engine, prewarm=["Sure,", "Got it."])
+    store = {"cache_store": True, "cache_store_dir": str(tmp_path)}
+    phrases = ["Sure,", "Okay,", "One moment."]
+    first = IdentifiedEngine("model A")
+    one = await start_tts(engine=first, prewarm=phrases, **store)
+    assert first.texts == phrases
+    assert phrase_files(tmp_path) == 1
+
+    again = IdentifiedEngine("model A")
+    two = await start_tts(engine=again, prewarm=[*phrases, "Got it."], **store)
+    assert again.texts == ["Got it."]  # only the phrase the file did not hold
+    for phrase in phrases:
+        assert two.phrases.get(phrase) == one.phrases.get(phrase)
+
+    other = IdentifiedEngine("model B")  # another model: its own file, spoken afresh
+    await start_tts(engine=other, prewarm=phrases, **store)
+    assert other.texts == phrases
+    assert phrase_files(tmp_path) == 2
+
+
+async def test_a_prewarmed_phrase_is_what_kokoro_says(
+    start_tts: StartTts, client: Bus, kokoro_engine: KokoroEngine, tmp_path: Path
+) -> None:
+    store = {"cache_store": True, "cache_store_dir": str(tmp_path)}
+    first = await start_tts(engine=kokoro_engine, prewarm=["Sure,", "Got it."], **store)
+    await first.drain()
+    # The next start finds the phrases in the file the first one saved.
+    service = await start_tts(engine=kokoro_engine, prewarm=["Sure,", "Got it."], **store)
+    assert service.phrases.get("Sure,") == first.phrases.get("Sure,")
     sub = await client.nc.subscribe(subjects.audio("sess-c2"))
     await say(client, "sess-c2", "turn_1", 0, "Sure,")
     await say(client, "sess-c2", "turn_1", 1, "", last=True, expects="datetime")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,3 +230,24 @@ def test_phrase_cache_keys_by_voice_and_speed_and_can_be_off() -> None:
     off = PhraseCache("jf_alpha", 1.0, max_entries=0)
     assert not off.cacheable("Sure,") and not off.put("Sure,", b"a") and len(off) == 0
     assert not PhraseCache("jf_alpha", 1.0, max_chars=0).cacheable("Sure,")
+
+
+def test_phrase_cache_saves_and_loads_its_phrases(tmp_path: Path) -> None:
+    cache = PhraseCache("jf_alpha", 1.0)
+    cache.put("Sure,", b"\x01\x02\x03")
+    cache.put("One moment.", bytes(range(256)) * 3)
+    path = tmp_path / "deep" / "voice.phrases"
+    cache.save(path)
+    again = PhraseCache("jf_alpha", 1.0)
+    assert again.load(path) == 2
+    assert again.get("Sure,") == b"\x01\x02\x03"
+    assert again.get("One moment.") == bytes(range(256)) * 3
+    assert [p.name for p in path.parent.iterdir()] == ["voice.phrases"]  # no temp left
+
+    small = PhraseCache("jf_alpha", 1.0, max_chars=5)  # keeps only what it would keep
+    assert small.load(path) == 1 and "One moment." not in small
+    assert PhraseCache("jf_alpha", 1.0).load(tmp_path / "missing.phrases") == 0
+    data = path.read_bytes()
+    for broken in (b"", b"garbage", data[:-1], data + b"x", data[:12] + b"{" + data[13:]):
+        path.write_bytes(broken)
+        assert PhraseCache("jf_alpha", 1.0).load(path) == 0, broken[:20]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from dealerline_common import audio as audio_module
 from dealerline_common.audio import Float32Array
 from dealerline_common.logs import get_logger
 from dealerline_common.models import bundled_voices_path, kokoro_int8_path
@@ -96,6 +100,7 @@ class KokoroEngine:
                 f"TTS_VOICE={settings.voice!r} is not in {voices_path} "
                 f"(it has {', '.join(self.kokoro.get_voices())})"
             )
+        self.identity = _identity(settings, model_path, voices_path, session.get_providers())
         log.info(
             "kokoro model loaded",
             model=str(model_path),
@@ -116,3 +121,51 @@ class KokoroEngine:
 
     def warm_up(self) -> None:
         self.synthesize(WARM_UP_TEXT)
+
+
+def _identity(
+    settings: TtsSettings, model_path: Path, voices_path: Path, providers: list[str]
+) -> str:
+    """Everything the audio of a text depends on besides the text: the model and voice
+    files, the libraries that phonemise and run them, the code that trims and encodes
+    the result, and the settings. Saved phrases are found by a digest of it."""
+
+    def file_id(path: Path) -> list[object]:
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    code = hashlib.sha256()
+    for source in (Path(__file__), Path(str(audio_module.__file__))):
+        code.update(source.read_bytes())
+    return json.dumps(
+        {
+            "model": file_id(model_path),
+            "voices": file_id(voices_path),
+            "libraries": {
+                d: version(d)
+                for d in (
+                    "kokoro-onnx",
+                    "onnxruntime",
+                    "onnxruntime-gpu",
+                    "espeakng-loader",
+                    "phonemizer",
+                    "phonemizer-fork",
+                    "numpy",
+                )
+            },
+            "code": code.hexdigest(),
+            "providers": providers,
+            "voice": settings.voice,
+            "speed": settings.speed,
+            "lang": settings.lang,
+            "lead_ms": settings.lead_ms,
+            "tail_ms": settings.tail_ms,
+        },
+        sort_keys=True,
+    )

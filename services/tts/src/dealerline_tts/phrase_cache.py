@@ -10,12 +10,29 @@ are kept, at most ``max_entries`` of them and ``max_bytes`` of audio in all, the
 recently used going first. The worker fills it before it takes work (``TTS_PREWARM``) and
 with every short sentence it synthesizes. Not thread-safe: the worker uses it from its
 event loop only.
+
+:meth:`PhraseCache.save` and :meth:`PhraseCache.load` keep the pre-warmed phrases in a
+file between starts of a worker on one machine; the file's name must say everything the
+audio depends on (the worker names it by a digest of the model files, versions, voice
+and settings), so a file is either exactly right or not found.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 from typing import NamedTuple
+
+from dealerline_common.logs import get_logger
+
+log = get_logger(__name__)
+
+_MAGIC = b"DLPHRASES1"
+_HEADER = struct.Struct(">I")  # length of the JSON index that follows the magic
 
 
 class PhraseKey(NamedTuple):
@@ -88,3 +105,55 @@ class PhraseCache:
     def bytes(self) -> int:
         """Audio bytes held."""
         return self._bytes
+
+    def save(self, path: Path) -> None:
+        """Write every phrase held to ``path`` (atomically: a reader sees the old file or
+        the new one, never half of one)."""
+        items = list(self._items.items())
+        index = json.dumps([[k.text, len(audio)] for k, audio in items]).encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + _HEADER.pack(len(index)) + index)
+                for _, audio in items:
+                    f.write(audio)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, path: Path) -> int:
+        """Add the phrases saved in ``path``; returns how many. A missing file adds
+        nothing; an unreadable one is logged and adds nothing."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.warning("phrase file unreadable", path=str(path), error=str(exc))
+            return 0
+        try:
+            entries = _parse(data)
+        except ValueError as exc:
+            log.warning("phrase file ignored", path=str(path), error=str(exc))
+            return 0
+        return sum(1 for text, audio in entries if self.put(text, audio))
+
+
+def _parse(data: bytes) -> list[tuple[str, bytes]]:
+    if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + _HEADER.size:
+        raise ValueError("not a phrase file")
+    start = len(_MAGIC) + _HEADER.size
+    (size,) = _HEADER.unpack_from(data, len(_MAGIC))
+    index = json.loads(data[start : start + size])  # a JSONDecodeError is a ValueError
+    offset = start + size
+    entries = []
+    for text, length in index:
+        if not isinstance(text, str) or not isinstance(length, int) or length <= 0:
+            raise ValueError("bad phrase index")
+        entries.append((text, data[offset : offset + length]))
+        offset += length
+    if offset != len(data):
+        raise ValueError("phrase file has the wrong length")
+    return entries

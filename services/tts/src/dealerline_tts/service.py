@@ -28,8 +28,10 @@ playback. Jobs in flight, capacity and queue wait are measured by :class:`ModelW
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
+from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -51,6 +53,7 @@ from dealerline_common.messages import (
     parse_control,
 )
 from dealerline_common.metrics import Metrics
+from dealerline_common.models import default_cache_dir
 from dealerline_common.ops import Health
 from dealerline_common.service import ModelWorker
 from dealerline_common.speculation import EXPECTS
@@ -150,29 +153,54 @@ class TtsService(ModelWorker[TextToSpeech]):
     async def load_model(self) -> None:
         """Load the model and speak the ``TTS_PREWARM`` phrases into the cache, which
         warms the model up too; with no phrases to keep, the engine's own warm-up runs.
-        The model counts as loaded (``/readyz``) once they are all spoken."""
-        prewarm = [p for p in self.settings.prewarm if self.phrases.cacheable(normalize_text(p))]
-        if not prewarm:
+        The model counts as loaded (``/readyz``) once they are all in the cache."""
+        texts = [normalize_text(p) for p in self.settings.prewarm]
+        texts = list(dict.fromkeys(t for t in texts if self.phrases.cacheable(t)))
+        if not texts:
             await super().load_model()
             return
         started = time.perf_counter()
         engine = self.engine or await asyncio.to_thread(self.create_engine)
-        for phrase in prewarm:
-            text = normalize_text(phrase)
+        store = self._store_path(engine)
+        loaded = await asyncio.to_thread(self.phrases.load, store) if store else 0
+        spoken = await self._prewarm(engine, [t for t in texts if t not in self.phrases])
+        if store and spoken:
             try:
-                ulaw = await asyncio.to_thread(_synthesize, engine, text)
-            except NothingToSay:
-                log.warning("pre-warm phrase has nothing to say", phrase=phrase[:80])
-                continue
-            self.phrases.put(text, ulaw)
+                await asyncio.to_thread(self.phrases.save, store)
+            except OSError as exc:
+                log.warning("could not save the phrases", path=str(store), error=str(exc))
         self._cache_gauges()
         self.engine = engine
         log.info(
             "tts model warm",
             seconds=round(time.perf_counter() - started, 2),
             phrases=len(self.phrases),
+            loaded=loaded,
+            spoken=spoken,
             cache_bytes=self.phrases.bytes,
         )
+
+    async def _prewarm(self, engine: TextToSpeech, texts: list[str]) -> int:
+        """Speak ``texts`` into the cache; returns how many were spoken."""
+        spoken = 0
+        for text in texts:
+            try:
+                ulaw = await asyncio.to_thread(_synthesize, engine, text)
+            except NothingToSay:
+                log.warning("pre-warm phrase has nothing to say", phrase=text[:80])
+                continue
+            spoken += self.phrases.put(text, ulaw)
+        return spoken
+
+    def _store_path(self, engine: TextToSpeech) -> Path | None:
+        """The file of this engine's pre-warmed phrases, named by a digest of all the
+        audio depends on; None when the engine cannot say that (``identity``)."""
+        identity = getattr(engine, "identity", None)
+        if not self.settings.cache_store or not isinstance(identity, str):
+            return None
+        folder = self.settings.cache_store_dir or str(default_cache_dir() / "tts-phrases")
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+        return Path(folder) / f"{digest}.phrases"
 
     def _cache_gauges(self) -> None:
         self.m.cache_entries.set(len(self.phrases))

@@ -81,6 +81,12 @@ class TtsSettings(WorkerSettings):
     cache_max_bytes: int = Field(
         default=16 * 1024 * 1024, ge=0, description="phrase cache: most mu-law bytes kept"
     )
+    cache_store: bool = Field(
+        default=True,
+        description="keep the pre-warmed phrases in a file, so the next start on this "
+        "machine does not speak them again",
+    )
+    cache_store_dir: str = Field(default="", description="where; empty = <model cache>/tts-phrases")
     prewarm: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PREWARM),
         description="phrases spoken into the cache before work is taken (JSON list; [] = none)",
