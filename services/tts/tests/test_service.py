@@ -532,6 +532,10 @@ class IdentifiedEngine(ToneByTextEngine):
     def __init__(self, identity: str) -> None:
         super().__init__()
         self.identity = identity
+        self.warm_ups = 0
+
+    def warm_up(self) -> None:
+        self.warm_ups += 1
 
 
 def phrase_files(folder: Path) -> int:
@@ -551,8 +555,12 @@ async def test_prewarmed_phrases_are_saved_for_the_next_start(
     again = IdentifiedEngine("model A")
     two = await start_tts(engine=again, prewarm=[*phrases, "Got it."], **store)
     assert again.texts == ["Got it."]  # only the phrase the file did not hold
+    assert again.warm_ups == 0  # speaking it warmed the model up
     for phrase in phrases:
         assert two.phrases.get(phrase) == one.phrases.get(phrase)
+    third = IdentifiedEngine("model A")
+    three = await start_tts(engine=third, prewarm=phrases, **store)
+    assert (third.texts, third.warm_ups, len(three.phrases)) == ([], 1, 4)
 
     other = IdentifiedEngine("model B")  # another model: its own file, spoken afresh
     await start_tts(engine=other, prewarm=phrases, **store)

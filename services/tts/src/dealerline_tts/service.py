@@ -151,9 +151,10 @@ class TtsService(ModelWorker[TextToSpeech]):
         return KokoroEngine(self.settings)
 
     async def load_model(self) -> None:
-        """Load the model and speak the ``TTS_PREWARM`` phrases into the cache, which
-        warms the model up too; with no phrases to keep, the engine's own warm-up runs.
-        The model counts as loaded (``/readyz``) once they are all in the cache."""
+        """Load the model and speak the ``TTS_PREWARM`` phrases into the cache (those the
+        phrase file does not hold), which warms the model up too; with none to speak, the
+        engine's own warm-up runs. The model counts as loaded (``/readyz``) once they
+        are all in the cache."""
         texts = [normalize_text(p) for p in self.settings.prewarm]
         texts = list(dict.fromkeys(t for t in texts if self.phrases.cacheable(t)))
         if not texts:
@@ -164,6 +165,9 @@ class TtsService(ModelWorker[TextToSpeech]):
         store = self._store_path(engine)
         loaded = await asyncio.to_thread(self.phrases.load, store) if store else 0
         spoken = await self._prewarm(engine, [t for t in texts if t not in self.phrases])
+        warm_up = getattr(engine, "warm_up", None)
+        if not spoken and callable(warm_up):
+            await asyncio.to_thread(warm_up)  # every phrase came from the file
         if store and spoken:
             try:
                 await asyncio.to_thread(self.phrases.save, store)

@@ -12,7 +12,8 @@ from dealerline_common.service import WorkerSettings
 # The openers the agent cuts off a reply's first sentence ("Sure," + "I can book that."),
 # with a comma and with a full stop, the few an LLM likes to exclaim, and some short
 # replies: spoken before the worker takes work, so the first audio of most replies costs
-# no synthesis (about half a second each on two CPU cores, once per worker start).
+# no synthesis (about half a second each on two CPU cores; saved in a file, so once per
+# machine, see ``cache_store``).
 OPENERS = (
     "Sure",
     "Okay",
@@ -32,6 +33,13 @@ DEFAULT_PREWARM = (
     *(f"{o}!" for o in ("Sure", "Great", "Perfect", "Absolutely", "Of course")),
     "I'm sorry,",
     "Good news,",
+    "Yes,",
+    "Done,",
+    "Done.",
+    "You're welcome,",
+    "You're welcome.",
+    "You're all set.",
+    "Welcome back.",
     "Let me check that for you.",
     "One moment.",
 )
