@@ -161,7 +161,9 @@ class TtsService(ModelWorker[TextToSpeech]):
             await super().load_model()
             return
         started = time.perf_counter()
-        engine = self.engine or await asyncio.to_thread(self.create_engine)
+        engine = self.engine
+        if engine is None:
+            engine = await asyncio.to_thread(self.create_engine)
         store = self._store_path(engine)
         loaded = await asyncio.to_thread(self.phrases.load, store) if store else 0
         spoken = await self._prewarm(engine, [t for t in texts if t not in self.phrases])
