@@ -136,7 +136,7 @@ class TurnRunner:
             # A proactive turn whose news an earlier turn already told: say nothing, but
             # end the turn so whoever waits for it to have played is not kept waiting;
             # the question the agent asked last still stands.
-            standing = expects_for(previous_reply(history, turn.turn_id))
+            standing = expects_for(previous_reply(history, turn.turn_id) or "")
             await self._voice(session, turn).end(expects=standing)
             log.info("nothing new to say", session_id=sid, turn_id=turn.turn_id)
             return "skipped"
