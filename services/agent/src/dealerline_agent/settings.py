@@ -72,9 +72,6 @@ class AgentSettings(ServiceSettings):
         le=1.0,
         description="transcripts with a higher no_speech_prob are noise",
     )
-    clause_min_chars: int = Field(
-        default=60, ge=10, description="flush a clause at a comma once it is this long"
-    )
     cancel_timeout_s: float = Field(default=3.0, gt=0)
     session_idle_ttl_s: float = Field(
         default=1800.0,
