@@ -14,6 +14,7 @@ answer went on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ __all__ = ["PROMPT", "Clip", "TalkOverStats", "interleave", "run_talk_overs", "s
 
 PROMPT = "What services do you offer?"  # the scripted answer is six sentences long
 _VERDICT_S = 1.5  # after a clip: long enough for the gateway's verdict (probe + judge)
-_QUIET_S = 1.2
+# The answer is over once nothing new played for this long: on a loaded 2-core CPU the
+# next sentence can take seconds to synthesize, and a question asked in such a gap would
+# talk over the rest of the answer.
+_QUIET_S = 2.5
 _PER_ANSWER = 4  # backchannels over one answer, so that plenty of it is left to go on
 
 
@@ -55,6 +59,13 @@ async def _ask(call: Call, prompt: str, timeout_s: float) -> float:
     return said.speech_ended_at or time.time()
 
 
+async def _await_reply(call: Call, timeout_s: float) -> None:
+    """The agent answers what it heard over its stopped answer: wait until that reply
+    has played (if none comes, go on after ``timeout_s``)."""
+    with contextlib.suppress(TimeoutError):
+        await call.wait_until_quiet(_QUIET_S, timeout_s, min_bytes=1)
+
+
 async def run_talk_overs(
     call: Call,
     clips: Sequence[Clip],
@@ -64,32 +75,37 @@ async def run_talk_overs(
     timeout_s: float = 90.0,
 ) -> list[TalkOverRecord]:
     """Say each clip over the agent's answer to ``prompt`` (see the module doc); returns
-    the finished records, in order (also in ``call.talk_overs``)."""
+    the finished records, in order (also in ``call.talk_overs``). A record owns the
+    ``clear`` frames that came before the caller next spoke (a clip or the question)."""
     await call.sim.prepare(prompt)
     records: list[TalkOverRecord] = []
+    spoke_next: list[float] = []  # when the caller next spoke after each record's clip
     since: float | None = None
     over_this_answer = 0
     for clip in clips:
         full = over_this_answer >= _PER_ANSWER and clip.kind == "backchannel"
-        if since is None or full or not _agent_talking(call, 0.8):
+        if since is None or full or not _agent_talking(call, _QUIET_S):
+            if len(spoke_next) < len(records):
+                spoke_next.append(time.time())
             since = await _ask(call, prompt, timeout_s)
             over_this_answer = 0
         over_this_answer += 1
         step = TalkOver(clip.audio, after_ms, clip.kind)
         record = await talk_over(call, step, since=since, timeout_s=timeout_s)
+        if len(spoke_next) < len(records):
+            spoke_next.append(record.clip_queued_at or time.time())
         records.append(record)
         await asyncio.sleep(_VERDICT_S / call.pace)
         cleared = any(c.at >= (record.clip_queued_at or 0.0) for c in call.clears)
         if cleared or clip.kind == "interruption":
-            # the agent answers what it heard; the next clip needs a new question
-            await call.wait_until_quiet(_QUIET_S, timeout_s, min_bytes=0)
-            since = None
+            await _await_reply(call, min(timeout_s, 30.0))
+            since = None  # the next clip needs a new question
         else:
             since = time.time()
     await call.wait_until_quiet(_QUIET_S, timeout_s, min_bytes=0)
-    for i, record in enumerate(records):
-        nxt = records[i + 1] if i + 1 < len(records) else None
-        finish(call, record, nxt.clip_queued_at if nxt is not None else None)
+    bounds: list[float | None] = [*spoke_next, None][: len(records)]
+    for record, until in zip(records, bounds, strict=True):
+        finish(call, record, until)
     return records
 
 
