@@ -491,7 +491,7 @@ async def test_a_cached_phrase_is_published_without_synthesis(
     assert first.expects is None and second.expects is None
 
     # A short sentence, once synthesized, is kept too; a long one never is.
-    long = "This sentence is far too long to be kept in the phrase cache."
+    long = "This sentence is far too long to be kept in the phrase cache, which holds up to eighty."
     await say(client, "sess-c1", "turn_2", 0, "I can book that.")
     await say(client, "sess-c1", "turn_2", 1, long, last=True, expects="yes_no")
     again, _ = await next_audio(sub)
@@ -511,7 +511,7 @@ async def test_the_default_openers_are_spoken_into_the_cache_before_work(
     start_tts: StartTts,
 ) -> None:
     engine = ToneByTextEngine()
-    too_long = "A phrase longer than the cache keeps is not spoken at start."
+    too_long = "A phrase longer than the cache keeps is not spoken at start, since it runs well past eighty characters."
     service = await start_tts(engine=engine, prewarm=[*DEFAULT_PREWARM, too_long, "  "])
     assert engine.texts == list(DEFAULT_PREWARM)  # the long and the empty one skipped
     assert len(service.phrases) == len(DEFAULT_PREWARM)

@@ -185,7 +185,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TTS_SPEED")
     defaults = load_settings(TtsSettings)
     assert defaults.prewarm == list(DEFAULT_PREWARM)
-    assert (defaults.cache_max_chars, defaults.cache_entries) == (40, 512)
+    assert (defaults.cache_max_chars, defaults.cache_entries) == (80, 512)
     assert all(len(p) <= defaults.cache_max_chars for p in defaults.prewarm)
     assert {"Sure,", "Sure.", "Of course,", "No problem.", "One moment."} <= set(defaults.prewarm)
     monkeypatch.setenv("TTS_PREWARM", '["Sure,", "Hello, Ava here."]')

@@ -47,7 +47,7 @@ class PhraseCache:
         voice: str,
         speed: float,
         *,
-        max_chars: int = 40,
+        max_chars: int = 80,
         max_entries: int = 512,
         max_bytes: int = 16 * 1024 * 1024,
     ) -> None:

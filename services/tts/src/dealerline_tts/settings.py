@@ -82,8 +82,10 @@ class TtsSettings(WorkerSettings):
     )
     cancel_capacity: int = Field(default=10_000, ge=1)
     max_text_chars: int = Field(default=1000, ge=1, description="longer sentences are rejected")
+    # 80 holds a greeting's or a closing's whole sentence ("Is there anything else I can
+    # help you with?"), said on every call: from the second call on it costs nothing.
     cache_max_chars: int = Field(
-        default=40, ge=0, description="phrase cache: texts up to this long are kept; 0 = off"
+        default=80, ge=0, description="phrase cache: texts up to this long are kept; 0 = off"
     )
     cache_entries: int = Field(default=512, ge=0, description="phrase cache: most phrases kept")
     cache_max_bytes: int = Field(
