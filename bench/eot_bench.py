@@ -24,7 +24,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from eot_sim import Engines, Run, gateway_settings, percentile, run_clip
 
 from dealerline_common.logs import configure_logging
 from dealerline_sim import devset
+from dealerline_sim.bench import machine
 from dealerline_sim.devset import DevCase
 
 
@@ -59,18 +59,6 @@ class BargeOutcome:
     clear_ms: float | None  # after the speech onset
     verdict: str | None  # why playback resumed, if it did
     reason: str | None  # why it barged in, if it did
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 # --------------------------------------------------------------------------- judging
