@@ -142,21 +142,33 @@ def test_speech_past_the_maximum_hold_barges_in_before_the_answer() -> None:
     assert g.answer(due.barge_id, "backchannel", 1.8) == []  # too late: ignored
 
 
-def test_going_on_after_a_backchannel_verdict_barges_in() -> None:
+def test_going_on_after_a_backchannel_verdict_is_held_and_judged_afresh() -> None:
     g = gate()
     g.onset(True, 1.0)
     [due] = g.frame(240, True, 1.24)
     assert isinstance(due, JudgeDue)
-    g.answer(due.barge_id, "backchannel", 1.4)  # "okay, …"
-    assert g.frame(700, True, 1.8) == [Interrupt("kept_talking", 1.8)]  # "… but Tuesday?"
+    assert g.answer(due.barge_id, "backchannel", 1.4) == [Resume("backchannel", 1.4)]
+    assert g.frame(240, True, 1.42) == []  # nothing voiced since the verdict
+    assert g.frame(260, True, 1.44) == [Hold(1.44)]  # "okay, …" goes on: held again
+    assert g.frame(460, True, 1.64) == []
+    [again] = g.frame(480, True, 1.66)  # 240 ms voiced since the verdict: judged afresh
+    assert isinstance(again, JudgeDue) and again.barge_id != due.barge_id
+    assert g.answer(again.barge_id, "speech", 1.9) == [Interrupt("words", 1.9)]  # "… but Tuesday?"
     assert g.ended(True, 2.5) == ("publish", [])
-    # the same after our audio ended: a turn, with nothing left to cut
+    # speech going on while held again is cut at the maximum hold, counted afresh too
     g.onset(True, 3.0)
     [due] = g.frame(240, True, 3.24)
+    g.answer(due.barge_id, "no_speech", 3.4)  # line noise before the word
+    assert g.frame(260, True, 3.44) == [Hold(3.44)]
+    assert g.frame(939, True, 4.1) != [Interrupt("max_hold", 4.1)]
+    assert g.frame(940, True, 4.12) == [Interrupt("max_hold", 4.12)]
+    # the same after our audio ended: a turn, with nothing left to cut
+    g.onset(True, 5.0)
+    [due] = g.frame(240, True, 5.24)
     assert isinstance(due, JudgeDue)
-    g.answer(due.barge_id, "backchannel", 3.4)
-    assert g.frame(700, False, 3.8) == []
-    assert g.ended(True, 4.5) == ("publish", [])
+    g.answer(due.barge_id, "backchannel", 5.4)
+    assert g.frame(700, False, 5.8) == []
+    assert g.ended(True, 6.5) == ("publish", [])
 
 
 def test_a_short_utterance_is_parked_then_judged_whole() -> None:

@@ -132,7 +132,8 @@ class Resume:
 
 @dataclass(frozen=True)
 class Interrupt:
-    """Barge in now (``reason``: words, max_hold, kept_talking, probe_failed)."""
+    """Barge in now (``reason``: words, max_hold, kept_talking — a second utterance over
+    held playback —, probe_failed)."""
 
     reason: str
     at: float
@@ -162,6 +163,10 @@ class BargeGate:
         self._probe: int | None = None  # the probe in flight
         self._parked = False  # an ended utterance waits for the probe in flight
         self._ids = 0
+        self._voiced_ms = 0.0  # voiced audio of the utterance in progress, last seen
+        # Voiced audio already judged (backchannel or no speech) when playback resumed:
+        # speech after it is held and judged afresh, counted from here.
+        self._judged_ms = 0.0
 
     @property
     def parked(self) -> bool:
@@ -169,6 +174,7 @@ class BargeGate:
 
     def onset(self, playing: bool, at: float) -> list[GateAction]:
         """Speech began; ``playing``: our audio is playing (or about to)."""
+        self._voiced_ms = self._judged_ms = 0.0
         if self.holding:  # speaking again while an earlier utterance is being judged
             self._state = "held"
             return []
@@ -178,17 +184,22 @@ class BargeGate:
     def frame(self, voiced_ms: float, playing: bool, at: float) -> list[GateAction]:
         """A frame inside the utterance, ``voiced_ms`` of voiced audio in it so far."""
         actions: list[GateAction] = []
+        self._voiced_ms = voiced_ms
         if self._state == "free":
             if not playing:
                 return actions
             actions.extend(self._hold(at))  # our audio began while the caller speaks
-        if voiced_ms >= self.max_hold_ms and self._state in ("held", "probing"):
-            return [*actions, *self._interrupt("max_hold", at)]
-        if voiced_ms >= self.max_hold_ms and self._state == "resumed":
-            if not playing:  # our audio ended meanwhile: a turn, nothing to cut
+        if self._state == "resumed" and voiced_ms > self._judged_ms:
+            # Speech after the verdict ("okay" heard as "oh", then "-kay"; noise, then a
+            # word): held and judged afresh, not cut on the first verdict's clock.
+            if playing:
+                actions.extend(self._hold(at))
+            elif voiced_ms >= self.max_hold_ms:  # our audio ended meanwhile: a turn
                 self._state = "barged"
                 return actions
-            return [*actions, *self._interrupt("kept_talking", at)]
+        voiced_ms -= self._judged_ms
+        if voiced_ms >= self.max_hold_ms and self._state in ("held", "probing"):
+            return [*actions, *self._interrupt("max_hold", at)]
         if self._state == "held" and voiced_ms >= self.probe_ms and self._probe is None:
             self._state = "probing"
             actions.append(JudgeDue(self._next_probe(), False, at))
@@ -228,6 +239,7 @@ class BargeGate:
             actions.append(Release(False))
         if self._state == "probing":
             self._state = "resumed"
+            self._judged_ms = self._voiced_ms
         elif self._state == "held":
             return actions  # a newer utterance is still to be judged: keep holding
         self.holding = False
