@@ -116,9 +116,15 @@ class Listener:
         advisory, it never takes the call down)."""
         s = self._deps.settings
         try:
-            return await stt_probe(
-                self._deps.bus, self._gm, self._call.session_id, ulaw, s.probe_timeout_s, purpose
-            )
+            with tracing.attached(self._call.ctx):  # the probe is part of the call's trace
+                return await stt_probe(
+                    self._deps.bus,
+                    self._gm,
+                    self._call.session_id,
+                    ulaw,
+                    s.probe_timeout_s,
+                    purpose,
+                )
         except Exception:
             log.exception("stt probe failed", session_id=self._call.session_id)
             self._gm.stt_probes.labels(purpose, "error").inc()

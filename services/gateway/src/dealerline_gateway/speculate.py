@@ -22,7 +22,7 @@ from typing import Any
 import nats.errors
 from pydantic import ValidationError
 
-from dealerline_common import subjects
+from dealerline_common import subjects, tracing
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import new_id
@@ -118,10 +118,11 @@ async def stt_probe(
     started = time.perf_counter()
     outcome = "ok"
     result: SttProbeResult | None = None
+    headers = probe.header()
+    if tracing.enabled():  # the STT worker's span joins the call's trace
+        headers = tracing.inject(headers)
     try:
-        msg = await bus.nc.request(
-            subjects.STT_PROBE, ulaw, timeout=timeout_s, headers=probe.header()
-        )
+        msg = await bus.nc.request(subjects.STT_PROBE, ulaw, timeout=timeout_s, headers=headers)
         result = SttProbeResult.model_validate_json(msg.data)
         if result.error is not None or result.probe_id != probe.probe_id:
             outcome, result = "error", None
