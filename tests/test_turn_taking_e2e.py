@@ -203,11 +203,13 @@ async def test_a_backchannel_does_not_stop_the_answer_an_interruption_does(lab: 
     # "wait, hold on": a clear, the answer stopped, and a new one followed
     assert interruption.cleared, interruption
     assert not interruption.agent_went_on
-    assert interruption.turn == backchannel.turn, "both spoke over the same answer"
+    # Both spoke over the same answer (the simulator names the turn it heard playing when
+    # the clip began; under load a gap between two of the answer's sentences leaves none).
+    assert interruption.turn in (backchannel.turn, None), "both spoke over the same answer"
     _, transcripts, says = lab.observer.session(sid)
     turn_ids = {s.turn_id for s in says}
     assert len(turn_ids) >= 3  # greeting, the answer, the answer to the interruption
-    new = [t for t in turns[3].mark_names if not t.startswith(f"{interruption.turn}:")]
+    new = [t for t in turns[3].mark_names if not t.startswith(f"{backchannel.turn}:")]
     assert new, "the caller heard the answer to the interruption"
     # the backchannel was not a turn: nothing of "yeah" reached the agent
     assert not any(t.text.strip().lower().startswith("yeah") for t in transcripts), transcripts
