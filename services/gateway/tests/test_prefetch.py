@@ -327,6 +327,7 @@ async def test_drain_releases_the_prefetches(gateway: Running) -> None:
     assert params["session_id"] in gw.prefetches
     await gw.drain(0.5)
     assert params["session_id"] not in gw.prefetches
+    await gateway.bus.nc.flush()  # the server has taken the unsubscribe before we ask
     with pytest.raises(nats.errors.NoRespondersError):
         await gateway.probe.nc.request(subjects.audio(params["session_id"]), b"", timeout=2)
 
