@@ -71,6 +71,12 @@ async def test_sigterm_drains_an_stt_worker_and_the_gateway_without_losing_the_c
         "GATEWAY_DRAIN_TIMEOUT_S": str(GATEWAY_GRACE_S),
         # A job left to ack_wait would come back after the test gave up on the turn.
         "STT_ACK_WAIT_S": "300",
+        # The fixed-silence end of turn, so every utterance is a job Whisper decodes on the
+        # worker that takes it. With the default (smart) end of turn the utterance usually
+        # arrives already transcribed by a probe and is published without decoding: no job
+        # stays in flight long enough to SIGTERM its worker mid-decode, which is the case
+        # this test is about (the probe's own drain answer is tested in services/stt).
+        "GATEWAY_END_OF_TURN": "silence",
     }
     async with Fleet(
         log_dir=logs,
