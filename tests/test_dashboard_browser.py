@@ -37,6 +37,7 @@ ARTIFACTS = Path("artifacts") / "dashboard"
 MARIA = ("Maria Lopez", "maria.lopez@sunrisemotors.example")  # sales, first on the hunt list
 PRIYA = ("Priya Shah", "priya.shah@sunrisemotors.example")  # manager, third on the hunt list
 UI_TIMEOUT_MS = 30_000
+RECONNECT_TIMEOUT_MS = 25_000  # the longest socket backoff (10 s) plus a slow connect
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -233,7 +234,9 @@ async def test_staff_watch_a_call_and_claim_its_escalation(
     await call.hangup()
     await lab.statuses.wait(sid, lambda seen: any(s.final for s in seen), 30.0, "final status")
     await lab.fleet.restart("dashboard-api")
-    await expect(banner).to_have_count(0)
+    # The pages retry with a backoff of up to 10 s (useSocket.ts), so they are back within
+    # one retry of the service being ready, however long the restart took.
+    await expect(banner).to_have_count(0, timeout=RECONNECT_TIMEOUT_MS)
     await expect(priya.get_by_test_id("call-state")).to_have_text("ended")
     assert await asked.count() == 1, "a replayed transcript line was shown twice"
     await shot(priya, artifacts, "11_reconnected_call_ended")
@@ -241,7 +244,9 @@ async def test_staff_watch_a_call_and_claim_its_escalation(
     # Maria goes off duty from the sales view; Priya's team list follows on its socket.
     await maria.get_by_test_id("nav-sales").click()
     toggle = maria.get_by_test_id("duty-toggle")
-    await expect(maria.get_by_test_id("reconnect-banner")).to_have_count(0)
+    await expect(maria.get_by_test_id("reconnect-banner")).to_have_count(
+        0, timeout=RECONNECT_TIMEOUT_MS
+    )
     await toggle.click()
     await expect(toggle).to_have_attribute("data-on-duty", "false")
     await priya.get_by_test_id("nav-sales").click()
