@@ -10,6 +10,7 @@ from eot_driver import CFG, T0, Pause, Speech, assert_ends_after_speech, drive
 
 from dealerline_common.speculation import Expects
 from dealerline_gateway.endofturn import End, EndOfTurn, EotConfig, Probe
+from dealerline_gateway.settings import GatewaySettings
 
 # -- entities spoken in chunks: never cut inside, end soon after the whole answer ----------
 
@@ -450,13 +451,15 @@ def test_devset_pause_cases_are_not_cut_when_the_model_is_fooled(
     assert run.delay_ms == CFG.probe_after_ms + 380
 
 
-def test_a_date_that_may_go_on_can_be_made_to_need_the_model() -> None:
+def test_a_date_that_may_go_on_needs_the_model() -> None:
     # devset pause-datetime-02: "maybe Thursday" is a whole date; the time follows
     chunks = ["Um, maybe Thursday", "Um, maybe Thursday around", "Um, maybe Thursday around 2 p.m."]
-    by_default = drive(_timeline(chunks), expects="datetime", probs=(0.3, 0.8, 0.9))
-    assert by_default.ended_in_pause == 1  # the design's veto (0.15) lets the date end it
+    lenient = EotConfig(open_entity_prob=0.15)  # the plain entity veto
+    early = drive(_timeline(chunks), expects="datetime", probs=(0.3, 0.8, 0.9), config=lenient)
+    assert early.ended_in_pause == 1  # the date alone ends it, mid answer
 
-    config = EotConfig(open_entity_prob=0.5)
+    config = EotConfig()  # the default: the model must say done on an open answer
+    assert config.open_entity_prob == GatewaySettings.model_fields["eot_open_entity_prob"].default
     run = drive(_timeline(chunks), expects="datetime", probs=(0.3, 0.8, 0.9), config=config)
     end = assert_ends_after_speech(run)
     assert end.info.reason == "entity_complete"

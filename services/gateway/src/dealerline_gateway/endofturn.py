@@ -49,7 +49,7 @@ class EotConfig:
     # "um", "and", "it's"): end after this much silence
     transcript_wait_ms: float = 1200.0  # no transcript by then: decide without it
     veto_prob: float = 0.15  # a complete entity ends the turn unless P(complete) is below
-    open_entity_prob: float = 0.15  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
+    open_entity_prob: float = 0.5  # … for an answer that may go on whole (OPEN_KINDS: "Thursday"
     # | "around two", "David" | "Kim"): P(complete) at or above this ends it
     unanswered_waits: bool = True  # an entity was asked for and the words hold none (nor
     # a "no"): end at entity_max_ms, not on the model (a misheard answer reads as none)
