@@ -138,6 +138,29 @@ class GatewaySettings(ServiceSettings):
         "waits for the /escalate webhook before it counts as a hang-up",
     )
 
+    # Hostile input (issue 16): bounds that keep one socket from stalling the others.
+    ws_max_message_bytes: int = Field(
+        default=65536,
+        ge=4096,
+        description="largest media-stream WebSocket message (Twilio's are under 1 KiB); a "
+        "larger one closes that socket with 1009",
+    )
+    stream_start_timeout_s: float = Field(
+        default=5.0, gt=0, description="a media stream that sends no start by then is closed"
+    )
+    media_payload_max_bytes: int = Field(
+        default=8000,
+        ge=160,
+        description="longest media payload accepted (8000 = 1 s; Twilio sends 160): a "
+        "longer one is skipped as oversized_payload",
+    )
+    utterance_backlog_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="caller audio queued for the bus per call, at most: an utterance past "
+        "it is dropped (counted, logged) while the bus is behind",
+    )
+
     @field_validator("public_url", "escalation_public_url")
     @classmethod
     def _check_public_url(cls, value: str | None) -> str | None:
