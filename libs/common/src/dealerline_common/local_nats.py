@@ -30,8 +30,12 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    def __init__(self, port: int | None = None, store_dir: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, store_dir: str | None = None, config: str | None = None
+    ) -> None:
+        """``config``: extra nats-server configuration (e.g. an ``authorization`` block)."""
         self.port = port or free_port()
+        self.config = config
         self._own_store = store_dir is None
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="dl-nats-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,6 +46,12 @@ class NatsServer:
 
     def start(self, timeout_s: float = 10.0) -> NatsServer:
         log = open(os.path.join(self.store_dir, "nats.log"), "ab")  # noqa: SIM115
+        extra: list[str] = []
+        if self.config is not None:
+            path = os.path.join(self.store_dir, "nats.conf")
+            with open(path, "w") as f:
+                f.write(self.config)
+            extra = ["-c", path]
         self.proc = subprocess.Popen(
             [
                 nats_server_binary(),
@@ -52,6 +62,7 @@ class NatsServer:
                 "-js",
                 "-sd",
                 self.store_dir,
+                *extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -28,7 +28,7 @@ from pydantic import Field
 from starlette.applications import Starlette
 
 from . import tracing
-from .bus import Bus, WorkConsumer, published_at
+from .bus import Bus, NatsAuth, WorkConsumer, published_at
 from .logs import configure_logging, get_logger
 from .metrics import Metrics
 from .ops import Health, HttpServer, ops_routes, run_until_signalled
@@ -57,6 +57,7 @@ class BusService:
             self.name,
             self.metrics,
             file_storage=settings.js_file_storage,
+            auth=NatsAuth.from_settings(settings),
         )
         self.http = HttpServer(
             Starlette(routes=ops_routes(self.health, self.metrics)),

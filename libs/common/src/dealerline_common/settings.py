@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,34 @@ class ServiceSettings(BaseSettings):
     js_file_storage: bool = Field(
         default=True, description="JetStream streams on disk (True) or in memory"
     )
+
+    # NATS authentication and TLS (dealerline_common.bus.auth); unset: an anonymous,
+    # plain connection (a local nats-server without authorization).
+    nats_user: str | None = Field(default=None, description="NATS user name (with the password)")
+    nats_password: SecretStr | None = Field(default=None, description="NATS user's password")
+    nats_creds_file: str | None = Field(
+        default=None, description="NATS .creds file (user JWT and nkey seed; decentralised auth)"
+    )
+    nats_nkey_seed_file: str | None = Field(default=None, description="file holding an nkey seed")
+    nats_tls_ca_file: str | None = Field(
+        default=None, description="CA bundle the NATS server's certificate is checked against"
+    )
+    nats_tls_cert_file: str | None = Field(default=None, description="client certificate (mTLS)")
+    nats_tls_key_file: str | None = Field(default=None, description="client certificate's key")
+
+    @model_validator(mode="after")
+    def _one_nats_identity(self) -> ServiceSettings:
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("nats_user and nats_password are set together (or neither)")
+        ways = [self.nats_user, self.nats_creds_file, self.nats_nkey_seed_file]
+        if sum(w is not None for w in ways) > 1:
+            raise ValueError(
+                "one NATS identity at a time: nats_user/nats_password, nats_creds_file "
+                "or nats_nkey_seed_file"
+            )
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("nats_tls_cert_file and nats_tls_key_file are set together")
+        return self
 
 
 S = TypeVar("S", bound=ServiceSettings)

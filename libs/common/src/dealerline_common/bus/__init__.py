@@ -19,11 +19,14 @@ not after ``ack_wait``), jobs in progress get until the deadline to finish, and 
 still running then are cancelled and handed back too.
 
 - :mod:`.client`: :class:`Bus`, the connection and both lanes;
+- :mod:`.auth`: :class:`NatsAuth`, the connection's credentials and TLS;
+- :mod:`.permissions`: what each service's NATS user may publish and subscribe to;
 - :mod:`.work`: :class:`WorkConsumer` (pull loops, settling, drain) and :class:`Reject`;
 - :mod:`.streams`: the fleet's JetStream streams and key-value buckets;
 - :mod:`.received`: reading a delivered message (payload, headers, JetStream stamp).
 """
 
+from .auth import NatsAuth
 from .client import Bus, BusConnectError
 from .received import headers_of, msg_payload, published_at
 from .streams import STREAMS, MiB, StreamSpec
@@ -35,6 +38,7 @@ __all__ = [
     "BusConnectError",
     "Handler",
     "MiB",
+    "NatsAuth",
     "Reject",
     "StreamSpec",
     "WorkConsumer",

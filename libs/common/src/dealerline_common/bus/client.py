@@ -33,6 +33,7 @@ from .. import tracing
 from ..logs import get_logger
 from ..messages import Wire
 from ..metrics import Metrics
+from .auth import NatsAuth, inbox_prefix
 from .streams import STREAMS, StreamSpec, ensure_streams, key_value
 from .work import Handler, WorkConsumer, default_retry_delay
 
@@ -63,9 +64,11 @@ class Bus:
         *,
         file_storage: bool = True,
         connect_timeout_s: float = 30.0,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.servers = [s.strip() for s in servers.split(",") if s.strip()]
         self.name = name
+        self.auth = auth or NatsAuth()
         self.metrics = metrics
         self.file_storage = file_storage
         self.connect_timeout_s = connect_timeout_s
@@ -104,6 +107,10 @@ class Bus:
         # nats-py retries the first connection itself (max_reconnect_attempts=-1 applies to
         # it too), so the whole attempt is bounded here and turned into one clear error.
         nc = Client()
+        options = self.auth.connect_options()
+        if self.auth.identified:
+            # A user's replies come to its own inbox prefix (see .permissions).
+            options["inbox_prefix"] = inbox_prefix(self.name)
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -118,6 +125,7 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
+                    **options,
                 ),
                 self.connect_timeout_s,
             )
@@ -131,7 +139,7 @@ class Bus:
         self._nc = nc
         self._js = self.nc.jetstream(timeout=5.0)
         self.connected.set()
-        log.info("bus connected", bus=self.name)
+        log.info("bus connected", bus=self.name, user=self.auth.user, tls=self.auth.tls)
 
     async def _on_disconnected(self) -> None:
         self.connected.clear()
