@@ -289,11 +289,24 @@ class FakeTwilio:
                 await asyncio.wait_for(self._reader, 5)
 
 
+STREAM_URL = "wss://dealer.example.com/api/voice/media-stream"  # what Twilio signs
+
+
+def stream_signature(token: str = AUTH_TOKEN) -> dict[str, str]:
+    """The handshake headers Twilio sends: ``X-Twilio-Signature`` over the public wss URL."""
+    return {"X-Twilio-Signature": sign(STREAM_URL, {}, token)}
+
+
 @contextlib.asynccontextmanager
 async def twilio_stream(
-    run: Running, call_sid: str = "CA0123456789abcdef0123456789abcdef"
+    run: Running,
+    call_sid: str = "CA0123456789abcdef0123456789abcdef",
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[FakeTwilio]:
-    ws = await connect(run.ws_url)
+    """A media stream opened as Twilio does (signed handshake unless ``headers`` given)."""
+    ws = await connect(
+        run.ws_url, additional_headers=stream_signature() if headers is None else headers
+    )
     fake = FakeTwilio(ws, call_sid=call_sid)
     try:
         yield fake

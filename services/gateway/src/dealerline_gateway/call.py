@@ -1,6 +1,11 @@
-"""The call an admitted media stream carries: its ids, what the webhook knew about it, and
-its root span ``gateway.call`` (when tracing is on), which every other span and message
-of the stream joins."""
+"""The call an admitted media stream carries: its ids, what the signed webhook knew about it
+(the :class:`~.tokens.StreamGrant` its one-time token is bound to), and its root span
+``gateway.call`` (when tracing is on), which every other span and message of the stream
+joins.
+
+Everything about the caller (number, dialled number, CallSid) comes from the grant, never
+from the stream's ``start.customParameters``: those travel through Twilio as the TwiML
+wrote them, but a stream that presents a token could say anything there."""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ class StreamCall:
     session_id: str
     stream_sid: str
     grant: StreamGrant
-    from_number: Any = None  # the stream's <Parameter> "from", else the webhook's
-    to_number: Any = None
+    from_number: str | None = None  # the signed webhook's From (the grant's)
+    to_number: str | None = None
     span: tracing.Span = field(default=tracing.INVALID_SPAN)
     ctx: tracing.Context | None = None  # the call span's context (None when not tracing)
 
@@ -31,14 +36,9 @@ class StreamCall:
     def open(
         cls, session_id: str, stream_sid: str, params: dict[str, Any], grant: StreamGrant
     ) -> StreamCall:
-        """The call of a stream just admitted; starts its root span when tracing."""
-        call = cls(
-            session_id,
-            stream_sid,
-            grant,
-            params.get("from") or grant.from_number,
-            params.get("to") or grant.to_number,
-        )
+        """The call of a stream just admitted; starts its root span when tracing.
+        ``params`` (the stream's customParameters) are not read: the grant is the truth."""
+        call = cls(session_id, stream_sid, grant, grant.from_number, grant.to_number)
         if tracing.enabled():
             call.span = tracing.start_span(
                 "gateway.call",

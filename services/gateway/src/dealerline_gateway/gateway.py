@@ -9,6 +9,7 @@ from dealerline_common.bus import Bus
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health
 
+from .admissions import CallAdmissions
 from .handoff import Handoffs
 from .prefetch import Prefetches
 from .settings import GatewaySettings
@@ -29,6 +30,7 @@ class Gateway:
         self.gm = GatewayMetrics(metrics)
         self.health = health
         self.tokens = TokenStore(bus, settings.stream_token_ttl_s)
+        self.admissions = CallAdmissions(bus, settings.call_admission_ttl_s)
         self.handoffs = Handoffs(bus, settings.handoff_grace_s)
         self.signatures = TwilioSignatures(settings)
         self.streams = Streams(health)
@@ -56,6 +58,7 @@ class Gateway:
     async def start(self) -> None:
         """Open the token bucket and report ready (call once the bus is connected)."""
         await self.tokens.kv()
+        await self.admissions.kv()
         await self.handoffs.kv()
         self.health.ready = True
 

@@ -85,22 +85,28 @@ class Refused(Exception):
 
 
 async def admit(start: StartFrame, tokens: TokenStore, draining: bool) -> StreamGrant:
-    """The grant of the token the stream presents (used up now); raises :class:`Refused`."""
+    """The grant of the token the stream presents (used up now); raises :class:`Refused`.
+
+    The token must be one the signed webhook issued for this session and for the call
+    Twilio names in ``start.callSid`` (not the ``call_sid`` custom parameter): a stream
+    for another call is refused (``call_mismatch``) before the token is spent."""
     params = start.custom_parameters
     token = str(params.get("token") or "")
     session_id = str(params.get("session_id") or "")
-    call_sid = start.call_sid or params.get("call_sid")
     try:
         subjects.check_session_id(session_id)
     except ValueError:
         raise Refused("bad_session_id") from None
+    call_sid = start.call_sid
+    if not isinstance(call_sid, str) or not call_sid:
+        raise Refused("no_call_sid", session_id)
+    if params.get("call_sid") not in (None, call_sid):
+        raise Refused("call_mismatch", session_id)
     if draining:
         # Before admission, so the one-time token is not spent on a refused stream.
         raise Refused("draining", session_id)
     try:
-        grant = await tokens.admit(
-            token, session_id, str(call_sid) if isinstance(call_sid, str) else None
-        )
+        grant = await tokens.admit(token, session_id, call_sid)
     except Exception:
         log.exception("media stream admission failed", session_id=session_id)
         raise Refused("start_failed", session_id) from None

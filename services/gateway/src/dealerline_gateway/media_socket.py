@@ -1,10 +1,10 @@
-"""``WS /api/voice/media-stream``: Twilio's bidirectional media stream. A handshake that
-carries ``X-Twilio-Signature`` must be signed over the public ``wss://`` URL (when
-``validate_ws_signature`` is on); each stream is then one :class:`~.stream.MediaSession`."""
+"""``WS /api/voice/media-stream``: Twilio's bidirectional media stream. Every handshake
+must carry ``X-Twilio-Signature`` signed over the public ``wss://`` URL (refused with 403
+otherwise; ``allow_unsigned_streams`` serves an unsigned one, for local development only:
+a forged signature is refused all the same). Each stream is then one
+:class:`~.stream.MediaSession`, admitted only with the call's one-time token."""
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket
 
@@ -22,13 +22,11 @@ router = APIRouter()
 async def media_stream(websocket: WebSocket) -> None:
     gw: Gateway = websocket.app.state.gateway
     settings = gw.settings
-    if (
-        settings.validate_ws_signature
-        and "x-twilio-signature" in websocket.headers
-        and not gw.signatures.valid(websocket, {}, scheme=urlsplit(settings.stream_url).scheme)
-    ):
+    signed = "x-twilio-signature" in websocket.headers
+    unsigned_allowed = settings.allow_unsigned_streams and not signed
+    if not unsigned_allowed and not gw.signatures.valid(websocket, {}, websocket=True):
         gw.gm.signature_failures.labels("media-stream").inc()
-        log.warning("media-stream handshake signature rejected")
+        log.warning("media-stream handshake signature rejected", has_signature=signed)
         await websocket.close(code=POLICY_VIOLATION)
         return
     await MediaSession(gw.stream_deps, websocket).run()

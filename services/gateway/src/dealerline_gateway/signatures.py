@@ -1,57 +1,66 @@
 """Checking ``X-Twilio-Signature`` on webhooks and on the media-stream handshake.
 
-The signature may have been computed over the configured public URL (``public_url`` +
-path + query) or, when ``trust_forwarded_headers`` is on, over the URL rebuilt from
-``X-Forwarded-Proto``/``X-Forwarded-Host``; either is accepted.
+What was signed (the public URL, with its path prefix, or the one rebuilt from trusted
+``X-Forwarded-*`` headers) and with which key and hash (the auth token and HMAC-SHA1, or
+a Webhooks Rule's SharedKey and HMAC-SHA256) follow the one rule of
+:mod:`dealerline_common.twilio_urls`, shared with the escalation service; the hash itself
+is twilio-python's ``RequestValidator``.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
 from twilio.request_validator import RequestValidator
 
+from dealerline_common.logs import get_logger
+from dealerline_common.twilio_urls import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    signed_urls,
+    signing_scheme,
+)
+
 from .settings import GatewaySettings
+
+log = get_logger(__name__)
 
 
 class TwilioSignatures:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+        self.keys = settings.signing_keys
+        if settings.allow_unsigned_streams:
+            log.warning(
+                "GATEWAY_ALLOW_UNSIGNED_STREAMS is on: media streams without "
+                "X-Twilio-Signature are served (local development only)"
+            )
 
-    def signed_urls(self, request: HTTPConnection, scheme: str | None = None) -> list[str]:
-        """URLs the signature may have been computed over: the configured public one, and,
-        when trusted, the one rebuilt from X-Forwarded-Proto/Host. ``scheme`` replaces
-        the public URL's (``wss`` for the media stream)."""
-        path = request.url.path
-        query = f"?{request.url.query}" if request.url.query else ""
-        base = self.settings.public_url
-        if scheme is not None:
-            parts = urlsplit(base)
-            base = f"{scheme}://{parts.netloc}{parts.path}"
-        urls = [f"{base}{path}{query}"]
-        if self.settings.trust_forwarded_headers:
-            proto = request.headers.get("x-forwarded-proto")
-            host = request.headers.get("x-forwarded-host")
-            if proto and host:
-                proto = proto.split(",")[0].strip()
-                if scheme is not None:
-                    proto = "wss" if proto in ("https", "wss") else "ws"
-                urls.append(f"{proto}://{host.split(',')[0].strip()}{path}{query}")
-        return urls
+    def signed_urls(self, request: HTTPConnection, websocket: bool = False) -> list[str]:
+        """The URLs the signature may have been computed over."""
+        return signed_urls(
+            self.settings.public_url,
+            request.url.path,
+            request.url.query,
+            request.headers,
+            trust_forwarded=self.settings.trust_forwarded_headers,
+            websocket=websocket,
+        )
 
     def valid(
         self,
         request: HTTPConnection,
         params: FormData | dict[str, str],
-        scheme: str | None = None,
+        websocket: bool = False,
     ) -> bool:
-        signature = request.headers.get("x-twilio-signature")
+        signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:
             return False
+        scheme = signing_scheme(self.keys, request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if scheme is None:
+            return False
+        validator = RequestValidator(scheme.secret)
         return any(
-            self.validator.validate(url, params, signature)
-            for url in self.signed_urls(request, scheme)
+            validator.validate(url, params, signature, algorithm=scheme.algorithm)
+            for url in self.signed_urls(request, websocket)
         )

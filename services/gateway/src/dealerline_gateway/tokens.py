@@ -68,10 +68,18 @@ class TokenStore:
         await (await self.kv()).put(_key(token), json.dumps(body).encode())
         return token
 
-    async def admit(self, token: str, session_id: str, call_sid: str | None) -> StreamGrant | None:
+    async def revoke(self, token: str) -> None:
+        """Forget a token that was never handed out (errors ignored: it expires anyway)."""
+        try:
+            await (await self.kv()).delete(_key(token))
+        except Exception:
+            log.warning("unused stream token not revoked; it expires with its TTL")
+
+    async def admit(self, token: str, session_id: str, call_sid: str) -> StreamGrant | None:
         """The grant for ``token`` if it is valid for this session and call, used up now;
-        None if it is unknown, used, expired, or names another call."""
-        if not token or len(token) > 256:
+        None if it is unknown, used, expired, or names another call (whose token is then
+        not used up)."""
+        if not token or len(token) > 256 or not call_sid:
             return None
         kv = await self.kv()
         key = _key(token)
@@ -86,7 +94,7 @@ class TokenStore:
         except (ValueError, TypeError):
             log.warning("unreadable stream token entry")
             return None
-        if grant.session_id != session_id or (call_sid is not None and grant.call_sid != call_sid):
+        if grant.session_id != session_id or grant.call_sid != call_sid:
             log.warning("stream token presented for another call", session_id=session_id)
             return None
         try:

@@ -3,7 +3,9 @@
 - ``POST /api/voice/incoming``: a new call gets a session id and a one-time stream token
   and is answered with ``<Connect><Stream>``; before answering, the call's audio is held
   (:mod:`.prefetch`) and ``CallIncoming`` asks the agent for the greeting, so that it is
-  ready when the stream opens (the same call asking again gets the same session);
+  ready when the stream opens. A CallSid is admitted once (:mod:`.admissions`): the same
+  call asking again, or a replay of the signed request, gets the very same answer (same
+  session, same one-time token), on any replica;
 - ``POST /api/voice/return-to-ai``: the call comes back from the human conference to a
   new stream (``resumed=true``);
 - ``POST /api/voice/escalate``: the caller joins the conference ``support_<sid>``.
@@ -25,6 +27,7 @@ from dealerline_common import subjects, tracing
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import CallIncoming, CallStartedEvent, Wire, new_id
 
+from .admissions import Admission
 from .gateway import Gateway
 from .prefetch import Opened
 from .settings import GatewaySettings
@@ -33,6 +36,7 @@ from .tokens import StreamGrant
 log = get_logger(__name__)
 
 TWIML = "application/xml"
+_MAX_CALL_SID = 64  # Twilio's are 34 characters
 
 router = APIRouter()
 
@@ -151,36 +155,55 @@ async def incoming(request: Request) -> Response:
     if gw.health.draining:
         return PlainTextResponse("draining: not taking new calls", status_code=503)
     call_sid = _field(form, "CallSid")
-    if call_sid is None:
+    if call_sid is None or len(call_sid) > _MAX_CALL_SID:
         return PlainTextResponse("CallSid is required", status_code=400)
-    from_number, to_number = _field(form, "From"), _field(form, "To")
-    # Twilio asking again for a call whose greeting is being held here: the same session
-    # (with a fresh token), so whichever answer Twilio uses finds the greeting.
-    replayed = gw.prefetches.session_of_call(call_sid)
-    session_id = replayed or new_id("sess")
-    grant = StreamGrant(session_id, call_sid, from_number, to_number)
+    # A CallSid is admitted once (admissions.py): the same call asking again, here or on
+    # another replica, gets the first answer back, never a new session or token.
+    first = await gw.admissions.get(call_sid)
+    if first is not None:
+        return _answered_before(gw, call_sid, first)
+    grant = StreamGrant(new_id("sess"), call_sid, _field(form, "From"), _field(form, "To"))
     token = await gw.tokens.issue(grant)
-    if replayed is not None:
-        gw.prefetches.m.prefetches.labels("duplicate").inc()
-        log.info("incoming webhook again; same session", session_id=session_id, call_sid=call_sid)
-        return _twiml(_stream_twiml(gw.settings, grant, token))
+    twiml = str(_stream_twiml(gw.settings, grant, token))
+    first = await gw.admissions.claim(call_sid, Admission(grant.session_id, twiml))
+    if first is not None:  # another replica answered the same call meanwhile
+        await gw.tokens.revoke(token)
+        return _answered_before(gw, call_sid, first)
+    await _new_call(gw, grant)
+    return Response(twiml, media_type=TWIML)
+
+
+def _answered_before(gw: Gateway, call_sid: str, first: Admission) -> Response:
+    gw.prefetches.m.prefetches.labels("duplicate").inc()
+    log.info(
+        "incoming webhook again for an admitted call; the same answer",
+        session_id=first.session_id,
+        call_sid=call_sid,
+    )
+    return Response(first.twiml, media_type=TWIML)
+
+
+async def _new_call(gw: Gateway, grant: StreamGrant) -> None:
+    """A call admitted just now: counted, its greeting asked for, the dashboard told."""
+    session_id = grant.session_id
     gw.gm.calls.inc()
     log.info(
         "incoming call",
         session_id=session_id,
-        call_sid=call_sid,
-        caller=mask_phone(from_number),
+        call_sid=grant.call_sid,
+        caller=mask_phone(grant.from_number),
     )
     await _prefetch_greeting(gw, grant)
     await _publish_event(
         gw,
         subjects.events(session_id),
         CallStartedEvent(
-            session_id=session_id, call_sid=call_sid, from_masked=mask_phone(from_number)
+            session_id=session_id,
+            call_sid=grant.call_sid,
+            from_masked=mask_phone(grant.from_number),
         ),
         session_id,
     )
-    return _twiml(_stream_twiml(gw.settings, grant, token))
 
 
 async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
