@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from dealerline_common.settings import ServiceSettings
+from dealerline_common.twilio_urls import SignatureAlgorithms, SigningKeys
 
 
 def _base_url(value: str) -> str:
@@ -58,7 +59,19 @@ class EscalationSettings(ServiceSettings):
     )
     trust_forwarded_headers: bool = Field(
         default=False,
-        description="also accept signatures over the URL rebuilt from X-Forwarded-Proto/Host",
+        description="also accept signatures over the URL rebuilt from "
+        "X-Forwarded-Proto/Host/Prefix (dealerline_common.twilio_urls)",
+    )
+    twilio_signature_algorithm: SignatureAlgorithms = Field(
+        default="sha1",
+        description="signatures accepted: sha1 (auth token), sha256 (a Webhooks Rule's "
+        "SharedKey, X-Twilio-Webhooks-Signature-Settings) or both",
+    )
+    twilio_webhook_key: SecretStr | None = Field(
+        default=None, description="the Webhooks Rule's SharedKey secret (HMAC-SHA256)"
+    )
+    twilio_webhook_key_id: str | None = Field(
+        default=None, description="when set, an HMAC-SHA256 request must name this SharedKey id"
     )
 
     # Timings
@@ -116,6 +129,25 @@ class EscalationSettings(ServiceSettings):
     def _check_url(cls, value: str | None) -> str | None:
         return None if value is None else _base_url(value)
 
+    @model_validator(mode="after")
+    def _check_signing(self) -> EscalationSettings:
+        if self.twilio_signature_algorithm != "sha1" and self.twilio_webhook_key is None:
+            raise ValueError(
+                "ESCALATION_TWILIO_SIGNATURE_ALGORITHM=sha256 or both needs "
+                "ESCALATION_TWILIO_WEBHOOK_KEY (the Webhooks Rule's SharedKey secret)"
+            )
+        return self
+
+    @property
+    def signing_keys(self) -> SigningKeys:
+        token, key = self.twilio_auth_token, self.twilio_webhook_key
+        return SigningKeys(
+            self.twilio_signature_algorithm,
+            token.get_secret_value() if token is not None else None,
+            key.get_secret_value() if key is not None else None,
+            self.twilio_webhook_key_id,
+        )
+
     @property
     def missing(self) -> list[str]:
         """The environment variables that must be set before a team member can be rung."""
@@ -127,3 +159,11 @@ class EscalationSettings(ServiceSettings):
             "gateway_public_url": self.gateway_public_url,
         }
         return [f"ESCALATION_{name.upper()}" for name, value in needed.items() if not value]
+
+    # Only staff are rung (staff_check): each number is looked up in the dealership database.
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ESCALATION_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="the dealership database the staff are checked in (postgresql+asyncpg://… "
+        "or sqlite+aiosqlite://…); None: DATABASE_URL, else the embedded SQLite file",
+    )
