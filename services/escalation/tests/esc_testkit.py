@@ -32,6 +32,7 @@ from dealerline_common.state import ConversationState, CustomerInfo
 from dealerline_common.state_store import MemoryStateStore, StateStore
 from dealerline_escalation.service import Service
 from dealerline_escalation.settings import EscalationSettings
+from dealerline_escalation.staff_check import StaffDirectory, StaffRecord
 from dealerline_escalation.twilio_client import CallNotLive
 
 AUTH_TOKEN = "test-auth-token-escalation-0123456789"
@@ -42,9 +43,28 @@ FROM_NUMBER = "+18005550100"
 CUSTOMER_CALL = "CA" + "c" * 32
 
 STAFF = [
-    StaffContact(name="Alice", phone="+14155550101", role="sales"),
-    StaffContact(name="Bob", phone="+14155550102", role="service"),
+    StaffContact(name="Alice", phone="+14155550101", role="sales", staff_id=1),
+    StaffContact(name="Bob", phone="+14155550102", role="service", staff_id=2),
 ]
+
+
+class Roster:
+    """The staff directory for unit tests: ids 1..4 (Alice, Bob, Carol, Dan) with the numbers
+    the tests ring, all on duty (tests/test_dialing.py checks the database's own)."""
+
+    def __init__(self) -> None:
+        self.people: dict[int, StaffRecord] = {
+            i: StaffRecord(i, name, f"+1415555010{i}", True)
+            for i, name in enumerate(("Alice", "Bob", "Carol", "Dan"), start=1)
+        }
+        self.lookups: list[int] = []
+
+    async def lookup(self, staff_id: int) -> StaffRecord | None:
+        self.lookups.append(staff_id)
+        return self.people.get(staff_id)
+
+    async def close(self) -> None:
+        pass
 
 
 class FakeCalls:
@@ -144,6 +164,7 @@ def make_settings(nats_url: str, **overrides: Any) -> EscalationSettings:
         "drain_timeout_s": 1.0,
         "watchdog_interval_s": 60.0,  # tests that want the watchdog lower it
         "ack_wait_s": 2.0,
+        "database_url": None,  # a Roster, unless a test names a database
     }
     values.update(overrides)
     return EscalationSettings(**values)
@@ -352,15 +373,20 @@ async def running_service(
     store: StateStore | None = None,
     calls: FakeCalls | None = None,
     use_service_calls: bool = False,
+    staff: StaffDirectory | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Running]:
     """The service on a real bus and HTTP port. With ``state_url`` and no ``store`` it
-    builds (and owns) its store; with ``use_service_calls`` its own Twilio client."""
+    builds (and owns) its store; with ``use_service_calls`` its own Twilio client; with
+    ``database_url`` and no ``staff`` it checks staff in that database (else a
+    :class:`Roster`)."""
     settings = make_settings(nats_url, **overrides)
     if store is None and settings.state_url is None:
         store = MemoryStateStore()
     fake = calls or FakeCalls()
-    service = Service(settings, store=store, calls=None if use_service_calls else fake)
+    if staff is None and settings.database_url is None:
+        staff = Roster()
+    service = Service(settings, store=store, calls=None if use_service_calls else fake, staff=staff)
     store = service.store
     calls = fake
     await service.start()

@@ -169,8 +169,8 @@ async def test_hunt_list_moves_on_after_each_failure_then_gives_up(
     staff = [
         *STAFF,
         StaffContact(name="Bad", phone="not-a-number"),
-        StaffContact(name="Carol", phone="+14155550103"),
-        StaffContact(name="Dan", phone="+14155550104"),
+        StaffContact(name="Carol", phone="+14155550103", staff_id=3),
+        StaffContact(name="Dan", phone="+14155550104", staff_id=4),
     ]
     async with running_service(nats_server.url) as run:
         await seed_session(run.store, SID)

@@ -9,6 +9,7 @@ import asyncio
 from esc_testkit import (
     CUSTOMER_CALL,
     FakeCalls,
+    Roster,
     make_settings,
     request,
     running_service,
@@ -54,7 +55,7 @@ async def _setup(
     calls = FakeCalls()
     clock = Clock()
     settings = make_settings(nats_url, **overrides)
-    esc = Escalator(settings, client, store, calls, Metrics(), clock=clock)
+    esc = Escalator(settings, client, store, calls, Metrics(), Roster(), clock=clock)
     await seed_session(store, SID)
     req = request(SID)
     assert await esc.begin(req) == "new"
@@ -314,7 +315,7 @@ async def test_a_task_the_agent_recorded_before_asking_is_new(
     nats_server: NatsServer, client: Bus
 ) -> None:
     store = MemoryStateStore()
-    esc = Escalator(make_settings(nats_server.url), client, store, FakeCalls(), Metrics())
+    esc = Escalator(make_settings(nats_server.url), client, store, FakeCalls(), Metrics(), Roster())
     await seed_session(store, SID)
 
     def recorded(state: ConversationState) -> None:

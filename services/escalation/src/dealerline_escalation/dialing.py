@@ -1,7 +1,10 @@
 """Dialing: placing the team member's call for an attempt (and recording its CallSid),
-failing an attempt, and ending a team member's call."""
+failing an attempt, and ending a team member's call. Only staff are rung: each number is
+checked against the dealership database first (:mod:`.staff_check`)."""
 
 from __future__ import annotations
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import HumanCallStatus, StaffContact
@@ -12,6 +15,7 @@ from .changes import Decision
 from .commit import Committer
 from .machine import is_final
 from .metrics import EscalationMetrics
+from .staff_check import StaffDirectory, refusal
 from .twilio_client import CallControl, TwilioError, TwilioRejected, hang_up
 from .urls import Urls
 
@@ -28,6 +32,7 @@ class Dialer:
         store: StateStore,
         urls: Urls,
         metrics: EscalationMetrics,
+        staff: StaffDirectory,
         *,
         from_number: str,
         ring_timeout_s: int,
@@ -37,6 +42,7 @@ class Dialer:
         self.store = store
         self.urls = urls
         self.m = metrics
+        self.staff = staff
         self.from_number = from_number
         self.ring_timeout_s = ring_timeout_s
 
@@ -47,7 +53,12 @@ class Dialer:
 
         A number Twilio refuses fails the attempt at once; an unknown outcome (maybe
         placed, maybe not) is left to the attempt's callbacks, which name the attempt (if
-        none comes within ``create_grace_s`` the watchdog gives the attempt up)."""
+        none comes within ``create_grace_s`` the watchdog gives the attempt up). A person
+        who is not an on-duty staff member with this number is not rung: the attempt
+        fails at once (see :mod:`.staff_check`)."""
+        if not await self.may_ring(session_id, attempt, person):
+            await self.fail(session_id, task_id, attempt, "failed", None)
+            return
         self.m.attempts.inc()
         log.info(
             "ringing team member",
@@ -72,6 +83,29 @@ class Dialer:
             log.warning("outbound call outcome unknown", session_id=session_id, error=str(exc))
             return
         await self._record(session_id, task_id, attempt, call_sid)
+
+    async def may_ring(self, session_id: str, attempt: int, person: StaffContact) -> bool:
+        """Whether ``person`` is an on-duty staff member and the number is theirs, as the
+        database says now; a refusal is logged (number masked) and counted. Nobody is
+        rung while the database cannot be read."""
+        try:
+            record = None if person.staff_id is None else await self.staff.lookup(person.staff_id)
+            reason = refusal(person, record)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("staff directory unreadable", session_id=session_id, error=repr(exc))
+            reason = "directory_unavailable"
+        if reason is None:
+            return True
+        self.m.dial_refusals.labels(reason).inc()
+        log.warning(
+            "refused to ring a number that is not an on-duty staff member's",
+            session_id=session_id,
+            attempt=attempt,
+            staff_id=person.staff_id,
+            to=mask_phone(person.phone),
+            reason=reason,
+        )
+        return False
 
     async def _record(self, session_id: str, task_id: str, attempt: int, call_sid: str) -> None:
         def record(state: ConversationState) -> Decision | None:

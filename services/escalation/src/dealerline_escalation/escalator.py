@@ -37,6 +37,7 @@ from .machine import escalation_final
 from .metrics import EscalationMetrics
 from .run import EscalationRun
 from .settings import EscalationSettings
+from .staff_check import StaffDirectory
 from .twilio_client import CallControl
 from .urls import Urls
 
@@ -78,6 +79,7 @@ class Escalator:
         store: StateStore,
         calls: CallControl,
         metrics: Metrics,
+        staff: StaffDirectory,
         *,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
@@ -86,6 +88,7 @@ class Escalator:
         self.bus = bus
         self.store = store
         self.calls = calls
+        self.staff = staff
         self.m = EscalationMetrics(metrics)
         self.clock = clock
         self.wall = wall
@@ -99,6 +102,7 @@ class Escalator:
             store,
             self.urls,
             self.m,
+            staff,
             from_number=settings.from_number or "",
             ring_timeout_s=settings.ring_timeout_s,
         )

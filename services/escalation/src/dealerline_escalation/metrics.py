@@ -47,6 +47,12 @@ class EscalationMetrics:
             "Claims and passes from the dashboard, by whether they were accepted",
             ["action", "outcome"],
         )
+        self.dial_refusals = metrics.counter(
+            "escalation_dial_refusals_total",
+            "People not rung because the database does not have the number as an on-duty "
+            "staff member's, by reason",
+            ["reason"],
+        )
         self.duty_removals = metrics.counter(
             "escalation_duty_removals_total",
             "People taken off a running escalation's list because they went off duty",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from dealerline_common import subjects
+from dealerline_common.db import database_url_from_env
 from dealerline_common.logs import get_logger
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import Health, HttpServer, ops_routes
@@ -21,6 +22,7 @@ from dealerline_common.state_store import StateStore, state_store_from_url
 
 from .escalator import Clock, Escalator
 from .settings import EscalationSettings
+from .staff_check import DbStaffDirectory, StaffDirectory
 from .twilio_client import CallControl, NoTwilio, TwilioCalls
 from .webhooks import Webhooks
 
@@ -36,6 +38,7 @@ class Service(BusService):
         *,
         store: StateStore | None = None,
         calls: CallControl | None = None,
+        staff: StaffDirectory | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
         clock: Clock | None = None,
@@ -47,9 +50,14 @@ class Service(BusService):
             settings.state_url, namespace=settings.state_namespace, ttl_s=settings.state_ttl_s
         )
         self.calls: CallControl = calls or self._twilio(settings)
+        # Who may be rung: the dealership database's staff, never the bus's word alone.
+        self._owns_staff = staff is None
+        self.staff: StaffDirectory = staff or DbStaffDirectory(
+            settings.database_url or database_url_from_env()
+        )
         extra = {"clock": clock} if clock is not None else {}
         self.escalator = Escalator(
-            settings, self.bus, self.store, self.calls, self.metrics, **extra
+            settings, self.bus, self.store, self.calls, self.metrics, self.staff, **extra
         )
         esc = self.escalator
         self.webhooks = Webhooks(esc.facts, esc.urls, esc.m, settings)
@@ -106,5 +114,7 @@ class Service(BusService):
 
     async def _close_clients(self) -> None:
         await self.calls.close()
+        if self._owns_staff:
+            await self.staff.close()
         if self._owns_store:
             await self.store.close()
