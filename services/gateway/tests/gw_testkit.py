@@ -110,7 +110,7 @@ async def running_gateway(nats_server: NatsServer, **overrides: Any) -> AsyncIte
     # must not silently run on the silence fallback.
     assert settings.end_of_turn != "smart" or gw.stream_deps.turn_model is not None
     await gw.start()
-    http = HttpServer(app, "127.0.0.1", 0)
+    http = HttpServer(app, "127.0.0.1", 0, ws_max_size=settings.ws_max_message_bytes)
     await http.start()
     probe = Bus(settings.nats_url, "probe", file_storage=False)
     await probe.connect()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from dealerline_gateway.codec import (
+    MAX_PAYLOAD_BYTES,
     BadFrame,
     ConnectedFrame,
     DtmfFrame,
@@ -165,3 +166,68 @@ def test_round_trips() -> None:
     assert parse_frame(encode_mark(SID, "turn_b:7")) == MarkFrame("turn_b:7")
     with pytest.raises(BadFrame, match="unknown_event"):
         parse_frame(encode_clear(SID))  # Twilio never sends clear
+
+
+# ----------------------------------------------------------------- hostile input
+
+
+def media_frame(payload: bytes, **media: object) -> str:
+    return frame(
+        event="media",
+        streamSid=SID,
+        media={"track": "inbound", "payload": base64.b64encode(payload).decode(), **media},
+    )
+
+
+def test_a_payload_over_the_bound_is_refused_before_decoding() -> None:
+    """Twilio sends 160 bytes (20 ms) a frame: one payload may carry at most 1 s, so one
+    frame cannot hold the caller's pipeline for seconds of audio."""
+    assert MAX_PAYLOAD_BYTES == 8000
+    one_second = parse_frame(media_frame(b"\x7f" * MAX_PAYLOAD_BYTES))
+    assert isinstance(one_second, MediaFrame) and len(one_second.payload) == MAX_PAYLOAD_BYTES
+    for size in (MAX_PAYLOAD_BYTES + 1, 10 * MAX_PAYLOAD_BYTES):
+        with pytest.raises(BadFrame) as caught:
+            parse_frame(media_frame(b"\x7f" * size))
+        assert (caught.value.reason, caught.value.event) == ("oversized_payload", "media")
+    # the bound is the caller's to set; the base64 text alone decides (not valid base64 here)
+    with pytest.raises(BadFrame, match="oversized_payload"):
+        parse_frame(
+            frame(event="media", media={"payload": "!" * 1000}), max_payload=MAX_PAYLOAD_BYTES // 20
+        )
+    with pytest.raises(BadFrame, match="oversized_payload"):
+        parse_frame(media_frame(b"\x7f" * 321), max_payload=320)
+
+
+def test_a_timestamp_that_is_not_finite_is_ignored() -> None:
+    """An infinite timestamp made the silence fill-in compute int(nan) and raise."""
+    for ts in ("1e999", "-1e999", "NaN", "Infinity", 10**400, [1], None, True):
+        parsed = parse_frame(media_frame(b"\xff" * 160, timestamp=ts))
+        assert isinstance(parsed, MediaFrame)
+        assert parsed.timestamp is None or parsed.timestamp == 1.0, ts  # True reads as 1
+
+
+def test_json_nested_past_the_parser_is_invalid_json() -> None:
+    """RecursionError from the JSON parser is a malformed frame, not a handler crash."""
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(BadFrame, match="invalid_json"):
+        parse_frame(deep)
+    with pytest.raises(BadFrame, match="invalid_json"):
+        parse_frame('{"event": "media", "media": ' + "{" * 100_000)
+
+
+def test_a_frame_naming_another_stream_is_wrong_stream() -> None:
+    other = "MZ" + "f" * 32
+    for event, body in (
+        ("media", {"media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}),
+        ("mark", {"mark": {"name": "turn_a:0"}}),
+        ("dtmf", {"dtmf": {"digit": "1"}}),
+        ("stop", {"stop": {"callSid": CALL}}),
+    ):
+        data = frame(event=event, streamSid=other, **body)
+        with pytest.raises(BadFrame) as caught:
+            parse_frame(data, stream_sid=SID)
+        assert (caught.value.reason, caught.value.event) == ("wrong_stream", event)
+        # its own stream, no stream named, or no stream known yet: parsed as before
+        assert parse_frame(frame(event=event, streamSid=SID, **body), stream_sid=SID)
+        assert parse_frame(frame(event=event, **body), stream_sid=SID)
+        assert parse_frame(data)

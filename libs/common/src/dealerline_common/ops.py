@@ -74,7 +74,11 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """uvicorn inside the service's own event loop; signals are left to the service."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, host: str, port: int, *, ws_max_size: int = 16 * 1024 * 1024
+    ) -> None:
+        """``ws_max_size``: the largest WebSocket message; uvicorn closes a socket that
+        sends a larger one (1009) before reading it into memory."""
         self.server = _Server(
             uvicorn.Config(
                 app,
@@ -85,6 +89,7 @@ class HttpServer:
                 lifespan="off",
                 ws_ping_interval=20,
                 ws_ping_timeout=20,
+                ws_max_size=ws_max_size,
             )
         )
         self._task: asyncio.Task[None] | None = None

@@ -8,6 +8,13 @@ gateway counts it under) and, when it got that far, the frame's ``event``. Outbo
 
 Media of a track other than the caller's (``inbound``; Twilio sends only that one on a
 bidirectional stream) is returned undecoded, with an empty payload: nobody listens to it.
+
+Hostile input is bounded here, before any work is done on it: a media payload longer than
+``max_payload`` bytes (Twilio sends 160, 20 ms; the gateway allows 1 s) is refused as
+``oversized_payload`` from the length of its base64 text, undecoded, so one frame cannot
+carry seconds of audio into the caller's pipeline; JSON nested too deep for the parser is
+``invalid_json``; a timestamp that is not a finite number is ignored; once the stream is
+known, a frame naming another ``streamSid`` is ``wrong_stream``.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 INBOUND_TRACKS = frozenset({"inbound", "inbound_track"})
+# One media payload at most 1 s of 8 kHz mu-law (Twilio sends 160 bytes, 20 ms).
+MAX_PAYLOAD_BYTES = 8000
 
 
 class BadFrame(Exception):
@@ -77,13 +87,17 @@ InboundFrame = ConnectedFrame | StartFrame | MediaFrame | DtmfFrame | MarkFrame 
 # --------------------------------------------------------------------------- inbound
 
 
-def parse_frame(data: str | bytes) -> InboundFrame:
-    """One WebSocket message from Twilio; raises :class:`BadFrame`."""
+def parse_frame(
+    data: str | bytes, *, stream_sid: str | None = None, max_payload: int = MAX_PAYLOAD_BYTES
+) -> InboundFrame:
+    """One WebSocket message from Twilio; raises :class:`BadFrame`. ``stream_sid``: the
+    stream's own, once started (a frame naming another one is ``wrong_stream``);
+    ``max_payload``: the longest media payload accepted, in bytes."""
     if not isinstance(data, str):
         raise BadFrame("binary frame")
     try:
         frame = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadFrame("invalid_json") from None
     if not isinstance(frame, dict):
         raise BadFrame("not_an_object")
@@ -91,7 +105,13 @@ def parse_frame(data: str | bytes) -> InboundFrame:
     parse = _PARSERS.get(event) if isinstance(event, str) else None
     if parse is None:
         raise BadFrame("unknown_event")
+    if stream_sid is not None and event not in ("connected", "start"):
+        named = frame.get("streamSid")
+        if named is not None and named != stream_sid:
+            raise BadFrame("wrong_stream", event)
     try:
+        if parse is _media:
+            return _media(frame, max_payload)
         return parse(frame)
     except BadFrame as exc:
         raise BadFrame(exc.reason, event) from None
@@ -112,22 +132,30 @@ def _start(frame: dict[str, Any]) -> StartFrame:
     )
 
 
-def _media(frame: dict[str, Any]) -> MediaFrame:
+def _media(frame: dict[str, Any], max_payload: int = MAX_PAYLOAD_BYTES) -> MediaFrame:
     media = _obj(frame, "media")
     track = media.get("track", "inbound")
     if not isinstance(track, str) or track not in INBOUND_TRACKS:
         return MediaFrame(b"", None, str(track))
     payload = _str(media.get("payload"), "payload")
+    if len(payload) > 4 * math.ceil(max_payload / 3):  # base64's length, before decoding
+        raise BadFrame("oversized_payload")
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise BadFrame("bad_base64") from None
-    timestamp: float | None
+    if len(data) > max_payload:
+        raise BadFrame("oversized_payload")
+    return MediaFrame(data, _timestamp(media), track)
+
+
+def _timestamp(media: dict[str, Any]) -> float | None:
+    """Milliseconds since the stream started, when it is a finite number."""
     try:
-        timestamp = float(media["timestamp"]) if "timestamp" in media else None
-    except (TypeError, ValueError):
-        timestamp = None
-    return MediaFrame(data, timestamp, track)
+        ts = float(media["timestamp"]) if "timestamp" in media else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return ts if ts is not None and math.isfinite(ts) else None
 
 
 def _dtmf(frame: dict[str, Any]) -> DtmfFrame:

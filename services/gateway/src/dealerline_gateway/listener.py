@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from dealerline_common import tracing
+from dealerline_common import audio, tracing
 from dealerline_common.logs import get_logger
 from dealerline_common.speculation import SttProbeResult
 
@@ -84,7 +84,7 @@ class Listener:
         elif isinstance(ev, Heard):
             reason = ev.end_of_turn.reason if ev.end_of_turn is not None else "unknown"
             self._gm.end_of_turn.labels(reason).inc()
-            self._outbox.put(self._turns.utterance(ev))
+            self._publish(ev)
         elif isinstance(ev, ProbeDue):
             self._pause(ev)
         elif isinstance(ev, Speculation):
@@ -99,6 +99,22 @@ class Listener:
             self._barge_in(ev)
         elif isinstance(ev, NotATurn):
             log.info("speech over playback not a turn", session_id=self._call.session_id)
+
+    def _publish(self, heard: Heard) -> None:
+        """Queue the utterance for STT, unless the call's queue already holds
+        ``utterance_backlog_s`` of audio (the bus is behind, or the caller sends audio far
+        faster than anyone speaks): then it is dropped, counted and logged."""
+        limit = self._deps.settings.utterance_backlog_s * audio.SAMPLE_RATE
+        if self._outbox.pending_audio + len(heard.utterance.audio) > limit:
+            self._gm.utterances_dropped.labels("backlog").inc()
+            log.warning(
+                "utterance dropped: the call's bus backlog is full",
+                session_id=self._call.session_id,
+                duration_ms=round(heard.utterance.duration_ms),
+                backlog_ms=round(self._outbox.pending_audio * 1000.0 / audio.SAMPLE_RATE),
+            )
+            return
+        self._outbox.put(self._turns.utterance(heard))
 
     # ----------------------------------------------------------------- end of turn
 

@@ -33,8 +33,11 @@ class Outbox:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Publish] = asyncio.Queue()
+        self.pending_audio = 0  # bytes of utterance audio queued, not yet being published
 
     def put(self, item: Publish) -> None:
+        if item.meta is not None and isinstance(item.data, bytes):
+            self.pending_audio += len(item.data)
         self._queue.put_nowait(item)
 
     def emit(self, subject: str, event: Wire, trace_ctx: tracing.Context | None) -> None:
@@ -45,6 +48,8 @@ class Outbox:
         """Publish what is queued, in order, until cancelled; a failed publish is logged."""
         while True:
             item = await self._queue.get()
+            if item.meta is not None and isinstance(item.data, bytes):
+                self.pending_audio -= len(item.data)
             try:
                 await self._publish(item)
             except Exception:

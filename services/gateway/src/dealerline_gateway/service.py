@@ -41,7 +41,12 @@ class GatewayService(BusService):
         self.gw_settings = settings
         self.app = create_app(settings, self.bus, self.metrics, self.health)
         self.gateway: Gateway = self.app.state.gateway
-        self.http = HttpServer(self.app, settings.http_host, settings.http_port)
+        self.http = HttpServer(
+            self.app,
+            settings.http_host,
+            settings.http_port,
+            ws_max_size=settings.ws_max_message_bytes,
+        )
 
     async def on_start(self) -> None:
         await self.gateway.start()

@@ -6,12 +6,19 @@ utterances on the bus (:mod:`.turns`, :mod:`.outbox`), the reply's audio played 
 turns played (:mod:`.control_lane`), hang-up on request, and the stream's start and end
 (:mod:`.lifecycle`).
 
-A malformed frame is counted, logged and skipped: it never closes the socket. A per-call
-task that dies with an error (:mod:`.tasks`) closes the stream with 1011 (Twilio then
-goes on with the TwiML after ``<Connect>``) rather than leaving the call mute or deaf. A
-stream whose admission fails (the token bucket or the bus erring) is refused like one
-with a bad token, leaving nothing registered; while the gateway drains, a new stream is
-refused before its token is spent.
+A malformed frame is counted, logged and skipped: it never closes the socket (a frame
+naming another stream is one). A per-call task that dies with an error (:mod:`.tasks`)
+closes the stream with 1011 (Twilio then goes on with the TwiML after ``<Connect>``)
+rather than leaving the call mute or deaf. A stream whose admission fails (the token
+bucket or the bus erring) is refused like one with a bad token, leaving nothing
+registered; while the gateway drains, a new stream is refused before its token is spent.
+
+Hostile input holds neither the event loop nor the other calls: uvicorn closes a socket
+whose message is over ``ws_max_message_bytes`` (1009, counted as ``message_too_big``);
+the codec refuses a media payload over ``media_payload_max_bytes`` before decoding it;
+a socket that sends no ``start`` within ``stream_start_timeout_s`` is refused (1008,
+``start_timeout``); the caller's audio costs linear work per payload and the call's
+utterances waiting for the bus are capped (:mod:`.listener`).
 
 Tracing (when on): the stream is the call's root span ``gateway.call`` (:mod:`.call`);
 each utterance opens a ``gateway.turn`` span (:mod:`.turns`); each sentence played is a
@@ -27,6 +34,7 @@ from typing import NoReturn
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dealerline_common import subjects, tracing
@@ -59,6 +67,7 @@ from .turns import TurnLatency
 log = get_logger(__name__)
 
 POLICY_VIOLATION = 1008
+_MESSAGE_TOO_BIG = 1009  # uvicorn closed the socket: a message over ws_max_message_bytes
 _TASK_FAILED = 1011  # WebSocket "internal error"
 _STALL_SWEEP_S = 0.1
 # Frame errors that repeat for every frame of a misbehaving stream: logged once per stream
@@ -107,17 +116,21 @@ class MediaSession:
     async def run(self) -> None:
         await self.ws.accept()
         reason = "disconnect"
+        start_by = asyncio.get_running_loop().time() + self.settings.stream_start_timeout_s
         try:
             while True:
                 try:
-                    message = await self.ws.receive()
-                except (WebSocketDisconnect, RuntimeError):
+                    message = await self._receive(start_by)
+                except _Stop as stop:
+                    reason = stop.reason
                     break
                 if message["type"] == "websocket.disconnect":
+                    if message.get("code") == _MESSAGE_TOO_BIG:
+                        reason = "message_too_big"
+                        self._bad_frame(reason)
                     break
-                text = message.get("text")
                 try:
-                    await self._on_frame(codec.parse_frame(text if text is not None else b""))
+                    await self._on_frame(self._parse(message))
                 except BadFrame as exc:
                     self._bad_frame(self._judge(exc))
                 except _Stop as stop:
@@ -130,6 +143,28 @@ class MediaSession:
             if self._close_reason is not None and reason == "disconnect":
                 reason = self._close_reason
             await self._finish(reason)
+
+    async def _receive(self, start_by: float) -> Message:
+        """The next message (a gone socket reads as a disconnect). Until the stream has
+        started, only until ``start_by`` (loop time): a socket that sends no ``start`` by
+        then is refused, so it holds nothing for longer."""
+        try:
+            if self.call is not None:
+                return await self.ws.receive()
+            async with asyncio.timeout_at(start_by):
+                return await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return {"type": "websocket.disconnect"}
+        except TimeoutError:
+            await self._refuse("start_timeout")
+
+    def _parse(self, message: Message) -> codec.InboundFrame:
+        text = message.get("text")
+        return codec.parse_frame(
+            text if text is not None else b"",
+            stream_sid=self.call.stream_sid if self.call is not None else None,
+            max_payload=self.settings.media_payload_max_bytes,
+        )
 
     def _judge(self, exc: BadFrame) -> str:
         """The reason a bad frame is counted under: a frame out of place in the stream

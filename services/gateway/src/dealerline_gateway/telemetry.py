@@ -35,6 +35,12 @@ class GatewayMetrics:
             ["event"],
         )
         self.utterances = metrics.counter("gateway_utterances_total", "Utterances endpointed")
+        self.utterances_dropped = metrics.counter(
+            "gateway_utterances_dropped_total",
+            "Caller utterances not queued for the bus (backlog: the call already had "
+            "utterance_backlog_s of audio waiting)",
+            ["reason"],
+        )
         self.blips = metrics.counter("gateway_vad_blips_total", "Onsets too short to be speech")
         self.barge_ins = metrics.counter("gateway_barge_ins_total", "Caller spoke over playback")
         self.playback_drops = metrics.counter(

@@ -1,0 +1,259 @@
+"""A gateway that hostile input cannot stall (issue 16): each bound on a media stream,
+shown on the caller's audio path and through the real gateway (uvicorn, a real
+nats-server): an oversized WebSocket message closes only its own socket, a socket that
+never starts is closed, one media frame cannot carry seconds of audio, and a call's
+utterances waiting for the bus are capped."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import httpx
+from gw_testkit import (
+    Collector,
+    FakeTwilio,
+    Running,
+    collect,
+    make_settings,
+    running_gateway,
+    silence,
+    start_call,
+    twilio_stream,
+    voiced_signal,
+)
+from structlog.testing import capture_logs
+
+from dealerline_common import audio, subjects
+from dealerline_common.local_nats import NatsServer
+from dealerline_common.messages import (
+    AudioMeta,
+    StreamStarted,
+    TurnTimings,
+    UtteranceMeta,
+    from_header,
+    parse_control,
+)
+from dealerline_gateway.caller_audio import CallerAudio, CallerEvent
+from dealerline_gateway.codec import MediaFrame
+from dealerline_gateway.playback import Playback
+
+# ----------------------------------------------------------------- the caller's audio
+
+
+class RecordingVad:
+    """A FrameVad that keeps every frame it is asked about (and calls none voiced)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def is_speech(self, pcm: audio.Int16Array) -> bool:
+        self.seen.append(pcm.tobytes())
+        return False
+
+    def reset(self) -> None:
+        return None
+
+
+def test_payloads_of_any_length_are_cut_into_whole_frames_in_order() -> None:
+    """Payloads of odd lengths are re-cut into 20 ms frames with only the remainder (under
+    one frame) kept between them: every byte reaches the detector once, in order."""
+    events: list[CallerEvent] = []
+    caller = CallerAudio(make_settings("nats://127.0.0.1:1"), Playback(8), events.append)
+    vad = RecordingVad()
+    caller.vad = vad
+    sizes = [1, 7, 159, 160, 161, 333, 8000, 4000, 2, 8000, 8000, 3181]
+    stream = bytes(i % 251 for i in range(sum(sizes)))
+    offset = 0
+    for size in sizes:
+        caller.feed(MediaFrame(stream[offset : offset + size]))
+        offset += size
+        assert len(caller._inbuf) == offset % audio.FRAME_BYTES
+    cuts = audio.frames(stream[: len(stream) - len(stream) % audio.FRAME_BYTES])
+    assert vad.seen == [audio.ulaw_to_pcm16(cut).tobytes() for cut in cuts]
+
+
+# ----------------------------------------------------------------- through the gateway
+
+
+async def next_started(control: Collector, within_s: float = 15.0) -> StreamStarted:
+    async def find() -> StreamStarted:
+        while True:
+            parsed = parse_control((await control.queue.get()).data)
+            if isinstance(parsed, StreamStarted):
+                return parsed
+
+    return await asyncio.wait_for(find(), within_s)
+
+
+async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> str:
+    params = await start_call(run, fake.call_sid)
+    await fake.start(params)
+    started = await next_started(control)
+    assert started.session_id == params["session_id"]
+    return params["session_id"]
+
+
+async def play_reply(run: Running, sid: str, fake: FakeTwilio, turn: str) -> None:
+    """A two-sentence reply published on the bus; every frame and mark reaches ``fake``."""
+    sentences = [b"\x11" * 640, b"\x22" * 480]
+    for seq, payload in enumerate(sentences):
+        meta = AudioMeta(
+            session_id=sid,
+            turn_id=turn,
+            seq=seq,
+            last=False,
+            text=f"Sentence {seq}.",
+            duration_ms=audio.duration_ms(payload),
+            synth_ms=1.0,
+            timings=TurnTimings(),
+        )
+        await run.probe.publish(subjects.audio(sid), payload, headers=meta.header())
+    played = b""
+    for seq in range(len(sentences)):
+        while True:
+            msg = await asyncio.wait_for(fake.received.get(), 15)
+            if msg["event"] == "media":
+                played += base64.b64decode(msg["media"]["payload"])
+            elif msg["event"] == "mark":
+                assert msg["mark"]["name"] == f"{turn}:{seq}"
+                break
+    assert played == b"".join(sentences)
+
+
+async def metrics_text(run: Running) -> str:
+    async with httpx.AsyncClient(base_url=run.base) as client:
+        return (await client.get("/metrics")).text
+
+
+async def metric_appears(run: Running, line: str, within_s: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while line not in await metrics_text(run):
+        assert loop.time() < deadline, f"{line!r} not in the metrics"
+        await asyncio.sleep(0.05)
+
+
+def media_message(fake: FakeTwilio, payload: bytes) -> dict[str, Any]:
+    return {
+        "event": "media",
+        "streamSid": fake.stream_sid,
+        "media": {"track": "inbound", "payload": base64.b64encode(payload).decode()},
+    }
+
+
+async def test_a_message_over_the_limit_closes_only_its_own_socket(gateway: Running) -> None:
+    """uvicorn's default would read up to 16 MiB into one message; the gateway's limit is
+    what Twilio sends with margin (64 KiB): a larger message closes that socket (1009),
+    counted, and the other call plays on."""
+    assert gateway.settings.ws_max_message_bytes == 65536
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with (
+        twilio_stream(gateway, "CA00000000000000000000000000000011") as hostile,
+        twilio_stream(gateway, "CA00000000000000000000000000000012") as fine,
+    ):
+        await open_call(gateway, hostile, control)
+        sid = await open_call(gateway, fine, control)
+        big = json.dumps(media_message(hostile, voiced_signal(10.0)))
+        assert len(big) > 100_000
+        await hostile.send(big)
+        await asyncio.wait_for(hostile.closed.wait(), 10)
+        assert hostile.close_code == 1009
+        await play_reply(gateway, sid, fine, "turn_1")
+        assert not fine.closed.is_set()
+    await metric_appears(
+        gateway, 'dealerline_gateway_bad_frames_total{reason="message_too_big"} 1.0'
+    )
+
+
+async def test_a_socket_that_never_starts_is_closed(nats_server: NatsServer) -> None:
+    """Frames other than ``start`` do not keep a socket open: without ``start`` by the
+    deadline it is refused (1008) and counted, and a call that did start is untouched."""
+    async with running_gateway(nats_server, stream_start_timeout_s=1.0) as gw:
+        control = await collect(gw.probe, subjects.ALL_CONTROL)
+        async with (
+            twilio_stream(gw, "CA00000000000000000000000000000021") as silent,
+            twilio_stream(gw, "CA00000000000000000000000000000022") as chatty,
+            twilio_stream(gw, "CA00000000000000000000000000000023") as fine,
+        ):
+            sid = await open_call(gw, fine, control)
+            await chatty.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+            async def keep_talking() -> None:
+                while not chatty.closed.is_set():
+                    await chatty.send(media_message(chatty, b"\xff" * 160))
+                    await chatty.send("not json")
+                    await asyncio.sleep(0.05)
+
+            talker = asyncio.create_task(keep_talking())
+            for sock in (silent, chatty):
+                await asyncio.wait_for(sock.closed.wait(), 15)
+                assert sock.close_code == 1008
+            talker.cancel()
+            await asyncio.gather(talker, return_exceptions=True)
+            # the socket that started long before the deadline lives on
+            await asyncio.sleep(1.2)
+            assert not fine.closed.is_set()
+            await play_reply(gw, sid, fine, "turn_1")
+        metrics = await metrics_text(gw)
+        assert 'dealerline_gateway_streams_rejected_total{reason="start_timeout"} 2.0' in metrics
+
+
+async def test_one_frame_cannot_carry_seconds_of_audio(gateway: Running) -> None:
+    """Two seconds of speech in one media payload is skipped undecoded (a live call sends
+    20 ms a frame): it never becomes an utterance, and the call goes on as normal."""
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with twilio_stream(gateway) as fake:
+        sid = await open_call(gateway, fake, control)
+        utts = await collect(gateway.probe, subjects.utterance(sid))
+        with capture_logs() as logs:
+            await fake.send(media_message(fake, voiced_signal(2.0)))
+            await fake.media(silence(1.0) + voiced_signal(0.6) + silence(1.5))
+            meta = from_header(UtteranceMeta, (await utts.get()).headers)
+        assert meta.index == 0
+        # the 0.6 s spoken afterwards (plus pre-roll and tail), not the 2 s payload
+        assert 600 <= meta.duration_ms <= 600 + 200 + 120 + 300
+        await play_reply(gateway, sid, fake, "turn_1")
+    skipped = [e for e in logs if e["event"] == "bad media-stream frame skipped"]
+    assert [e["reason"] for e in skipped] == ["oversized_payload"]
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_bad_frames_total{reason="oversized_payload"} 1.0' in metrics
+
+
+async def test_utterances_waiting_for_the_bus_are_capped(nats_server: NatsServer) -> None:
+    """JetStream stops acking: the call's queue of utterances holds at most
+    ``utterance_backlog_s`` of audio; one more is dropped, counted and logged, and once
+    the bus is back what was queued goes out in order."""
+    async with running_gateway(nats_server, utterance_backlog_s=1.5) as gw:
+        gate = asyncio.Event()
+        publish_durable = gw.bus.publish_durable
+
+        async def stuck_utterances(subject: str, *args: Any, **kwargs: Any) -> Any:
+            if subject.endswith(".utterance"):
+                await gate.wait()
+            return await publish_durable(subject, *args, **kwargs)
+
+        gw.bus.publish_durable = stuck_utterances  # type: ignore[method-assign]
+        control = await collect(gw.probe, subjects.ALL_CONTROL)
+        async with twilio_stream(gw) as fake:
+            sid = await open_call(gw, fake, control)
+            utts = await collect(gw.probe, subjects.utterance(sid))
+            with capture_logs() as logs:
+                # 1st: being published (stuck); 2nd: queued (~0.9 s); 3rd: past 1.5 s
+                for _ in range(3):
+                    await fake.media(voiced_signal(0.6) + silence(1.5))
+                await metric_appears(
+                    gw, 'dealerline_gateway_utterances_dropped_total{reason="backlog"} 1.0'
+                )
+            gate.set()
+            first = from_header(UtteranceMeta, (await utts.get()).headers)
+            second = from_header(UtteranceMeta, (await utts.get()).headers)
+            assert (first.index, second.index) == (0, 1)
+            await play_reply(gw, sid, fake, "turn_1")
+        dropped = [e for e in logs if e["event"].startswith("utterance dropped")]
+        assert len(dropped) == 1 and dropped[0]["session_id"] == sid
+        assert "dealerline_gateway_utterances_total 2.0" in await metrics_text(gw)
