@@ -1,9 +1,11 @@
 """Twilio's webhooks for the human leg: answered, a person detected, accepted, and the
 call and conference status callbacks.
 
-Every route checks ``X-Twilio-Signature`` over the *public* URL of the request (the
-configured ``public_url`` plus path and query; optionally the URL rebuilt from
-``X-Forwarded-Proto``/``X-Forwarded-Host``) and answers 403 when it does not match.
+Every route checks ``X-Twilio-Signature`` over the *public* URL of the request and answers
+403 when it does not match: the URL, the key and the hash (auth token and HMAC-SHA1, or a
+Webhooks Rule's SharedKey and HMAC-SHA256) follow the rule the gateway follows too
+(:mod:`dealerline_common.twilio_urls`: the configured ``public_url`` with its path prefix,
+optionally the URL rebuilt from ``X-Forwarded-Proto``/``Host``/``Prefix``).
 
 - ``/api/voice/human-answer`` - the person's phone answered: "press any key". A key proves a
   person (call screening and voicemail press none); no key falls through to ``<Hangup/>``.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -35,6 +36,12 @@ from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from dealerline_common import subjects
 from dealerline_common.logs import get_logger
+from dealerline_common.twilio_urls import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    signed_urls,
+    signing_scheme,
+)
 
 from .facts import Facts, PromptContext
 from .metrics import EscalationMetrics
@@ -106,41 +113,40 @@ class Webhooks:
         self.urls = urls
         self.m = metrics
         self.settings = settings
-        token = settings.twilio_auth_token
-        # Without the auth token no signature can be checked: every webhook is refused.
-        self.validator = RequestValidator(token.get_secret_value()) if token else None
+        # Without the auth token (or the SharedKey, for HMAC-SHA256) no signature can be
+        # checked: every such webhook is refused.
+        self.keys = settings.signing_keys
 
     # ----------------------------------------------------------------- plumbing
 
     def signed_urls(self, request: Request) -> list[str]:
-        path = request.url.path
-        query = f"?{request.url.query}" if request.url.query else ""
-        urls = [f"{self.settings.public_url or ''}{path}{query}"]
-        if self.settings.trust_forwarded_headers:
-            proto = request.headers.get("x-forwarded-proto")
-            host = request.headers.get("x-forwarded-host")
-            if proto and host:
-                base_path = urlsplit(self.settings.public_url or "").path
-                urls.append(
-                    f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}"
-                    f"{base_path}{path}{query}"
-                )
-        return urls
+        return signed_urls(
+            self.settings.public_url,
+            request.url.path,
+            request.url.query,
+            request.headers,
+            trust_forwarded=self.settings.trust_forwarded_headers,
+        )
+
+    def signature_valid(self, request: Request, form: FormData) -> bool:
+        signature = request.headers.get(SIGNATURE_HEADER)
+        scheme = signing_scheme(self.keys, request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if not signature or scheme is None:
+            return False
+        validator = RequestValidator(scheme.secret)
+        return any(
+            validator.validate(url, form, signature, algorithm=scheme.algorithm)
+            for url in self.signed_urls(request)
+        )
 
     async def signed_form(self, request: Request, route: str) -> FormData | Response:
         form = await request.form()
-        signature = request.headers.get("x-twilio-signature")
-        validator = self.validator
-        if (
-            validator is None
-            or not signature
-            or not any(
-                validator.validate(url, form, signature) for url in self.signed_urls(request)
-            )
-        ):
+        if not self.signature_valid(request, form):
             self.m.signature_failures.labels(route).inc()
             log.warning(
-                "webhook signature rejected", route=route, has_signature=signature is not None
+                "webhook signature rejected",
+                route=route,
+                has_signature=SIGNATURE_HEADER in request.headers,
             )
             return PlainTextResponse("invalid or missing X-Twilio-Signature", status_code=403)
         return form
