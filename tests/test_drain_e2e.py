@@ -135,7 +135,7 @@ async def test_sigterm_drains_an_stt_worker_and_the_gateway_without_losing_the_c
                         )
                         assert refused.status_code == 503  # Twilio fails over
                     close_code, close_reason = await _open_stream(
-                        sim.local_ws_url(stream.url), stream.parameters
+                        sim.local_ws_url(stream.url), stream.parameters, sim.sign(stream.url, {})
                     )
                     assert (close_code, close_reason) == (1008, "draining")
 
@@ -168,9 +168,12 @@ async def test_sigterm_drains_an_stt_worker_and_the_gateway_without_losing_the_c
         ] == ["transcribed"]
 
 
-async def _open_stream(url: str, parameters: dict[str, str]) -> tuple[int | None, str | None]:
-    """Play Twilio opening a media stream; return how the gateway closed it."""
-    async with connect(url) as ws:
+async def _open_stream(
+    url: str, parameters: dict[str, str], signature: str
+) -> tuple[int | None, str | None]:
+    """Play Twilio opening a media stream (its handshake signed, as Twilio does); return
+    how the gateway closed it."""
+    async with connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
         stream_sid = new_sid("MZ")
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(
