@@ -275,7 +275,9 @@ async def test_returning_caller_is_recognised_by_caller_id(world: World) -> None
     assert state.customer.returning
     assert any(v.model == "Camry" for v in state.customer.vehicles)
     system = world.llm.requests[-1]["messages"][0]["content"]
-    assert "CUSTOMER: John Carter" in system and "Camry" in system
+    # The caller ID (spoofable) gives the name only: his cars wait for verification.
+    assert "CUSTOMER: John Carter" in system and "NOT VERIFIED" in system
+    assert "Camry" not in system
 
 
 async def test_reschedule_and_cancel_only_the_callers_own(world: World) -> None:

@@ -43,6 +43,9 @@ JOHN_PHONE = "+14155550123"
 
 EXPECTED_TOOLS = {
     "lookup_customer",
+    "verify_identity",
+    "send_verification_code",
+    "check_verification_code",
     "create_customer",
     "update_customer",
     "add_or_update_vehicle",
@@ -134,9 +137,12 @@ async def h(sqlite_db_url: str) -> AsyncIterator[Harness]:
 
 
 async def identify_john(h: Harness) -> int:
+    """John, found by his caller ID and verified with his plate."""
     content, effect = await h.run("lookup_customer")
     assert content.startswith("FOUND")
     assert effect.customer is not None
+    content, _ = await h.run("verify_identity", fact="8ABC 123")
+    assert content.startswith("VERIFIED"), content
     return effect.customer.id
 
 
@@ -170,21 +176,32 @@ async def test_a_tool_without_context_is_a_wiring_error() -> None:
 
 
 async def test_lookup_by_caller_id_phone_and_name(h: Harness) -> None:
+    # By the call's caller ID: the name, and nothing else until the caller is verified.
     content, effect = await h.run("lookup_customer", apply=False)
     assert content.startswith("FOUND: customer_id=")
+    assert "John Carter" in content and "VERIFICATION_REQUIRED" in content
+    for secret in ("Camry", "Synthetic Oil Change", "March 5", JOHN_PHONE, "john.carter"):
+        assert secret not in content
+    assert effect.customer is not None
+    assert (effect.customer.name, effect.customer.phone) == ("John Carter", JOHN_PHONE)
+    assert effect.customer.returning
+    assert [v.model for v in effect.customer.vehicles] == ["Camry"]
+    # Verified: the whole record.
+    await h.run("lookup_customer")
+    await h.run("verify_identity", fact="8ABC123")
+    content, _ = await h.run("lookup_customer", apply=False)
     assert "John Carter" in content
     assert "2019 Toyota Camry" in content
     assert "Synthetic Oil Change" in content  # his upcoming appointment
     assert "Thursday, March 5 at 9:00 AM" in content
     assert JOHN_PHONE not in content
-    assert effect.customer is not None
-    assert (effect.customer.name, effect.customer.phone) == ("John Carter", JOHN_PHONE)
-    assert effect.customer.returning
-    assert [v.model for v in effect.customer.vehicles] == ["Camry"]
 
+    # A spoken number or name finds a record to book for; not even its name is said.
     by_phone = await h.run("lookup_customer", apply=False, phone="(415) 555-0124")
-    assert "Emily Nguyen" in by_phone[0]
+    assert by_phone[0].startswith("FOUND") and "Emily" not in by_phone[0]
+    assert "CR-V" not in by_phone[0] and "Wheel Alignment" not in by_phone[0]
     by_name = await h.run("lookup_customer", apply=False, name="nguyen")
+    assert "Emily" not in by_name[0] and "VERIFICATION_REQUIRED" in by_name[0]
     assert by_name[1].customer is not None
     assert by_name[1].customer.name == "Emily Nguyen"
 

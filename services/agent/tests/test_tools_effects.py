@@ -17,6 +17,8 @@ from dealerline_common.state import (
     BookingSlots,
     ConversationState,
     CustomerInfo,
+    IdentityCheck,
+    PendingCode,
     VehicleInfo,
 )
 
@@ -47,6 +49,19 @@ EFFECTS = [
     ToolEffect(cancelled_appointment_id=7),
     ToolEffect(escalation_started=TASK),
     ToolEffect(end_call=True),
+    ToolEffect(
+        identity=IdentityCheck(
+            fact_failures=1,
+            codes_sent=1,
+            code=PendingCode(
+                customer_id=1, salt="00", digest="ab", expires_at=1.0, attempts_left=2
+            ),
+        )
+    ),
+    ToolEffect(
+        customer=CustomerInfo(id=1, name="John"),
+        identity=IdentityCheck(verified_customer_id=1, method="texted_code"),
+    ),
     ToolEffect(confirmed_appointment=APPT, appointment_action="booked"),
     ToolEffect(confirmed_appointment=APPT, appointment_action="rescheduled"),
     ToolEffect(

@@ -29,7 +29,9 @@ __all__ = [
     "CustomerInfo",
     "EscalationInfo",
     "HumanCallStatus",
+    "IdentityCheck",
     "Notification",
+    "PendingCode",
     "TaskStatus",
     "VehicleInfo",
 ]
@@ -100,6 +102,28 @@ class AppointmentInfo(_Model):
     bay: str | None = None
 
 
+class PendingCode(_Model):
+    """A one-time code texted to a customer's number on file: only its salted hash is kept
+    (never the digits), with its deadline and the tries left."""
+
+    customer_id: int
+    salt: str  # hex
+    digest: str  # hex, PBKDF2-HMAC-SHA256 of the code with ``salt``
+    expires_at: float  # epoch seconds
+    attempts_left: int
+
+
+class IdentityCheck(_Model):
+    """Whether the caller proved to be the customer on the state (per call: a new call is
+    a new session). ``verified_customer_id`` counts only while it is ``customer.id``."""
+
+    verified_customer_id: int | None = None
+    method: Literal["caller_id_and_fact", "texted_code", "created_this_call"] | None = None
+    fact_failures: int = 0
+    codes_sent: int = 0
+    code: PendingCode | None = None
+
+
 class TaskStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -165,6 +189,7 @@ class ConversationState(_Model):
     call_sid: str | None = None
     caller_phone: str | None = None  # E.164 caller ID (never logged in full)
     customer: CustomerInfo | None = None
+    identity: IdentityCheck = Field(default_factory=IdentityCheck)
     booking_slots: BookingSlots = Field(default_factory=BookingSlots)
     confirmed_appointment: AppointmentInfo | None = None
     escalation_in_progress: bool = False
@@ -180,6 +205,12 @@ class ConversationState(_Model):
     @property
     def human_call_status(self) -> HumanCallStatus:
         return self.escalation.status
+
+    @property
+    def verified(self) -> bool:
+        """The caller proved to be ``customer`` (see :class:`IdentityCheck`)."""
+        c = self.customer
+        return c is not None and self.identity.verified_customer_id == c.id
 
     def task(self, task_id: str) -> BackgroundTask | None:
         return next((t for t in self.pending_tasks if t.task_id == task_id), None)

@@ -18,7 +18,7 @@ from dealerline_common.db.engine import (
 from dealerline_common.db.phone import try_normalize_phone
 from dealerline_common.logs import get_logger, mask_phone
 from dealerline_common.messages import CallIncoming, StreamStarted
-from dealerline_common.state import ConversationState, CustomerInfo
+from dealerline_common.state import ConversationState, CustomerInfo, IdentityCheck
 from dealerline_common.state_store import StateStore
 
 from .dealership.repo import Dealership
@@ -46,6 +46,9 @@ async def identify_caller(
 
     def mutate(state: ConversationState) -> None:
         state.call_sid = started.call_sid
+        if phone and state.caller_phone not in (None, phone):
+            # Another caller ID on the same session: what the first one proved is void.
+            state.identity = IdentityCheck()
         if phone:
             state.caller_phone = phone
         if known is not None and state.customer is None:

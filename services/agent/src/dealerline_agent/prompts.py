@@ -47,15 +47,31 @@ def _customer_line(state: ConversationState) -> str:
         if state.caller_phone:
             return "Not yet identified (caller ID not on file)"
         return "Not yet identified (no caller ID)"
+    if not state.verified:
+        return _unverified_customer_line(state)
     who = c.name or "name unknown"
     kind = "returning customer, recognised by caller ID" if c.returning else "customer"
-    parts = [f"{who} (customer id {c.id}, {kind})"]
+    parts = [f"{who} (customer id {c.id}, {kind}, verified)"]
     if c.vehicles:
         cars = "; ".join(
             f"{v.describe()} (vehicle id {v.id})" if v.id else v.describe() for v in c.vehicles
         )
         parts.append(f"vehicles: {cars}")
     return ", ".join(parts)
+
+
+def _unverified_customer_line(state: ConversationState) -> str:
+    """Before verification the prompt holds nothing of the record the caller could not
+    have said themselves: the name only when the caller ID is the number on file."""
+    c = state.customer
+    assert c is not None
+    hold = (
+        "NOT VERIFIED: do not share or change their appointments, vehicles or contact "
+        "details; verify first (verify_identity, or a texted code)"
+    )
+    if c.returning and c.phone and c.phone == state.caller_phone and c.name:
+        return f"{c.name} (customer id {c.id}, recognised by caller ID, {hold})"
+    return f"a customer on file (customer id {c.id}, found by what the caller said, {hold})"
 
 
 def _booking_line(state: ConversationState) -> str:
@@ -119,6 +135,9 @@ TOOLS: use them for every fact and every change. Identify the caller before book
 Check availability before offering a time. Before booking, moving or cancelling, read \
 back the service, day, time and vehicle and wait for the caller's yes; only then call \
 the tool with confirmed=true. A tool result starting with ERROR tells you what to ask. \
+Existing appointments, vehicles and contact details need a verified caller: on \
+VERIFICATION_REQUIRED ask for their plate, the last 6 of the VIN or the booked service \
+(verify_identity), or offer a texted code; never hint at what is on file. \
 When the caller asks for a person, call request_human_agent and keep helping meanwhile. \
 When nobody on the team could be reached, offer a callback; when the caller agrees or asks \
 to be called back, ask when suits them and what it is about (if they have not said), then \

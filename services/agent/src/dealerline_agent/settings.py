@@ -7,6 +7,8 @@ from pydantic_settings import SettingsConfigDict
 
 from dealerline_common.settings import ServiceSettings, SettingsError
 
+from .dealership.identity import IdentityRules
+
 
 class AgentSettings(ServiceSettings):
     model_config = SettingsConfigDict(
@@ -79,6 +81,27 @@ class AgentSettings(ServiceSettings):
         description="a session with no stream and no turn (or no activity at all) for this "
         "long is forgotten; must outlast the longest human leg of an escalation",
     )
+
+    verify_code_ttl_s: float = Field(
+        default=300.0, gt=0, le=900, description="a texted verification code expires after"
+    )
+    verify_code_attempts: int = Field(
+        default=3, ge=1, le=5, description="wrong tries before a texted code is void"
+    )
+    verify_codes_per_call: int = Field(
+        default=3, ge=1, le=5, description="verification codes one call may have texted"
+    )
+    verify_fact_failures: int = Field(
+        default=3, ge=1, le=5, description="wrong plates/VINs/services before facts stop counting"
+    )
+
+    def identity_rules(self) -> IdentityRules:
+        return IdentityRules(
+            code_ttl_s=self.verify_code_ttl_s,
+            code_attempts=self.verify_code_attempts,
+            max_codes_per_call=self.verify_codes_per_call,
+            max_fact_failures=self.verify_fact_failures,
+        )
 
     @property
     def session_sweep_interval_s(self) -> float:

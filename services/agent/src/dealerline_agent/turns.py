@@ -34,7 +34,7 @@ from dealerline_common.state_store import StateStore
 
 from .announce import Announcer
 from .barge_in import BargeIns
-from .commands import request_escalation, request_hangup
+from .commands import publish_notification, request_escalation, request_hangup
 from .commit import commit_turn
 from .dealership.context import ToolContext
 from .dealership.effects import ToolEffect
@@ -220,6 +220,9 @@ class TurnRunner:
             timezone=self.p.settings.dealership_timezone,
             publish_escalation=partial(request_escalation, self.p.bus),
             turn_id=turn.turn_id,
+            publish_notification=partial(publish_notification, self.p.bus),
+            dealership_name=self.p.settings.dealership_name,
+            identity_rules=self.p.settings.identity_rules(),
         )
         return {
             "configurable": {"tool_context": ctx},

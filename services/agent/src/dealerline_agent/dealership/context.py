@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dealerline_common.messages import EscalationRequest
+from dealerline_common.messages import EscalationRequest, NotificationJob
 from dealerline_common.state import ConversationState
 
+from .identity import IdentityRules
 from .repo import Dealership
 
 __all__ = ["TOOL_CONTEXT_KEY", "ToolContext", "tool_context"]
@@ -36,6 +37,11 @@ class ToolContext:
     # The turn the tools run in: the same for a redelivered turn, so what a tool writes
     # once per turn (a callback request) is keyed on it. None outside a turn (tests).
     turn_id: str | None = None
+    # Texts and emails to the customer (``notify.sms`` / ``notify.email``): a one-time
+    # code, a notice that contact details changed. None: not wired (tools say so).
+    publish_notification: Callable[[NotificationJob], Awaitable[None]] | None = None
+    dealership_name: str = "the dealership"
+    identity_rules: IdentityRules = field(default_factory=IdentityRules)
 
 
 def tool_context(config: Any) -> ToolContext:

@@ -27,6 +27,7 @@ from dealerline_common.state import (
     BookingSlots,
     ConversationState,
     CustomerInfo,
+    IdentityCheck,
 )
 
 __all__ = [
@@ -73,6 +74,9 @@ class ToolEffect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer: CustomerInfo | None = None  # identified / created / updated
+    # The caller's verification as it now stands (replaces the state's whole): verified,
+    # a code texted or tried, a wrong fact counted. Holds a code's hash, never its digits.
+    identity: IdentityCheck | None = None
     booking_slots: dict[str, Any] | None = None  # slot -> new value (None clears that slot)
     clear_booking: bool = False
     confirmed_appointment: AppointmentInfo | None = None  # booked or rescheduled
@@ -150,6 +154,8 @@ def apply_effect(state: ConversationState, effect: ToolEffect) -> None:
     """
     if effect.customer is not None:
         state.customer = effect.customer.model_copy(deep=True)
+    if effect.identity is not None:
+        state.identity = effect.identity.model_copy(deep=True)
     if effect.clear_booking:
         state.booking_slots = BookingSlots()
     if effect.booking_slots:

@@ -1,5 +1,7 @@
 """Appointment tools: the caller's upcoming appointments, moving one and cancelling one
-(each change only after the caller agreed to the read-back)."""
+(each change only after the caller agreed to the read-back). All three need a caller
+verified as the customer (:mod:`..identity`): before that they say nothing about the
+customer's appointments."""
 
 from __future__ import annotations
 
@@ -9,22 +11,22 @@ from ..parsing import parse_date, parse_time, say_when
 from ..repo import SlotUnavailable
 from .args import CancelArgs, NoArgs, RescheduleArgs
 from .replies import (
-    NOT_IDENTIFIED,
     Result,
     alternatives_text,
     appointment_line,
     local,
     moved_effect,
     today,
+    verified_customer,
 )
 
 __all__ = ["cancel_appointment", "list_appointments", "reschedule_appointment"]
 
 
 async def list_appointments(ctx: ToolContext, _args: NoArgs) -> Result:
-    customer = ctx.state.customer
-    if customer is None:
-        return (NOT_IDENTIFIED, ToolEffect())
+    customer = verified_customer(ctx)
+    if isinstance(customer, str):
+        return (customer, ToolEffect())
     upcoming = await ctx.repo.upcoming_appointments(customer.id)
     if not upcoming:
         return ("NONE: no upcoming appointments on file.", ToolEffect())
@@ -33,9 +35,9 @@ async def list_appointments(ctx: ToolContext, _args: NoArgs) -> Result:
 
 
 async def reschedule_appointment(ctx: ToolContext, args: RescheduleArgs) -> Result:
-    customer = ctx.state.customer
-    if customer is None:
-        return (NOT_IDENTIFIED, ToolEffect())
+    customer = verified_customer(ctx)
+    if isinstance(customer, str):
+        return (customer, ToolEffect())
     try:
         start = local(ctx, parse_date(args.date, today(ctx)), parse_time(args.time))
     except ValueError as exc:
@@ -60,9 +62,9 @@ async def reschedule_appointment(ctx: ToolContext, args: RescheduleArgs) -> Resu
 
 
 async def cancel_appointment(ctx: ToolContext, args: CancelArgs) -> Result:
-    customer = ctx.state.customer
-    if customer is None:
-        return (NOT_IDENTIFIED, ToolEffect())
+    customer = verified_customer(ctx)
+    if isinstance(customer, str):
+        return (customer, ToolEffect())
     current = await ctx.repo.appointment(customer.id, args.appointment_id)
     if not args.confirmed:
         return (

@@ -13,6 +13,7 @@ __all__ = [
     "BookArgs",
     "CallbackArgs",
     "CancelArgs",
+    "CheckCodeArgs",
     "CheckAvailabilityArgs",
     "ClearSlotArgs",
     "CreateCustomerArgs",
@@ -27,6 +28,7 @@ __all__ = [
     "SlotName",
     "UpdateCustomerArgs",
     "VehicleArgs",
+    "VerifyArgs",
 ]
 
 
@@ -107,6 +109,21 @@ class RescheduleArgs(_Args):
 class CancelArgs(_Args):
     appointment_id: int = Field(description="From list_appointments.")
     confirmed: bool = Field(description="True only after the caller confirmed the cancellation.")
+
+
+class VerifyArgs(_Args):
+    fact: str = Field(
+        min_length=1,
+        max_length=80,
+        description="What the caller said to prove who they are: their licence plate, the "
+        "last 6 characters of their VIN, or the service they have booked.",
+    )
+
+
+class CheckCodeArgs(_Args):
+    code: str = Field(
+        min_length=1, max_length=40, description="The code the caller read out or keyed in."
+    )
 
 
 class SearchFaqArgs(_Args):

@@ -17,6 +17,7 @@ from ..views import ServiceInfo
 from .args import BookArgs, CheckAvailabilityArgs, ClearSlotArgs, NoArgs, SetSlotArgs
 from .replies import (
     NOT_IDENTIFIED,
+    VERIFICATION_REQUIRED,
     Result,
     already_confirmed,
     alternatives_text,
@@ -26,6 +27,7 @@ from .replies import (
     progress,
     slot_list,
     today,
+    verified_customer,
 )
 
 __all__ = [
@@ -62,10 +64,12 @@ async def _slot_value(ctx: ToolContext, slot: str, value: str) -> _Checked:
             return parse_time(value).strftime("%H:%M"), {}
         except ValueError as exc:
             return f"ERROR: {exc}. Ask the caller what time."
+    # The vehicles on file are the customer's: only a verified caller picks one of them.
     if slot == "vehicle_id":
-        return _vehicle_id_value(ctx.state.customer, value)
+        own = verified_customer(ctx)
+        return own if isinstance(own, str) else _vehicle_id_value(own, value)
     if slot == "vehicle":
-        return value, _vehicle_on_file(ctx.state.customer, value)
+        return value, _vehicle_on_file(ctx.state.customer if ctx.state.verified else None, value)
     return value, {}
 
 
@@ -82,9 +86,7 @@ async def _date_value(ctx: ToolContext, value: str) -> _Checked:
     return day.isoformat(), {}
 
 
-def _vehicle_id_value(customer: CustomerInfo | None, value: str) -> _Checked:
-    if customer is None:
-        return NOT_IDENTIFIED
+def _vehicle_id_value(customer: CustomerInfo, value: str) -> _Checked:
     own = {v.id: v for v in customer.vehicles}
     try:
         vehicle_id = int(value)
@@ -121,7 +123,10 @@ async def clear_booking_slot(ctx: ToolContext, args: ClearSlotArgs) -> Result:
 
 async def get_booking_progress(ctx: ToolContext, _args: NoArgs) -> Result:
     customer = ctx.state.customer
-    who = f"{customer.name} (customer_id={customer.id})" if customer else "not identified"
+    who = "not identified"
+    if customer is not None:
+        known = customer.name if ctx.state.verified else "not verified"
+        who = f"{known} (customer_id={customer.id})"
     confirmed = ctx.state.confirmed_appointment
     done = f" Already booked this call: {appointment_line(confirmed)}." if confirmed else ""
     return (f"Caller: {who}. {progress(ctx)}{done}", ToolEffect())
@@ -191,6 +196,8 @@ async def book_appointment(ctx: ToolContext, args: BookArgs) -> Result:
         )
     vehicle = _vehicle_words(customer, slots)
     moving = slots.reschedule_appointment_id
+    if (moving is not None or slots.vehicle_id is not None) and not ctx.state.verified:
+        return (VERIFICATION_REQUIRED, ToolEffect())
     if not args.confirmed:
         verb = "move the appointment to" if moving else "book"
         return (

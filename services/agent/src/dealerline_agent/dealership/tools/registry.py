@@ -30,6 +30,7 @@ from .args import (
     CallbackArgs,
     CancelArgs,
     CheckAvailabilityArgs,
+    CheckCodeArgs,
     ClearSlotArgs,
     CreateCustomerArgs,
     EndCallArgs,
@@ -42,6 +43,7 @@ from .args import (
     SetSlotArgs,
     UpdateCustomerArgs,
     VehicleArgs,
+    VerifyArgs,
 )
 from .booking import (
     book_appointment,
@@ -54,6 +56,7 @@ from .customers import add_or_update_vehicle, create_customer, lookup_customer, 
 from .handoff import end_call, request_callback, request_human_agent
 from .information import get_dealership_hours, list_services, search_faq
 from .replies import SYSTEM_DOWN, Result
+from .verification import check_verification_code, send_verification_code, verify_identity
 
 __all__ = ["build_tools", "tool_names"]
 
@@ -98,10 +101,31 @@ _TOOLS: list[tuple[str, str, type[BaseModel], Callable[[ToolContext, Any], Await
     (
         "lookup_customer",
         "Find the caller's customer record. With no arguments it uses the caller ID; or pass "
-        "the phone number they give, or their name. Do this before booking or changing "
-        "appointments.",
+        "the phone number they give, or their name. Do this before booking. Their "
+        "appointments, vehicles and contact details need a verified caller.",
         LookupCustomerArgs,
         lookup_customer,
+    ),
+    (
+        "verify_identity",
+        "Verify the caller as the customer found, with one fact only they know: licence "
+        "plate, last 6 characters of the VIN, or the service they booked. Works only when "
+        "the caller ID is the number on file; never tell the caller what is on file.",
+        VerifyArgs,
+        verify_identity,
+    ),
+    (
+        "send_verification_code",
+        "Text a one-time 6-digit code to the customer's number on file, to verify a caller "
+        "who cannot verify with a fact (or calls from another number).",
+        NoArgs,
+        send_verification_code,
+    ),
+    (
+        "check_verification_code",
+        "Check the code the caller read out or keyed in from the text.",
+        CheckCodeArgs,
+        check_verification_code,
     ),
     (
         "create_customer",
@@ -112,14 +136,15 @@ _TOOLS: list[tuple[str, str, type[BaseModel], Callable[[ToolContext, Any], Await
     ),
     (
         "update_customer",
-        "Change the identified caller's name, email or phone on file.",
+        "Change the verified caller's name, email or phone on file (the old phone or email "
+        "is told of the change).",
         UpdateCustomerArgs,
         update_customer,
     ),
     (
         "add_or_update_vehicle",
         "Save the caller's vehicle: make, model and year for a new one; VIN, plate or "
-        "mileage to complete one; vehicle_id to update a specific one. Needs an identified "
+        "mileage to complete one; vehicle_id to update a specific one. Needs a verified "
         "caller.",
         VehicleArgs,
         add_or_update_vehicle,
@@ -160,7 +185,7 @@ _TOOLS: list[tuple[str, str, type[BaseModel], Callable[[ToolContext, Any], Await
     ),
     (
         "list_appointments",
-        "The identified caller's upcoming appointments with their ids.",
+        "The verified caller's upcoming appointments with their ids.",
         NoArgs,
         list_appointments,
     ),

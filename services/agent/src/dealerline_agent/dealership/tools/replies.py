@@ -17,6 +17,7 @@ from ..parsing import say_date, say_time, say_when
 __all__ = [
     "NOT_IDENTIFIED",
     "SYSTEM_DOWN",
+    "VERIFICATION_REQUIRED",
     "Result",
     "already_confirmed",
     "alternatives_text",
@@ -25,6 +26,7 @@ __all__ = [
     "keep_returning",
     "local",
     "moved_effect",
+    "verified_customer",
     "progress",
     "slot_list",
     "today",
@@ -39,10 +41,29 @@ NOT_IDENTIFIED = (
     "ERROR: the caller is not identified yet. Use lookup_customer (caller ID, phone or "
     "name) or create_customer first."
 )
+VERIFICATION_REQUIRED = (
+    "VERIFICATION_REQUIRED: nothing about this customer's appointments, vehicles or contact "
+    "details can be shared or changed until the caller is verified. Ask for the licence "
+    "plate, the last 6 characters of the VIN or the service they have booked "
+    "(verify_identity), or offer to text a code to the number on file "
+    "(send_verification_code). New bookings, prices, hours and questions need no "
+    "verification."
+)
 SYSTEM_DOWN = (
     "ERROR: the dealership system is not responding right now. Apologise, and offer to "
     "connect the caller with a team member (request_human_agent) or to take a message."
 )
+
+
+def verified_customer(ctx: ToolContext) -> CustomerInfo | str:
+    """The customer, for a tool that reads or changes their account; or the refusal:
+    not identified, or the caller not verified as that customer."""
+    customer = ctx.state.customer
+    if customer is None:
+        return NOT_IDENTIFIED
+    if not ctx.state.verified:
+        return VERIFICATION_REQUIRED
+    return customer
 
 
 def zone(ctx: ToolContext) -> ZoneInfo:
