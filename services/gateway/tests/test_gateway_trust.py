@@ -313,3 +313,33 @@ def test_sha256_needs_the_shared_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_TWILIO_SIGNATURE_ALGORITHM", "md5")
     with pytest.raises(SettingsError, match="GATEWAY_TWILIO_SIGNATURE_ALGORITHM"):
         load_settings(GatewaySettings)
+
+
+async def test_the_phone_simulator_places_a_sha256_call_behind_a_prefix(
+    nats_server: NatsServer,
+) -> None:
+    """Twilio's side played by the phone simulator (dealerline_sim) through a proxy that
+    strips /dealer1 and says so: HMAC-SHA256 webhook and stream handshake, admitted."""
+    from dealerline_sim.phone import PhoneSimulator
+
+    async with running_gateway(
+        nats_server,
+        public_url="https://example.com/dealer1",
+        trust_forwarded_headers=True,
+        twilio_signature_algorithm="sha256",
+        twilio_webhook_key=SecretStr(SHARED_KEY),
+        twilio_webhook_key_id="webhooks_sharedkey_1",
+    ) as run:
+        control = await collect(run.probe, subjects.ALL_CONTROL)
+        async with PhoneSimulator(
+            run.base,
+            "https://example.com/dealer1",
+            AUTH_TOKEN,
+            webhook_key=SHARED_KEY,
+            webhook_key_id="webhooks_sharedkey_1",
+            forwarded_headers=True,
+        ) as sim:
+            call = await sim.place_call(CALLER, DEALER)
+            started = await _started(control)
+            assert started.call_sid == call.call_sid and started.from_number == CALLER
+            await call.hangup()

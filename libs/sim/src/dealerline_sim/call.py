@@ -50,6 +50,10 @@ class CallPlacer(Protocol):
 
     def sign(self, url_or_path: str, params: Mapping[str, str] | None = None) -> str: ...
 
+    def signature_headers(
+        self, url_or_path: str, params: Mapping[str, str] | None = None
+    ) -> dict[str, str]: ...
+
     def local_ws_url(self, public_ws_url: str) -> str: ...
 
     async def prepare(self, *texts: str, voice: str | None = None) -> None: ...
@@ -389,9 +393,9 @@ class Call:
         """The WebSocket handshake (signed like Twilio's); a failure ends the stream
         (``open-failed``) and, without a host, the call (Twilio error 31920)."""
         sim = self.sim
-        signature = sim.sign(self.stream_url, {}) if sim.sign_stream_handshake else None
+        signed = sim.signature_headers(self.stream_url, {}) if sim.sign_stream_handshake else {}
         try:
-            return await StreamSocket.connect(self.local_stream_url, signature, self.sent)
+            return await StreamSocket.connect(self.local_stream_url, signed, self.sent)
         except Exception as exc:
             self._socket = None
             self._finish_stream("open-failed")

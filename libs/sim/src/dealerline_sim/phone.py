@@ -141,6 +141,8 @@ class PhoneSimulator:
         sign_stream_handshake: bool = True,
         forwarded_headers: bool = False,
         http_timeout_s: float = 30.0,
+        webhook_key: str | None = None,
+        webhook_key_id: str = "webhooks_sharedkey_sim",
     ) -> None:
         if pace <= 0:
             raise ValueError("pace must be positive")
@@ -154,6 +156,10 @@ class PhoneSimulator:
         self.sign_stream_handshake = sign_stream_handshake
         self.forwarded_headers = forwarded_headers
         self.validator = RequestValidator(auth_token)
+        # A Webhooks Rule matching every URL: HMAC-SHA256 with its SharedKey instead.
+        self.webhook_key = webhook_key
+        self.webhook_key_id = webhook_key_id
+        self._sha256 = RequestValidator(webhook_key) if webhook_key is not None else None
         self.calls: list[Call] = []
         self._call_observers: list[Callable[[Call], None]] = []
         self._http = httpx.AsyncClient(
@@ -174,10 +180,25 @@ class PhoneSimulator:
         return self.public_url + (path if path.startswith("/") else "/" + path)
 
     def sign(self, url_or_path: str, params: Mapping[str, str] | None = None) -> str:
-        """``X-Twilio-Signature`` for a request to ``url_or_path`` with form ``params``."""
-        return str(
-            self.validator.compute_signature(self.public_url_for(url_or_path), dict(params or {}))
-        )
+        """``X-Twilio-Signature`` for a request to ``url_or_path`` with form ``params``
+        (HMAC-SHA1 with the auth token, or HMAC-SHA256 with ``webhook_key``)."""
+        url, form = self.public_url_for(url_or_path), dict(params or {})
+        if self._sha256 is not None:
+            return str(self._sha256.compute_signature(url, form, "HMAC_SHA256"))
+        return str(self.validator.compute_signature(url, form))
+
+    def signature_headers(
+        self, url_or_path: str, params: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The signature headers Twilio sends with a request (and a WebSocket handshake):
+        ``X-Twilio-Signature``, plus ``X-Twilio-Webhooks-Signature-Settings`` when a
+        Webhooks Rule's SharedKey signs (``webhook_key``)."""
+        headers = {"X-Twilio-Signature": self.sign(url_or_path, params)}
+        if self._sha256 is not None:
+            headers["X-Twilio-Webhooks-Signature-Settings"] = (
+                f"key={self.webhook_key_id},algorithm=HMAC_SHA256"
+            )
+        return headers
 
     @staticmethod
     def forged_signature(url: str, params: Mapping[str, str] | None = None) -> str:
@@ -220,10 +241,12 @@ class PhoneSimulator:
             pub = urlsplit(self.public_url)
             hdrs["X-Forwarded-Proto"] = pub.scheme
             hdrs["X-Forwarded-Host"] = pub.netloc
-        if not unsigned:
-            hdrs["X-Twilio-Signature"] = (
-                self.forged_signature(url, form) if forged else self.sign(url, form)
-            )
+            if pub.path.rstrip("/"):  # the proxy strips the prefix and says so
+                hdrs["X-Forwarded-Prefix"] = pub.path.rstrip("/")
+        if forged:
+            hdrs["X-Twilio-Signature"] = self.forged_signature(url, form)
+        elif not unsigned:
+            hdrs.update(self.signature_headers(url, form))
         hdrs.update(headers or {})
         return await self._http.post(self._local_path(path), data=form, headers=hdrs)
 

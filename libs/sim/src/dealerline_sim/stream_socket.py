@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,16 +34,14 @@ class StreamSocket:
 
     @classmethod
     async def connect(
-        cls, local_url: str, signature: str | None, sent: list[dict[str, Any]]
+        cls, local_url: str, signed: Mapping[str, str], sent: list[dict[str, Any]]
     ) -> StreamSocket:
-        """Open the WebSocket as Twilio does (its user agent, ``X-Twilio-Signature`` when
-        given, no compression); raises whatever the connection attempt raised."""
-        headers: dict[str, str] = {}
-        if signature is not None:
-            headers["X-Twilio-Signature"] = signature
+        """Open the WebSocket as Twilio does (its user agent, the signature headers
+        ``signed`` (``X-Twilio-Signature`` …) when given, no compression); raises whatever
+        the connection attempt raised."""
         ws = await connect(
             local_url,
-            additional_headers=headers,
+            additional_headers=dict(signed),
             user_agent_header=TWILIO_WS_USER_AGENT,
             compression=None,
             proxy=None,
