@@ -123,6 +123,13 @@ async def test_a_call_is_admitted_once_across_replicas(nats_server: NatsServer) 
         assert other["session_id"] != params["session_id"]
 
 
+async def test_a_missing_or_oversized_call_sid_is_a_clear_400(gateway: Running) -> None:
+    async with httpx.AsyncClient(base_url=gateway.base) as client:
+        for call_sid in ("", "CA" + "0" * 100):
+            resp = await post_signed(client, INCOMING, {**call_params(), "CallSid": call_sid})
+            assert resp.status_code == 400 and "CallSid is required" in resp.text
+
+
 # ----------------------------------------------------------------- 2. signed handshake
 
 

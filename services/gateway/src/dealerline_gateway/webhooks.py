@@ -156,7 +156,9 @@ async def incoming(request: Request) -> Response:
         return PlainTextResponse("draining: not taking new calls", status_code=503)
     call_sid = _field(form, "CallSid")
     if call_sid is None or len(call_sid) > _MAX_CALL_SID:
-        return PlainTextResponse("CallSid is required", status_code=400)
+        return PlainTextResponse(
+            f"CallSid is required (at most {_MAX_CALL_SID} characters)", status_code=400
+        )
     # A CallSid is admitted once (admissions.py): the same call asking again, here or on
     # another replica, gets the first answer back, never a new session or token.
     first = await gw.admissions.get(call_sid)
