@@ -75,10 +75,12 @@ class Dash:
         return await self.http.post(path, headers=await self.auth(email), **kw)
 
     async def ws(self, path: str, email: str | None = SALES, **kw: Any) -> ClientConnection:
-        url = self.ws_base + path
+        """A socket on ``path`` that sends ``email``'s token as its first message (the
+        token never goes in the URL); ``email=None`` sends nothing."""
+        ws = await websockets.connect(self.ws_base + path, **kw)
         if email is not None:
-            url += ("&" if "?" in url else "?") + f"token={await self.token(email)}"
-        return await websockets.connect(url, **kw)
+            await send_token(ws, await self.token(email))
+        return ws
 
     async def publish_event(self, subject: str, event: Wire | bytes) -> int:
         ack = await self.bus.publish_durable(subject, event)
@@ -119,6 +121,10 @@ def app_routes(app: FastAPI) -> list[BaseRoute]:
     except ImportError:
         return list(app.routes)
     return [context.original_route for context in iter_route_contexts(app.routes)]
+
+
+async def send_token(ws: ClientConnection, token: str) -> None:
+    await ws.send(json.dumps({"type": "auth", "token": token}))
 
 
 async def recv_json(ws: ClientConnection, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dash_testkit import (
     app_routes,
     metric,
     recv_json,
+    send_token,
 )
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from sqlalchemy import select
@@ -96,8 +97,9 @@ async def test_both_sockets_reject_missing_expired_and_forged_tokens(dash: Dash)
     )
     for path in paths:
         for label, token in bad_tokens().items():
-            url = dash.ws_base + fill(path) + (f"?token={token}" if token else "")
-            async with websockets.connect(url) as ws:
+            async with websockets.connect(dash.ws_base + fill(path)) as ws:
+                if token is not None:
+                    await send_token(ws, token)
                 with pytest.raises(websockets.ConnectionClosed):
                     await ws.recv()
                 assert ws.close_code == 4401, (path, label)

@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
 from .dashboard import Dashboard
+from .response_masking import MaskResponses
 from .routes import auth, callbacks, calls, escalations, sockets, staff, web
 from .routes.deps import AUTH_ERRORS
 
 API_DESCRIPTION = """REST API of the dealerline sales dashboards (see `API.md`).
 
 Log in with `POST /api/auth/login`, then send `Authorization: Bearer <access_token>`.
-The WebSockets `/ws/sales` and `/ws/{session_id}` take the token as `?token=`.
+The WebSockets `/ws/sales` and `/ws/{session_id}` take the token as their first message,
+`{"type": "auth", "token": "<access_token>"}` (never in the URL).
 """
 
 
@@ -31,6 +33,8 @@ def build_app(dash: Dashboard, ops: list[BaseRoute]) -> FastAPI:
         # Every /api route but login needs a token (login answers 401 too).
         responses=AUTH_ERRORS,
     )
+    # Phone numbers in any answer under /api are masked for roles that do not see them.
+    app.add_middleware(MaskResponses)
     app.state.dash = dash
     app.state.web_dir = dash.settings.web_dir.resolve()
     for area in (auth, calls, escalations, staff, callbacks, sockets):

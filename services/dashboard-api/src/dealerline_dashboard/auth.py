@@ -1,5 +1,5 @@
-"""Staff authentication: argon2 password hashes (pwdlib), signed tokens (PyJWT, HS256)
-and a per-email limit on failed logins.
+"""Staff authentication: argon2 password hashes (pwdlib) and signed tokens (PyJWT, HS256);
+the login limits are in :mod:`.limits`.
 
 A token carries the staff id, role and name and expires after ``token_ttl_s``; the API
 still reads the staff row on every request, so a person removed from the database (or
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import jwt
@@ -101,46 +100,3 @@ class TokenIssuer:
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from None
-
-
-class LoginLimiter:
-    """At most ``max_failures`` failed logins per email within ``window_s``; further
-    attempts are refused (429) until the oldest failure leaves the window. Per process:
-    behind several replicas the effective limit is ``max_failures`` × replicas."""
-
-    def __init__(self, max_failures: int, window_s: float, max_tracked: int = 10_000) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self.max_tracked = max_tracked
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
-
-    def retry_after(self, email: str, now: float | None = None) -> float | None:
-        """Seconds until ``email`` may try again, or None if it may now."""
-        now = now if now is not None else time.monotonic()
-        times = self._recent(email, now)
-        if times is None or len(times) < self.max_failures:
-            return None
-        return max(1.0, times[0] + self.window_s - now)
-
-    def failed(self, email: str, now: float | None = None) -> None:
-        now = now if now is not None else time.monotonic()
-        if email not in self._failures and len(self._failures) >= self.max_tracked:
-            for key in list(self._failures)[: self.max_tracked // 10 or 1]:
-                self._recent(key, now)
-            if len(self._failures) >= self.max_tracked:  # all still recent: drop the oldest
-                self._failures.pop(next(iter(self._failures)))
-        self._failures.setdefault(email, deque()).append(now)
-
-    def succeeded(self, email: str) -> None:
-        self._failures.pop(email, None)

@@ -5,7 +5,6 @@ import time
 from typing import Any
 
 from dealerline_common.db.models import Call
-from dealerline_common.logs import mask_text
 from dealerline_common.messages import (
     AppointmentEvent,
     CallEndedEvent,
@@ -25,7 +24,7 @@ def detail_from_record(row: Call, viewer: Viewer, live: bool) -> dict[str, Any]:
     turns = [
         {
             "role": t.role,
-            "text": t.text if viewer.full_numbers else mask_text(t.text),
+            "text": t.text,
             "at": t.at.timestamp(),
             "interrupted": t.interrupted,
         }
@@ -40,7 +39,7 @@ def detail_from_record(row: Call, viewer: Viewer, live: bool) -> dict[str, Any]:
         end_reason=row.end_reason,
         live=live,
     )
-    return body
+    return viewer.mask(body)
 
 
 def detail_from_events(session_id: str, events: list[Any], live: bool) -> dict[str, Any]:

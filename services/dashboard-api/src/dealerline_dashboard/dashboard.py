@@ -1,5 +1,5 @@
 """The dashboard's running parts: the database, the live view fed from the event stream
-and the escalation/duty subjects, the sales-socket hub, tokens and the login limiter.
+and the escalation/duty subjects, the sales-socket hub, tokens and the login limits.
 
 The event feed is one ephemeral consumer over ``call.*.events`` that starts
 ``replay_window_s`` back in the stream: on start it replays (readiness waits for it), so a
@@ -28,8 +28,9 @@ from dealerline_common.logs import get_logger
 from dealerline_common.messages import EscalationStatus, StaffDutyChanged, loads
 from dealerline_common.metrics import Metrics
 
-from .auth import LoginLimiter, TokenIssuer
+from .auth import TokenIssuer
 from .events import EventReader, Frame, event_frame
+from .limits import LoginLimits, counters_from_url, parse_networks
 from .live import LiveView
 from .settings import DashboardSettings
 from .sockets import CLOSE_GOING_AWAY, Hub, WsClient
@@ -51,7 +52,16 @@ class Dashboard:
         self.hub = Hub()
         self.call_clients: set[WsClient] = set()
         self.tokens = TokenIssuer(settings.auth_secret.get_secret_value(), settings.token_ttl_s)
-        self.limiter = LoginLimiter(settings.login_max_failures, settings.login_lockout_s)
+        self.login_limits = LoginLimits(
+            counters_from_url(settings.state_url, settings.state_namespace),
+            ip_max_attempts=settings.login_ip_max_attempts,
+            ip_window_s=settings.login_ip_window_s,
+            max_failures=settings.login_max_failures,
+            lockout_s=settings.login_lockout_s,
+        )
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        # argon2id takes 64 MiB a check: a few at once, no queue (see routes/auth.py).
+        self.password_checks = asyncio.Semaphore(settings.login_max_concurrent)
         self.caught_up = asyncio.Event()
         self.reader: EventReader | None = None
         self._feed_task: asyncio.Task[None] | None = None
@@ -67,7 +77,7 @@ class Dashboard:
         )
         self.login_failures = metrics.counter(
             "dashboard_login_failures_total",
-            "Refused logins (bad_credentials, locked_out)",
+            "Refused logins (bad_credentials, locked_out, rate_limited, busy)",
             ["reason"],
         )
         self.events_read = metrics.counter(
@@ -76,6 +86,12 @@ class Dashboard:
 
     def full_numbers(self, role: str) -> bool:
         return role in self.settings.full_number_roles
+
+    def recheck_sockets(self, staff_id: int) -> None:
+        """``staff_id``'s row changed: their sockets' guards re-read it now."""
+        for client in [*self.hub.clients, *self.call_clients]:
+            if client.staff_id == staff_id:
+                client.recheck.set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -120,6 +136,7 @@ class Dashboard:
             self._feed_task = None
         if self.reader is not None:
             await self.reader.close()
+        await self.login_limits.counters.close()
         await self.engine.dispose()
 
     # ------------------------------------------------------------------ the feed
@@ -190,6 +207,7 @@ class Dashboard:
         except (ValidationError, ValueError) as exc:
             log.warning("unreadable duty change skipped", error=str(exc))
             return
+        self.recheck_sockets(change.staff_id)
         staff = await self.store.staff_by_id(change.staff_id)
         if staff is None:
             return

@@ -22,28 +22,12 @@ from nats.js import JetStreamContext, api
 from pydantic import ValidationError
 
 from dealerline_common import subjects
-from dealerline_common.logs import get_logger, mask_phone, mask_text
+from dealerline_common.logs import get_logger
 from dealerline_common.messages import EventMessage, parse_event
 
+from .masking import mask_all
+
 log = get_logger(__name__)
-
-# Keys whose string values are phone numbers, and keys of free text that may hold one.
-PHONE_KEYS = frozenset({"phone", "caller_phone", "from_number", "to_number"})
-TEXT_KEYS = frozenset({"text", "summary", "detail", "reason_text", "heard_text"})
-
-
-def mask_data(value: Any, key: str | None = None) -> Any:
-    """``value`` with phone numbers masked: whole values under :data:`PHONE_KEYS`, numbers
-    inside free text under :data:`TEXT_KEYS` (dates and ids elsewhere are left alone)."""
-    if isinstance(value, dict):
-        return {k: mask_data(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_data(v, key) for v in value]
-    if isinstance(value, str) and key in PHONE_KEYS:
-        return mask_phone(value)
-    if isinstance(value, str) and key in TEXT_KEYS:
-        return mask_text(value)
-    return value
 
 
 def event_name(event: EventMessage) -> str:
@@ -64,10 +48,8 @@ class Frame:
             if self._full is None:
                 self._full = json.dumps(self.body, separators=(",", ":"))
             return self._full
-        if self._masked is None:
-            body = dict(self.body)
-            body["data"] = mask_data(body.get("data"))
-            self._masked = json.dumps(body, separators=(",", ":"))
+        if self._masked is None:  # every number in every string (:func:`mask_all`)
+            self._masked = json.dumps(mask_all(self.body), separators=(",", ":"))
         return self._masked
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -39,10 +40,46 @@ class DashboardSettings(ServiceSettings):
     )
     token_ttl_s: float = Field(default=8 * 3600.0, gt=0, description="a login lasts this long")
     login_max_failures: int = Field(
-        default=5, ge=1, description="failed logins for one email before it is locked out"
+        default=5,
+        ge=1,
+        description="failed logins for one email from one client address before that "
+        "pair (only) is locked out; other addresses can still log in as that person",
     )
     login_lockout_s: float = Field(
         default=300.0, gt=0, description="window of the failure count and length of a lockout"
+    )
+    login_ip_max_attempts: int = Field(
+        default=30, ge=1, description="logins (good or bad) one client address may try per window"
+    )
+    login_ip_window_s: float = Field(
+        default=60.0, gt=0, description="window of the per-address login limit"
+    )
+    login_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        description="password checks (64 MiB argon2 each) running at once per replica; a "
+        "login beyond them is answered 503 with Retry-After at once",
+    )
+    state_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DASHBOARD_STATE_URL", "REDIS_URL", "state_url"),
+        description="redis://… keeps the login limits there, shared by every replica; "
+        "None or memory://: per replica",
+    )
+    state_namespace: str = Field(default="", description="key prefix in Redis")
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="addresses or networks (CIDR) of the reverse proxies whose "
+        "X-Forwarded-For is believed; empty: the peer address is the client",
+    )
+    ws_auth_timeout_s: float = Field(
+        default=5.0, gt=0, description="a socket must send its token (first message) by then"
+    )
+    ws_recheck_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="sockets re-read their staff row this often (a role change on another "
+        "replica, a removed person); a change closes them with 4401",
     )
     full_number_roles: frozenset[str] = Field(
         default=frozenset({"manager"}),
@@ -89,6 +126,13 @@ class DashboardSettings(ServiceSettings):
             raise ValueError(
                 f"must be at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"
             )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -42,8 +43,13 @@ class WsClient:
         full_numbers: bool,
         queue_size: int,
         on_too_slow: Callable[[WsClient], None] | None = None,
+        expires_at: float | None = None,
     ) -> None:
         self.ws = ws
+        # The token's end: no frame is queued after it (the guard closes the socket then).
+        self.expires_at = expires_at
+        # Set when the staff member's row may have changed: the guard re-reads it now.
+        self.recheck = asyncio.Event()
         self.on_too_slow = on_too_slow
         self.kind = kind
         self.staff_id = staff_id
@@ -55,9 +61,16 @@ class WsClient:
 
     # ------------------------------------------------------------------ producers
 
+    def expired(self) -> bool:
+        """Whether the token ran out (then the socket is stopped with 4401)."""
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            self.stop(CLOSE_UNAUTHORIZED, "token expired")
+            return True
+        return False
+
     def offer(self, frame: Frame | str) -> bool:
         """Queue a frame without waiting; a full queue marks the client too slow."""
-        if self.too_slow.is_set() or self._stopped.is_set():
+        if self.too_slow.is_set() or self._stopped.is_set() or self.expired():
             return False
         text = frame if isinstance(frame, str) else frame.text(self.full_numbers)
         try:
@@ -71,6 +84,8 @@ class WsClient:
 
     async def put(self, frame: Frame | str) -> None:
         """Queue a frame, waiting for room (replay only)."""
+        if self.expired():
+            return
         text = frame if isinstance(frame, str) else frame.text(self.full_numbers)
         await self.queue.put(text)
 
@@ -94,9 +109,15 @@ class WsClient:
             if message["type"] == "websocket.disconnect":
                 return
 
-    async def serve(self, producer: Coroutine[Any, Any, None] | None = None) -> int | None:
+    async def serve(
+        self,
+        producer: Coroutine[Any, Any, None] | None = None,
+        guard: Coroutine[Any, Any, None] | None = None,
+    ) -> int | None:
         """Run the socket until the client leaves, is too slow, the producer ends, or
-        :meth:`stop`; returns the close code sent (None when the client left)."""
+        :meth:`stop` (which ``guard``, running alongside, calls when the token or the
+        account no longer allows it); returns the close code sent (None when the client
+        left)."""
         tasks = [
             asyncio.create_task(self._send_loop(), name=f"ws-send:{self.kind}"),
             asyncio.create_task(self._receive_loop(), name=f"ws-recv:{self.kind}"),
@@ -105,6 +126,8 @@ class WsClient:
         ]
         if producer is not None:
             tasks.append(asyncio.create_task(producer, name=f"ws-produce:{self.kind}"))
+        if guard is not None:
+            tasks.append(asyncio.create_task(guard, name=f"ws-guard:{self.kind}"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -25,6 +25,7 @@ from dealerline_common.db.models import (
 from dealerline_common.logs import mask_phone
 
 from .accounts import normalize_email
+from .masking import mask_all
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,14 @@ class Viewer:
     staff_id: int
     role: str
     full_numbers: bool
+    own_phone: str | None = None  # theirs is never masked for them
+
+    def mask(self, value: Any) -> Any:
+        """``value`` (decoded JSON) as this viewer may see it: every number in every
+        string masked (:func:`mask_all`) unless they see whole numbers."""
+        if self.full_numbers:
+            return value
+        return mask_all(value, keep=(self.own_phone,) if self.own_phone else ())
 
     def phone(self, number: str | None, owner_id: int | None = None) -> str | None:
         if number is None:

@@ -3,13 +3,14 @@ appointments."""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, status
 
 from dealerline_common import subjects
 from dealerline_common.db.models import CallOutcome
 
 from ..call_detail import detail_from_events, detail_from_record
-from ..events import mask_data, read_all
+from ..events import read_all
+from ..masking import has_digits
 from ..schemas import AppointmentOut, CallDetail, CallPage, LiveCallOut, Problem
 from ..store import call_summary_json
 from .deps import Dash, Who
@@ -23,7 +24,9 @@ async def live_calls(who: Who, dash: Dash) -> Any:
     return dash.view.live_calls()
 
 
-@router.get("/api/calls", response_model=CallPage, tags=["calls"])
+@router.get(
+    "/api/calls", response_model=CallPage, tags=["calls"], responses={403: {"model": Problem}}
+)
 async def calls(
     who: Who,
     dash: Dash,
@@ -33,7 +36,15 @@ async def calls(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Any:
     """The call log, newest first; ``q`` searches caller name, phone digits, summary
-    and transcript text."""
+    and transcript text. A query with digits (written or spoken) is a search for a phone
+    number: only roles that see whole numbers may make it (403 for the others), or the
+    matches would reveal the digits a mask hides."""
+    if q and not who.viewer.full_numbers and has_digits(q):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "searching by digits needs a role that sees phone numbers; search by name or "
+            "words instead",
+        )
     rows, total = await dash.store.search_calls(
         q, outcome.value if outcome else None, limit, offset
     )
@@ -61,7 +72,7 @@ async def call_detail(session_id: str, who: Who, dash: Dash) -> Any:
     if not stored:
         raise HTTPException(404, "no such call")
     body = detail_from_events(session_id, [s.event for s in stored], live)
-    return body if who.viewer.full_numbers else mask_data(body)
+    return who.viewer.mask(body)
 
 
 @router.get("/api/appointments/today", response_model=list[AppointmentOut], tags=["dealership"])

@@ -1,19 +1,21 @@
 """What the routes share, as FastAPI dependencies: the running :class:`Dashboard` (kept on
-``app.state.dash``), the caller's staff row read from their token on every request, and
-the manager-only check; also the errors every protected route may answer."""
+``app.state.dash``), the caller's staff row read from their token on every request (and
+recorded for the response masking), and the manager-only check; also the errors every
+protected route may answer."""
 
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from dealerline_common.db.models import Staff
 from dealerline_common.messages import StaffContact
 
-from ..auth import InvalidToken
+from ..auth import InvalidToken, TokenClaims
 from ..dashboard import Dashboard
+from ..response_masking import set_viewer
 from ..schemas import Problem
 from ..store import Viewer
 
@@ -28,6 +30,7 @@ bearer = HTTPBearer(auto_error=False, description="the token from POST /api/auth
 class Principal:
     staff: Staff
     viewer: Viewer
+    claims: TokenClaims
 
     def contact(self) -> StaffContact:
         return StaffContact(
@@ -52,8 +55,13 @@ def dashboard_of(conn: HTTPConnection) -> Dashboard:
 Dash = Annotated[Dashboard, Depends(dashboard_of)]
 
 
+def viewer_of(dash: Dashboard, staff: Staff) -> Viewer:
+    return Viewer(staff.id, staff.role, dash.full_numbers(staff.role), own_phone=staff.phone)
+
+
 async def principal_of(dash: Dashboard, token: str | None) -> Principal:
-    """The staff member ``token`` belongs to, read now (401 if none)."""
+    """The staff member ``token`` belongs to, read now (401 if none, or if their login
+    was disabled: no password any more)."""
     try:
         claims = dash.tokens.decode(token)
     except InvalidToken:
@@ -61,16 +69,21 @@ async def principal_of(dash: Dashboard, token: str | None) -> Principal:
     staff = await dash.store.staff_by_id(claims.staff_id)
     if staff is None:
         raise unauthorized("this account no longer exists")
-    return Principal(staff, Viewer(staff.id, staff.role, dash.full_numbers(staff.role)))
+    if staff.password_hash is None:
+        raise unauthorized("this login is disabled")
+    return Principal(staff, viewer_of(dash, staff), claims)
 
 
 async def current(
+    request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     dash: Dash,
 ) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise unauthorized()
-    return await principal_of(dash, creds.credentials)
+    who = await principal_of(dash, creds.credentials)
+    set_viewer(request, who.viewer)  # what the response masking goes by
+    return who
 
 
 Who = Annotated[Principal, Depends(current)]

@@ -42,6 +42,7 @@ async def change_staff(
     if result is None:
         raise HTTPException(404, "no such staff member")
     staff, duty_changed = result
+    dash.recheck_sockets(staff.id)  # a new role or view of numbers closes their sockets
     log.info(
         "staff changed",
         staff_id=staff_id,
