@@ -75,10 +75,18 @@ class HttpServer:
     """uvicorn inside the service's own event loop; signals are left to the service."""
 
     def __init__(
-        self, app: Starlette, host: str, port: int, *, ws_max_size: int = 16 * 1024 * 1024
+        self,
+        app: Starlette,
+        host: str,
+        port: int,
+        *,
+        ws_max_size: int = 16 * 1024 * 1024,
+        proxy_headers: bool = True,
     ) -> None:
         """``ws_max_size``: the largest WebSocket message; uvicorn closes a socket that
-        sends a larger one (1009) before reading it into memory."""
+        sends a larger one (1009) before reading it into memory. ``proxy_headers=False``:
+        uvicorn leaves the peer address alone (it otherwise believes X-Forwarded-For from
+        127.0.0.1), for a service that decides itself which proxies to trust."""
         self.server = _Server(
             uvicorn.Config(
                 app,
@@ -90,6 +98,7 @@ class HttpServer:
                 ws_ping_interval=20,
                 ws_ping_timeout=20,
                 ws_max_size=ws_max_size,
+                proxy_headers=proxy_headers,
             )
         )
         self._task: asyncio.Task[None] | None = None

@@ -30,7 +30,11 @@ class Service(BusService):
         self.dash_settings = settings
         self.dashboard = Dashboard(settings, self.bus, self.metrics)
         self.app = build_app(self.dashboard, ops_routes(self.health, self.metrics))
-        self.http = HttpServer(self.app, settings.http_host, settings.http_port)
+        # The client address for the login limits is ours to read (trusted_proxies):
+        # uvicorn must not rewrite it from X-Forwarded-For on its own.
+        self.http = HttpServer(
+            self.app, settings.http_host, settings.http_port, proxy_headers=False
+        )
         self.health.add_check("events_replayed", self.dashboard.caught_up.is_set)
         if not (settings.web_dir / "index.html").is_file():
             log.warning(
