@@ -33,8 +33,13 @@ WAIT_S = 10.0
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[NatsServer]:
-    server = NatsServer(config=authorization_conf(PASSWORDS))
-    server.start()
+    """nats-server with the chart's very configuration: the checked-in file, its password
+    variables set in the server's environment (as the chart sets them from the Secret)."""
+    with pytest.MonkeyPatch.context() as m:
+        for user, password in PASSWORDS.items():
+            m.setenv(password_variable(user), password)
+        server = NatsServer(config=(REPO / HELM_FILE).read_text())
+        server.start()
     yield server
     server.cleanup()
 
@@ -160,7 +165,7 @@ async def test_every_service_does_its_work_under_its_own_user(fleet: dict[str, B
     await stt.nc.flush()
     assert (await gw.nc.request(subjects.STT_PROBE, b"ulaw", timeout=WAIT_S)).data == b"text"
     # Stream tokens and hand-offs in the gateway's key-value buckets.
-    for bucket in (subjects.KV_STREAM_TOKENS, "dl_handoffs"):
+    for bucket in (subjects.KV_STREAM_TOKENS, "dl_handoffs", "dl_call_admissions"):
         kv = await gw.kv(bucket, 60)
         await kv.put("k", b"v")
         assert (await kv.get("k")).value == b"v"
@@ -244,6 +249,19 @@ async def test_a_service_cannot_listen_to_what_is_not_its_own(
 ) -> None:
     error = await _refused(secured, user, subscribe=subject)
     assert "permissions violation for subscription" in error.lower()
+
+
+def test_every_key_value_bucket_of_the_services_is_permitted() -> None:
+    """A bucket a service adds (``BUCKET = "..."``) needs its user's permissions too."""
+    import re
+
+    found = set()
+    for path in (REPO / "services").glob("*/src/**/*.py"):
+        found |= set(re.findall(r'^BUCKET = "([\w-]+)"', path.read_text(), re.M))
+    assert found, "no buckets found: the scan is broken"
+    granted = {p for perms in PERMISSIONS.values() for p in perms.publish}
+    for bucket in found | {subjects.KV_STREAM_TOKENS}:
+        assert f"$KV.{bucket}.>" in granted, f"no NATS user may use the bucket {bucket}"
 
 
 def test_settings_take_one_nats_identity(monkeypatch: pytest.MonkeyPatch) -> None:
