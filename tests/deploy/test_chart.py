@@ -134,7 +134,17 @@ SECRET_SAMPLES = {
     "redis-url": "redis://redis:6379/0",
     "smtp-password": "smtp-secret",
     "dashboard-auth-secret": "s" * 48,
+    "redis-password": "r" * 32,
 }
+
+
+def secret_sample(key: str) -> str:
+    """A value of the right shape for a Secret key (per-service NATS passwords included)."""
+    if key.startswith("nats-password-"):
+        return "n" * 32
+    return SECRET_SAMPLES[key]
+
+
 TRIAL_SECRET = f"{RELEASE}-dealerline-secrets"
 
 
@@ -200,7 +210,11 @@ def settings_class(service: str) -> type[Any]:
     loaded = importlib.util.module_from_spec(spec)
     # pydantic resolves the postponed annotations through sys.modules.
     sys.modules[spec.name] = loaded
-    spec.loader.exec_module(loaded)
+    try:
+        spec.loader.exec_module(loaded)
+    except ImportError:
+        # A settings module with package-relative imports: import the package after all.
+        loaded = importlib.import_module(module)
     return getattr(loaded, name)  # type: ignore[no-any-return]
 
 
@@ -637,7 +651,10 @@ def test_secrets_reach_the_services_that_need_them(
         "twilio-auth-token",
         "smtp-password",
     } <= refs["aftercall"]
-    assert "stt" not in refs and "tts" not in refs
+    # The speech workers hold no secret but their own NATS password.
+    for worker in GPU_WORKERS:
+        assert refs[worker] == {f"nats-password-{worker}"}
+    assert {"database-url"} <= refs["escalation"], "escalation checks staff in the database"
     if chart_secrets:
         # Written even when empty (no SMTP login): a secretKeyRef to a missing key would keep
         # aftercall's pods from starting.
@@ -669,7 +686,12 @@ def test_trial_runs_nats_redis_postgres_in_the_release(
     assert (
         data["database-url"] == f"postgresql+asyncpg://dealerline:{password}@{pg}:5432/dealerline"
     )
-    assert data["redis-url"] == f"redis://{services['redis']['metadata']['name']}:6379/0"
+    redis_password = data["redis-password"]
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", redis_password)
+    assert (
+        data["redis-url"]
+        == f"redis://:{redis_password}@{services['redis']['metadata']['name']}:6379/0"
+    )
     postgres = sets["postgresql"]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(postgres)["POSTGRES_PASSWORD"] == (
         "secret",
@@ -749,7 +771,7 @@ def test_env_vars_are_settings_the_services_read(
                 pending_used.add(key)
         with monkeypatch.context() as m:
             for key, value in env.items():
-                m.setenv(key, SECRET_SAMPLES[value[2]] if isinstance(value, tuple) else value)
+                m.setenv(key, secret_sample(value[2]) if isinstance(value, tuple) else value)
             settings = cls()
             assert settings.http_port == main_container(dep)["ports"][0]["containerPort"]
             assert settings.drain_timeout_s == float(env[f"{prefix}DRAIN_TIMEOUT_S"])
@@ -766,7 +788,7 @@ def settings_from(service: str, container: Manifest, monkeypatch: pytest.MonkeyP
     cls = settings_class(service)
     with monkeypatch.context() as m:
         for key, value in env_of(container).items():
-            m.setenv(key, SECRET_SAMPLES[value[2]] if isinstance(value, tuple) else value)
+            m.setenv(key, secret_sample(value[2]) if isinstance(value, tuple) else value)
         return cls()
 
 
@@ -945,3 +967,233 @@ def test_values_are_documented_helm_docs_style() -> None:
         if match.group(1) in ("services", "routes") and not match.group(2).strip():
             in_list = True
     assert not undocumented, undocumented
+
+
+# ----------------------------------------------------------------------------- the bus, locked
+
+
+def nats_users() -> list[str]:
+    """The users of the chart's generated NATS authorization (one per service)."""
+    text = (CHART / "files" / "nats-authorization.conf").read_text()
+    return re.findall(r'user: "([-a-z0-9]+)"', text)
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_every_service_is_its_own_nats_user_with_a_secret_password(
+    rendered: dict[str, list[Manifest]], value_set: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each service connects as its own least-privilege NATS user (the users of
+    dealerline_common.bus.permissions), its password from the Secret, never a plain value."""
+    from dealerline_common.bus import NatsAuth
+    from dealerline_common.bus.permissions import PERMISSIONS
+
+    assert nats_users() == list(PERMISSIONS)
+    for name, dep in deployments(rendered[value_set]).items():
+        container = main_container(dep)
+        prefix = settings_class(name).model_config["env_prefix"]
+        env = env_of(container)
+        assert env[f"{prefix}NATS_USER"] == name
+        kind, _secret, key = env[f"{prefix}NATS_PASSWORD"]
+        assert (kind, key) == ("secret", f"nats-password-{name}")
+        auth = NatsAuth.from_settings(settings_from(name, container, monkeypatch))
+        assert auth.identified and auth.user == name and auth.password
+
+
+def test_the_in_chart_nats_refuses_all_but_the_services(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The trial's NATS runs the generated authorization (no anonymous users), each
+    password variable set from the chart's Secret, which holds one password per user."""
+    docs = rendered["cpu-trial"]
+    (config,) = of_kind(docs, "ConfigMap").values()
+    generated = (CHART / "files" / "nats-authorization.conf").read_text()
+    assert config["data"]["authorization.conf"].strip() == generated.strip()
+    assert "include ./authorization.conf" in config["data"]["nats.conf"]
+    assert "no_auth_user" not in config["data"]["nats.conf"] + generated
+    sts = {component(s): s for s in docs if s["kind"] == "StatefulSet"}["nats"]
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "--config=/etc/nats/nats.conf" in container["args"]
+    env = env_of(container)
+    (secret,) = of_kind(docs, "Secret").values()
+    passwords = []
+    for user in nats_users():
+        variable = "NATS_PASSWORD_" + user.upper().replace("-", "_")
+        assert f"password: ${variable}" in generated
+        assert env[variable] == ("secret", secret["metadata"]["name"], f"nats-password-{user}")
+        passwords.append(secret["stringData"][f"nats-password-{user}"])
+    assert all(re.fullmatch(r"[A-Za-z0-9]{32}", p) for p in passwords)
+    assert len(set(passwords)) == len(passwords), "each service has its own password"
+
+
+def test_a_service_without_a_nats_user_is_refused(helm: Helm, tmp_path: Path) -> None:
+    """A service added to the chart but not to dealerline_common.bus.permissions has no
+    NATS user: the chart says so instead of rendering a pod that cannot connect."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    extra = tmp_path / "extra-service.yaml"
+    new = {"name": "newsvc", "envPrefix": "NEWSVC_", "port": 8090}
+    extra.write_text(yaml.safe_dump({"services": [*values["services"], new]}))
+    result = helm.run(*helm._template_args([], []), "-f", str(extra))
+    assert result.returncode != 0
+    assert 'no NATS user "newsvc"' in result.stderr
+
+
+def test_nats_over_tls(helm: Helm) -> None:
+    """nats.tls: tls:// URLs, the CA mounted in every service and named in its settings,
+    the in-chart server serving its certificate; refused without the certificate's Secret."""
+    trial = VALUE_SETS["cpu-trial"]
+    args = [*VALUE_SET_ARGS["cpu-trial"], "nats.tls.enabled=true", "nats.tls.secretName=nats-tls"]
+    docs = helm.template(trial, args)
+    nats_service = of_kind(docs, "Service")[f"{RELEASE}-dealerline-nats"]["metadata"]["name"]
+    for name, dep in deployments(docs).items():
+        env = env_of(main_container(dep))
+        prefix = settings_class(name).model_config["env_prefix"]
+        assert env[f"{prefix}NATS_URL"] == f"tls://{nats_service}:4222"
+        assert env[f"{prefix}NATS_TLS_CA_FILE"] == "/etc/dealerline/nats-tls/ca.crt"
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["nats-tls"]["secret"]["secretName"] == "nats-tls"
+    (config,) = of_kind(docs, "ConfigMap").values()
+    assert "cert_file: /etc/nats-tls/tls.crt" in config["data"]["nats.conf"]
+    plain = helm.template(trial, VALUE_SET_ARGS["cpu-trial"])
+    assert "tls" not in of_kind(plain, "ConfigMap")[config["metadata"]["name"]]["data"]["nats.conf"]
+    error = helm.template_error(trial, [*VALUE_SET_ARGS["cpu-trial"], "nats.tls.enabled=true"])
+    assert "nats.tls.secretName is required" in error
+
+
+def test_the_in_chart_redis_requires_the_password_every_url_carries(
+    rendered: dict[str, list[Manifest]], helm: Helm
+) -> None:
+    docs = rendered["cpu-trial"]
+    (secret,) = of_kind(docs, "Secret").values()
+    data = secret["stringData"]
+    redis = {component(s): s for s in docs if s["kind"] == "StatefulSet"}["redis"]
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    env = env_of(container)
+    ref = ("secret", secret["metadata"]["name"], "redis-password")
+    assert env["REDIS_PASSWORD"] == ref and env["REDISCLI_AUTH"] == ref
+    assert data["redis-url"].startswith(f"redis://:{data['redis-password']}@")
+    users = 0
+    for name, dep in deployments(docs).items():
+        for key, value in env_of(main_container(dep)).items():
+            if isinstance(value, tuple) and value[2] == "redis-url":
+                users += 1
+                assert key.endswith("STATE_URL"), (name, key)
+    assert users == 3  # agent, escalation, aftercall
+    # Turned off, the server takes no password and the URL carries none.
+    off = helm.template(
+        VALUE_SETS["cpu-trial"], [*VALUE_SET_ARGS["cpu-trial"], "redis.auth.enabled=false"]
+    )
+    (secret_off,) = of_kind(off, "Secret").values()
+    assert "redis-password" not in secret_off["stringData"]
+    assert secret_off["stringData"]["redis-url"].startswith("redis://dl-")
+
+
+def policies_selecting(docs: list[Manifest], labels: dict[str, str]) -> list[Manifest]:
+    return [
+        p
+        for p in docs
+        if p["kind"] == "NetworkPolicy" and selects(p["spec"]["podSelector"]["matchLabels"], labels)
+    ]
+
+
+def egress_ports(policies: list[Manifest]) -> set[int]:
+    return {
+        port["port"]
+        for p in policies
+        for rule in p["spec"].get("egress", [])
+        for port in rule.get("ports", [])
+    }
+
+
+def ingress_rules(policies: list[Manifest]) -> list[Manifest]:
+    return [rule for p in policies for rule in p["spec"].get("ingress", [])]
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_default_deny_and_only_the_fleets_flows(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    docs = rendered[value_set]
+    pods = {
+        component(d): d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
+    deny = of_kind(docs, "NetworkPolicy")[f"{RELEASE}-dealerline-default-deny"]["spec"]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    for name, labels in pods.items():
+        assert selects(deny["podSelector"]["matchLabels"], labels), f"{name} is not denied"
+        assert len(policies_selecting(docs, labels)) >= 2, f"{name} has no allow rules"
+    controller = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"][
+        "ingressControllers"
+    ]
+    for name in SETTINGS:
+        policies = policies_selecting(docs, pods[name])
+        ports = egress_ports(policies)
+        assert {53, 4222} <= ports, name
+        # Only the services that call out reach port 443 (Twilio, the LLM).
+        assert (443 in ports) == (name in ("agent", "escalation", "aftercall")), name
+        assert (6379 in ports) == (name in ("agent", "escalation", "aftercall")), name
+        assert (5432 in ports) == (name in ("agent", "escalation", "dashboard-api", "aftercall"))
+        public = [r for r in ingress_rules(policies) if r["from"] == controller]
+        assert bool(public) == (name in ("gateway", "escalation", "dashboard-api")), name
+    for worker in GPU_WORKERS:
+        assert egress_ports(policies_selecting(docs, pods[worker])) == {53, 4222}
+    if value_set == "cpu-trial":
+        nats_in = ingress_rules(policies_selecting(docs, pods["nats"]))
+        (rule,) = nats_in
+        (peer,) = rule["from"]
+        (expr,) = peer["podSelector"]["matchExpressions"]
+        assert set(expr["values"]) == set(SETTINGS)
+        redis_in = ingress_rules(policies_selecting(docs, pods["redis"]))
+        assert set(redis_in[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]) == {
+            "agent",
+            "escalation",
+            "aftercall",
+        }
+        assert egress_ports(policies_selecting(docs, pods["migrations"])) == {53, 5432}
+
+
+def test_network_policies_follow_the_values(helm: Helm) -> None:
+    docs = helm.template(
+        sets=[
+            "networkPolicy.ingressControllers[0].namespaceSelector.matchLabels.team=edge",
+            "llm.baseUrl=http://vllm.llm:8000/v1",
+            "networkPolicy.egressPorts.stt={8443}",
+        ]
+    )
+    policies = of_kind(docs, "NetworkPolicy")
+    gateway = policies[f"{RELEASE}-dealerline-gateway"]["spec"]
+    assert any(
+        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("team") == "edge"
+        for rule in gateway["ingress"]
+        for peer in rule["from"]
+    )
+    assert 8000 in egress_ports([policies[f"{RELEASE}-dealerline-agent"]])
+    assert 8443 in egress_ports([policies[f"{RELEASE}-dealerline-stt"]])
+    assert not of_kind(helm.template(sets=["networkPolicy.enabled=false"]), "NetworkPolicy")
+
+
+def test_relaxed_stream_signatures_are_never_set(rendered: dict[str, list[Manifest]]) -> None:
+    """GATEWAY_ALLOW_UNSIGNED_STREAMS is for local development only: no value set sets it."""
+    for _, doc in all_value_sets(rendered):
+        if doc["kind"] == "Deployment":
+            assert "GATEWAY_ALLOW_UNSIGNED_STREAMS" not in env_of(main_container(doc))
+    for path in CHART.rglob("*.yaml"):
+        assert "ALLOW_UNSIGNED" not in path.read_text(), path
+
+
+def test_security_values_refuse_typos() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    validator.validate(values)
+    for typo in (
+        {"networkPolicy": {**values["networkPolicy"], "enable": True}},
+        {"nats": {**values["nats"], "auth": {"enabeld": True}}},
+        {"redis": {**values["redis"], "auth": {"password": "x"}}},
+        {"networkPolicy": {**values["networkPolicy"], "egressPorts": {"agent": ["https"]}}},
+    ):
+        assert not validator.is_valid({**values, **typo}), typo

@@ -137,7 +137,11 @@ def settings_class(service: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     # pydantic resolves the postponed annotations through sys.modules.
     sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:
+        # A settings module with package-relative imports: import the package after all.
+        module = importlib.import_module(f"{package}.settings")
     return getattr(module, cls_name)
 
 

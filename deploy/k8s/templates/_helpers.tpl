@@ -159,7 +159,7 @@ Renders the container's whole `resources` map.
 
 {{- define "dealerline.natsUrl" -}}
 {{- if .Values.nats.internal.enabled -}}
-{{- printf "nats://%s:4222" (include "dealerline.componentName" (dict "root" . "name" "nats")) -}}
+{{- printf "%s://%s:4222" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "dealerline.componentName" (dict "root" . "name" "nats")) -}}
 {{- else -}}
 {{- required "nats.url is required (or nats.internal.enabled=true for a trial install)" .Values.nats.url -}}
 {{- end -}}
@@ -189,4 +189,67 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{/*
+The NATS users of files/nats-authorization.conf (generated from
+dealerline_common.bus.permissions: one per service, named after it). Returns JSON
+{"users": [...]}.
+*/}}
+{{- define "dealerline.natsUsers" -}}
+{{- $users := list -}}
+{{- range $m := regexFindAll "user: \"[-a-z0-9]+\"" (.Files.Get "files/nats-authorization.conf") -1 -}}
+{{- $users = append $users (regexReplaceAll "user: \"([-a-z0-9]+)\"" $m "${1}") -}}
+{{- end -}}
+{{- if not $users -}}
+{{- fail "files/nats-authorization.conf names no users: run `python -m dealerline_common.bus.permissions --helm`" -}}
+{{- end -}}
+{{- toJson (dict "users" $users) -}}
+{{- end -}}
+
+{{/* The variable holding a NATS user's password in the server's configuration. */}}
+{{- define "dealerline.natsPasswordVar" -}}
+{{- printf "NATS_PASSWORD_%s" (. | upper | replace "-" "_") -}}
+{{- end -}}
+
+{{/* Whether a service reads the Redis URL / the database URL from the Secret (so it talks
+to Redis / PostgreSQL). */}}
+{{- define "dealerline.usesRedis" -}}
+{{- if has "redisUrl" (values (.secretEnv | default dict)) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "dealerline.usesDatabase" -}}
+{{- if has "databaseUrl" (values (.secretEnv | default dict)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* NetworkPolicy egress rule: DNS (networkPolicy.dns peers, port 53 UDP and TCP). */}}
+{{- define "dealerline.netpol.dns" -}}
+- {{- with .Values.networkPolicy.dns }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end -}}
+
+{{/*
+NetworkPolicy egress rule to a store (nats, redis, postgresql) on its port: the in-chart
+one's pods when `internal`, else the `peers` given (none = any address, that port only).
+*/}}
+{{- define "dealerline.netpol.store" -}}
+- {{- if .internal }}
+  to:
+    - podSelector:
+        matchLabels:
+          {{- include "dealerline.selectorLabels" (dict "root" .root "name" .store) | nindent 10 }}
+  {{- else if .peers }}
+  to:
+    {{- toYaml .peers | nindent 4 }}
+  {{- end }}
+  ports:
+    - port: {{ .port }}
+      protocol: TCP
 {{- end -}}
