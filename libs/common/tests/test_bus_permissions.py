@@ -274,11 +274,11 @@ def test_settings_take_one_nats_identity(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (auth.user, auth.password, auth.identified) == ("gateway", "pw", True)
     assert "pw" not in repr(auth) and "pw" not in repr(load_settings(Svc))
     monkeypatch.setenv("SVC_NATS_CREDS_FILE", "/x.creds")
-    with pytest.raises(SettingsError, match="one NATS identity"):
+    with pytest.raises(SettingsError, match="^Svc: one NATS identity at a time: SVC_NATS_USER"):
         load_settings(Svc)
     monkeypatch.delenv("SVC_NATS_CREDS_FILE")
     monkeypatch.delenv("SVC_NATS_PASSWORD")
-    with pytest.raises(SettingsError, match="set together"):
+    with pytest.raises(SettingsError, match="SVC_NATS_USER and SVC_NATS_PASSWORD are set together"):
         load_settings(Svc)
     monkeypatch.delenv("SVC_NATS_USER")
     monkeypatch.setenv("SVC_NATS_TLS_CA_FILE", "/nonexistent/ca.pem")

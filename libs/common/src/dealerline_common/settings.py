@@ -51,16 +51,17 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_nats_identity(self) -> ServiceSettings:
+        p = str(self.model_config.get("env_prefix", "")).upper()
         if (self.nats_user is None) != (self.nats_password is None):
-            raise ValueError("nats_user and nats_password are set together (or neither)")
+            raise ValueError(f"{p}NATS_USER and {p}NATS_PASSWORD are set together (or neither)")
         ways = [self.nats_user, self.nats_creds_file, self.nats_nkey_seed_file]
         if sum(w is not None for w in ways) > 1:
             raise ValueError(
-                "one NATS identity at a time: nats_user/nats_password, nats_creds_file "
-                "or nats_nkey_seed_file"
+                f"one NATS identity at a time: {p}NATS_USER/{p}NATS_PASSWORD, "
+                f"{p}NATS_CREDS_FILE or {p}NATS_NKEY_SEED_FILE"
             )
         if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
-            raise ValueError("nats_tls_cert_file and nats_tls_key_file are set together")
+            raise ValueError(f"{p}NATS_TLS_CERT_FILE and {p}NATS_TLS_KEY_FILE are set together")
         return self
 
 
@@ -77,7 +78,9 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             var = f"{prefix}{field}".upper()
-            if err["type"] == "missing":
+            if not field:  # a rule over several variables: its message names them
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 problems.append(f"{var} is required (set the environment variable {var})")
             else:
                 problems.append(f"{var}: {err['msg']}")
