@@ -325,3 +325,29 @@ async def test_the_state_keeps_verification_per_caller_id(stranger: Call) -> Non
     other = started.model_copy(update={"from_number": "+14155550177"})
     reset = await identify_caller(store, stranger.repo, other)
     assert not reset.verified and reset.identity.code is None
+
+
+async def test_a_recognised_caller_books_a_car_on_file_without_hearing_which(john: Call) -> None:
+    """The caller ID on file books a new appointment for a car by its id (the demo's
+    booking), and no reply or prompt line says which car it is."""
+    await john.run("lookup_customer")
+    prompt = context_for(NOW, "America/Los_Angeles", john.state).customer
+    assert "John Carter" in prompt and "vehicle id 1" in prompt
+    assert "Camry" not in prompt and "8ABC" not in prompt
+    replies = [
+        (await john.run("set_booking_slot", slot="service", value="Tire Rotation"))[0],
+        (await john.run("set_booking_slot", slot="vehicle_id", value="1"))[0],
+        (await john.run("set_booking_slot", slot="vehicle_id", value="2"))[0],
+        (await john.run("set_booking_slot", slot="date", value="2026-03-03"))[0],
+        (await john.run("set_booking_slot", slot="time", value="11:00"))[0],
+        (await john.run("book_appointment", confirmed=False))[0],
+        (await john.run("book_appointment", confirmed=True))[0],
+        (await john.run("get_booking_progress"))[0],
+    ]
+    assert replies[2].startswith("ERROR: 2 is not one of")
+    assert replies[6].startswith("BOOKED"), replies[6]
+    for reply in replies:
+        assert_nothing_about_john(reply)
+    [row] = await john.rows(Customer, Customer.phone == JOHN)
+    booked = await john.rows(Appointment, Appointment.customer_id == row.id)
+    assert sorted(a.vehicle_id for a in booked) == [1, 1]

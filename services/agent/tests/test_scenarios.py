@@ -157,7 +157,7 @@ async def world(
                     await cleanup.delete(sid)
                 for sid in ("s_busy", "s_barge", "s_dup", "s_human", "s_bye", "s_llm"):
                     await cleanup.delete(sid)
-                for sid in ("s_events", "s_callback", "s_demo_cb"):
+                for sid in ("s_events", "s_callback", "s_demo_cb", "s_demo_book"):
                     await cleanup.delete(sid)
                 await cleanup.close()
 
@@ -636,3 +636,29 @@ async def test_demo_caller_asks_for_a_callback(world: World) -> None:
         "John Carter",
     )
     assert event.callback_id == row.id
+
+
+@scenario_rules(demo_scenario)
+async def test_demo_booking_by_caller_id_books_the_car_on_file(world: World) -> None:
+    """``make demo``'s call: John, recognised by his caller ID and not verified, books an
+    oil change for his car on file by its id; nothing he did not say is read to him."""
+    caller = await world.call("s_demo_book", from_number=JOHN)
+    lines = [
+        "Hi, I would like to book an oil change for my car.",
+        "Tuesday morning would be great, around nine.",
+        "Yes please, book it.",
+    ]
+    for line in lines:
+        await caller.turn(await caller.say(line))
+    state = await world.state("s_demo_book")
+    assert not state.verified
+    booked = state.confirmed_appointment
+    assert booked is not None and booked.service == "Conventional Oil Change"
+    [john] = await world.rows(Customer, Customer.phone == JOHN)
+    [vehicle] = await world.rows(Vehicle, Vehicle.customer_id == john.id)
+    [row] = await world.rows(Appointment, Appointment.id == booked.id)
+    assert row.vehicle_id == vehicle.id
+    results = [m for m in from_dicts(state.messages) if isinstance(m, ToolMessage)]
+    assert len(results) == 6
+    assert not [m.content for m in results if "Camry" in str(m.content)]
+    assert "Camry" not in " ".join(s.text for s in caller.heard)

@@ -70,7 +70,10 @@ def _unverified_customer_line(state: ConversationState) -> str:
         "details; verify first (verify_identity, or a texted code)"
     )
     if c.returning and c.phone and c.phone == state.caller_phone and c.name:
-        return f"{c.name} (customer id {c.id}, recognised by caller ID, {hold})"
+        # Their cars by id only: enough to book a new appointment for one.
+        cars = "; ".join(f"vehicle id {v.id}" for v in c.vehicles if v.id)
+        on_file = f", vehicles on file (which car only once verified): {cars}" if cars else ""
+        return f"{c.name} (customer id {c.id}, recognised by caller ID, {hold}){on_file}"
     return f"a customer on file (customer id {c.id}, found by what the caller said, {hold})"
 
 

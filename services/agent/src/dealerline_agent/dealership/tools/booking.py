@@ -17,6 +17,7 @@ from ..views import ServiceInfo
 from .args import BookArgs, CheckAvailabilityArgs, ClearSlotArgs, NoArgs, SetSlotArgs
 from .replies import (
     NOT_IDENTIFIED,
+    ON_FILE,
     VERIFICATION_REQUIRED,
     Result,
     already_confirmed,
@@ -25,6 +26,7 @@ from .replies import (
     local,
     moved_effect,
     progress,
+    recognised,
     slot_list,
     today,
     verified_customer,
@@ -64,10 +66,14 @@ async def _slot_value(ctx: ToolContext, slot: str, value: str) -> _Checked:
             return parse_time(value).strftime("%H:%M"), {}
         except ValueError as exc:
             return f"ERROR: {exc}. Ask the caller what time."
-    # The vehicles on file are the customer's: only a verified caller picks one of them.
+    # The vehicles on file are the customer's: a verified caller picks one of them, and a
+    # caller whose own caller ID is on file books one by its id (never told which car).
     if slot == "vehicle_id":
-        own = verified_customer(ctx)
-        return own if isinstance(own, str) else _vehicle_id_value(own, value)
+        if ctx.state.verified:
+            return _vehicle_id_value(ctx.state.customer, value, describe=True)
+        if recognised(ctx):
+            return _vehicle_id_value(ctx.state.customer, value, describe=False)
+        return verified_customer(ctx)  # the refusal
     if slot == "vehicle":
         return value, _vehicle_on_file(ctx.state.customer if ctx.state.verified else None, value)
     return value, {}
@@ -86,19 +92,22 @@ async def _date_value(ctx: ToolContext, value: str) -> _Checked:
     return day.isoformat(), {}
 
 
-def _vehicle_id_value(customer: CustomerInfo, value: str) -> _Checked:
-    own = {v.id: v for v in customer.vehicles}
+def _vehicle_id_value(customer: CustomerInfo | None, value: str, *, describe: bool) -> _Checked:
+    vehicles = customer.vehicles if customer else []
+    own = {v.id: v for v in vehicles}
     try:
         vehicle_id = int(value)
     except ValueError:
         vehicle_id = -1
     if vehicle_id not in own:
-        listed = ", ".join(f"{v.id} ({v.describe()})" for v in customer.vehicles) or "none"
+        listed = ", ".join(f"{v.id} ({v.describe()})" for v in vehicles) or "none"
+        if not describe:
+            listed = ", ".join(str(v.id) for v in vehicles) or "none"
         return (
             f"ERROR: {value} is not one of the caller's vehicles (on file: {listed}). "
             "Use add_or_update_vehicle for a new one."
         )
-    return vehicle_id, {"vehicle": own[vehicle_id].describe()}
+    return vehicle_id, {"vehicle": own[vehicle_id].describe() if describe else ON_FILE}
 
 
 def _vehicle_on_file(customer: CustomerInfo | None, description: str) -> dict[str, Any]:
@@ -128,6 +137,8 @@ async def get_booking_progress(ctx: ToolContext, _args: NoArgs) -> Result:
         known = customer.name if ctx.state.verified else "not verified"
         who = f"{known} (customer_id={customer.id})"
     confirmed = ctx.state.confirmed_appointment
+    if confirmed is not None and not ctx.state.verified:
+        confirmed = confirmed.model_copy(update={"vehicle": None})
     done = f" Already booked this call: {appointment_line(confirmed)}." if confirmed else ""
     return (f"Caller: {who}. {progress(ctx)}{done}", ToolEffect())
 
@@ -194,9 +205,12 @@ async def book_appointment(ctx: ToolContext, args: BookArgs) -> Result:
             f"ERROR: the booking's date or time is unreadable ({exc}); set it again.",
             ToolEffect(),
         )
-    vehicle = _vehicle_words(customer, slots)
+    verified = ctx.state.verified
+    vehicle = _vehicle_words(customer, slots) if verified else (slots.vehicle or ON_FILE)
     moving = slots.reschedule_appointment_id
-    if (moving is not None or slots.vehicle_id is not None) and not ctx.state.verified:
+    if not verified and (
+        moving is not None or (slots.vehicle_id is not None and not recognised(ctx))
+    ):
         return (VERIFICATION_REQUIRED, ToolEffect())
     if not args.confirmed:
         verb = "move the appointment to" if moving else "book"
@@ -238,8 +252,10 @@ async def _book(
     status = "BOOKED" if booking.created else "ALREADY_BOOKED"
     until = say_time(appt.end)
     new = booking.created or not already_confirmed(ctx, appt)
+    # An unverified caller hears the booking, not which car on file it is for.
+    told = appt if ctx.state.verified else appt.model_copy(update={"vehicle": None})
     return (
-        f"{status}: {appointment_line(appt)} until {until} | bay: {appt.bay}",
+        f"{status}: {appointment_line(told)} until {until} | bay: {appt.bay}",
         ToolEffect(confirmed_appointment=appt, appointment_action="booked" if new else None),
     )
 

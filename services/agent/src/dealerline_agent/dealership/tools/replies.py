@@ -12,10 +12,12 @@ from dealerline_common.state import AppointmentInfo, CustomerInfo
 
 from ..context import ToolContext
 from ..effects import AppointmentAction, ToolEffect
+from ..identity import caller_id_matches
 from ..parsing import say_date, say_time, say_when
 
 __all__ = [
     "NOT_IDENTIFIED",
+    "ON_FILE",
     "SYSTEM_DOWN",
     "VERIFICATION_REQUIRED",
     "Result",
@@ -28,6 +30,7 @@ __all__ = [
     "moved_effect",
     "verified_customer",
     "progress",
+    "recognised",
     "slot_list",
     "today",
     "zone",
@@ -49,10 +52,19 @@ VERIFICATION_REQUIRED = (
     "(send_verification_code). New bookings, prices, hours and questions need no "
     "verification."
 )
+# How a car on file is named to a caller who is not verified.
+ON_FILE = "vehicle on file"
 SYSTEM_DOWN = (
     "ERROR: the dealership system is not responding right now. Apologise, and offer to "
     "connect the caller with a team member (request_human_agent) or to take a message."
 )
+
+
+def recognised(ctx: ToolContext) -> bool:
+    """The call's own (signed) caller ID is the number on file of the customer: enough to
+    book a new appointment for one of their cars by id, not to learn anything."""
+    customer = ctx.state.customer
+    return customer is not None and caller_id_matches(ctx.state, customer)
 
 
 def verified_customer(ctx: ToolContext) -> CustomerInfo | str:
