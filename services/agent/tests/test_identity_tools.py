@@ -351,3 +351,15 @@ async def test_a_recognised_caller_books_a_car_on_file_without_hearing_which(joh
     [row] = await john.rows(Customer, Customer.phone == JOHN)
     booked = await john.rows(Appointment, Appointment.customer_id == row.id)
     assert sorted(a.vehicle_id for a in booked) == [1, 1]
+
+
+async def test_a_callback_to_the_number_on_file_does_not_tell_its_digits(stranger: Call) -> None:
+    """A caller with no caller ID who named John gets a callback to John's number on file
+    (the safe direction) without hearing any of its digits."""
+    stranger.state.caller_phone = None
+    await stranger.run("lookup_customer", name="John Carter")
+    content, _ = await stranger.run(
+        "request_callback", preferred_window="tomorrow", reason="brakes"
+    )
+    assert content.startswith("CALLBACK_REQUESTED") and "number on file" in content
+    assert_nothing_about_john(content)

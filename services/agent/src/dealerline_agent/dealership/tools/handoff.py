@@ -107,6 +107,8 @@ async def request_callback(ctx: ToolContext, args: CallbackArgs) -> Result:
     )
     status = "CALLBACK_REQUESTED" if taken.created else "CALLBACK_ALREADY_REQUESTED"
     ending = f" ending in {phone[-4:]}" if len(phone) >= 4 else ""
+    if phone != state.caller_phone and not state.verified:
+        ending = " on file"  # the customer's number, not told to an unverified caller
     log.info(
         "callback requested",
         session_id=ctx.session_id,
