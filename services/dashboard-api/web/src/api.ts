@@ -79,6 +79,7 @@ export async function login(email: string, password: string): Promise<Staff> {
   });
   if (resp.status === 401) throw new ApiError(401, "Wrong email or password.");
   if (resp.status === 429) throw new ApiError(429, "Too many attempts, try again later.");
+  if (resp.status === 503) throw new ApiError(503, "The server is busy, try again in a moment.");
   if (!resp.ok) throw new ApiError(resp.status, await detailOf(resp));
   const body = (await resp.json()) as { access_token: string; staff: Staff };
   sessionStorage.setItem(TOKEN_KEY, body.access_token);
@@ -86,9 +87,14 @@ export async function login(email: string, password: string): Promise<Staff> {
   return body.staff;
 }
 
-/** The WebSocket URL for a path on this origin, with the token in the query string. */
+/** The WebSocket URL for a path on this origin. The token is never in it (proxies and
+ * access logs keep URLs): the socket sends it as its first message (`authMessage`). */
 export function socketUrl(path: string): string {
   const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const token = encodeURIComponent(getToken() ?? "");
-  return `${proto}//${window.location.host}${path}?token=${token}`;
+  return `${proto}//${window.location.host}${path}`;
+}
+
+/** The first message of every socket: the staff token. */
+export function authMessage(): string {
+  return JSON.stringify({ type: "auth", token: getToken() ?? "" });
 }

@@ -3,10 +3,11 @@
 // Frames carry `seq` (the JetStream stream sequence): on a reconnect the per-call socket
 // replays the whole call, so every frame whose seq is not above the last one seen is
 // dropped; frames without seq (the sales snapshot, staff_duty) always pass, and a snapshot
-// starts the count again. A close with code 4401 means the token is no longer good: sign
-// out instead of retrying.
+// starts the count again. The token goes as the first message, never in the URL. A close
+// with code 4401 means the token is no longer good (expired, or the account changed):
+// sign out instead of retrying.
 import { useEffect, useRef, useState } from "react";
-import { signOut, socketUrl } from "./api";
+import { authMessage, signOut, socketUrl } from "./api";
 import type { Frame } from "./types";
 
 export type SocketStatus = "connecting" | "open" | "reconnecting";
@@ -45,13 +46,15 @@ export function useSocket(
 
     const connect = () => {
       if (stopped) return;
-      ws = new WebSocket(socketUrl(path));
-      ws.onopen = () => {
+      const socket = new WebSocket(socketUrl(path));
+      ws = socket;
+      socket.onopen = () => {
+        socket.send(authMessage());
         attempts = 0;
         setState({ status: "open", attempts: 0 });
         openRef.current?.();
       };
-      ws.onmessage = (event: MessageEvent) => {
+      socket.onmessage = (event: MessageEvent) => {
         let frame: Frame;
         try {
           frame = JSON.parse(String(event.data)) as Frame;
@@ -68,7 +71,7 @@ export function useSocket(
         }
         frameRef.current(frame);
       };
-      ws.onclose = (event: CloseEvent) => {
+      socket.onclose = (event: CloseEvent) => {
         ws = null;
         if (stopped) return;
         if (event.code === 4401) {
