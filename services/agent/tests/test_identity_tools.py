@@ -325,6 +325,11 @@ async def test_the_state_keeps_verification_per_caller_id(stranger: Call) -> Non
     other = started.model_copy(update={"from_number": "+14155550177"})
     reset = await identify_caller(store, stranger.repo, other)
     assert not reset.verified and reset.identity.code is None
+    # Verified again, then another call on the session: void as well.
+    await store.update(state.session_id, put)
+    assert (await store.get_state(state.session_id)).verified
+    again = started.model_copy(update={"call_sid": "CA2"})
+    assert not (await identify_caller(store, stranger.repo, again)).verified
 
 
 async def test_a_recognised_caller_books_a_car_on_file_without_hearing_which(john: Call) -> None:

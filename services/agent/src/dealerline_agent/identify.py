@@ -45,10 +45,11 @@ async def identify_caller(
         known = await dealership.customer_by_phone(phone)
 
     def mutate(state: ConversationState) -> None:
-        state.call_sid = started.call_sid
-        if phone and state.caller_phone not in (None, phone):
-            # Another caller ID on the same session: what the first one proved is void.
+        other_call = state.call_sid not in (None, started.call_sid)
+        if other_call or (phone and state.caller_phone not in (None, phone)):
+            # Another call or caller ID on the same session: what was proved is void.
             state.identity = IdentityCheck()
+        state.call_sid = started.call_sid
         if phone:
             state.caller_phone = phone
         if known is not None and state.customer is None:
