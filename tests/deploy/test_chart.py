@@ -1079,7 +1079,7 @@ def test_the_in_chart_redis_requires_the_password_every_url_carries(
             if isinstance(value, tuple) and value[2] == "redis-url":
                 users += 1
                 assert key.endswith("STATE_URL"), (name, key)
-    assert users == 3  # agent, escalation, aftercall
+    assert users == 4  # agent, escalation, aftercall, dashboard-api (login limits)
     # Turned off, the server takes no password and the URL carries none.
     off = helm.template(
         VALUE_SETS["cpu-trial"], [*VALUE_SET_ARGS["cpu-trial"], "redis.auth.enabled=false"]
@@ -1129,13 +1129,14 @@ def test_default_deny_and_only_the_fleets_flows(
     controller = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"][
         "ingressControllers"
     ]
+    redis_users = ("agent", "escalation", "aftercall", "dashboard-api")
     for name in SETTINGS:
         policies = policies_selecting(docs, pods[name])
         ports = egress_ports(policies)
         assert {53, 4222} <= ports, name
         # Only the services that call out reach port 443 (Twilio, the LLM).
         assert (443 in ports) == (name in ("agent", "escalation", "aftercall")), name
-        assert (6379 in ports) == (name in ("agent", "escalation", "aftercall")), name
+        assert (6379 in ports) == (name in redis_users), name
         assert (5432 in ports) == (name in ("agent", "escalation", "dashboard-api", "aftercall"))
         public = [r for r in ingress_rules(policies) if r["from"] == controller]
         assert bool(public) == (name in ("gateway", "escalation", "dashboard-api")), name
@@ -1148,11 +1149,8 @@ def test_default_deny_and_only_the_fleets_flows(
         (expr,) = peer["podSelector"]["matchExpressions"]
         assert set(expr["values"]) == set(SETTINGS)
         redis_in = ingress_rules(policies_selecting(docs, pods["redis"]))
-        assert set(redis_in[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]) == {
-            "agent",
-            "escalation",
-            "aftercall",
-        }
+        selected = redis_in[0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+        assert set(selected) == set(redis_users)
         assert egress_ports(policies_selecting(docs, pods["migrations"])) == {53, 5432}
 
 
