@@ -182,6 +182,12 @@ async def test_every_service_does_its_work_under_its_own_user(fleet: dict[str, B
     mail = await _work_one(after, subjects.NOTIFY_EMAIL, subjects.STREAM_NOTIFY, "email")
     await after.publish_durable(subjects.NOTIFY_EMAIL, b"mail")
     assert (await mail.next()).data == b"mail"
+    # The agent texts one-time codes and tells the old phone/email of a contact change.
+    sms = await _work_one(after, subjects.NOTIFY_SMS, subjects.STREAM_NOTIFY, "sms")
+    await agent.publish_durable(subjects.NOTIFY_SMS, b"code")
+    assert (await sms.next()).data == b"code"
+    await agent.publish_durable(subjects.NOTIFY_EMAIL, b"notice")
+    assert (await mail.next()).data == b"notice"
 
 
 async def _refused(

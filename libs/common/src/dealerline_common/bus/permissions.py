@@ -125,6 +125,8 @@ PERMISSIONS: dict[str, Permissions] = {
             s.ALL_SAY,
             s.ALL_COMMAND,
             s.ALL_EVENTS,
+            s.NOTIFY_SMS,  # one-time codes, notices of a contact change
+            s.NOTIFY_EMAIL,
             *_consume(s.STREAM_TRANSCRIPTS),
         ],
         [s.ALL_CONTROL, s.ALL_ESCALATION],
