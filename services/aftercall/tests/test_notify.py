@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from dealerline_aftercall.notify import Notifier, Outcome
+from dealerline_aftercall.notify.ledger import WITHHELD
 from dealerline_aftercall.notify.senders import message_id
 from dealerline_aftercall.settings import AftercallSettings
 from dealerline_common import subjects
@@ -504,6 +505,18 @@ async def test_twilio_outage_is_retried_and_sends_one_text(
     assert [m.body for m in twilio.messages] == ["Booked!"]
     assert row.provider_id == twilio.messages[0].sid
     assert app.count("sent", "sms") == 1
+
+
+async def test_a_one_time_code_is_texted_but_never_kept(
+    run_notifier: Callable[..., Any], twilio: TwilioSim
+) -> None:
+    app: Running = await run_notifier()
+    body = "Sunrise Motors: your verification code is 482913."
+    job = NotificationJob(key="verify:call5:n1", channel="sms", to=CALLER, body=body, secret=True)
+    await app.notifier.enqueue(job)
+    row = await app.wait_row(job.key, "sent")
+    assert [m.body for m in twilio.messages] == [body]
+    assert row.body == WITHHELD and "482913" not in (row.body or "")
 
 
 async def test_text_accepted_before_a_crash_is_recorded_not_resent(

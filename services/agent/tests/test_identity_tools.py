@@ -212,6 +212,7 @@ async def test_a_texted_code_verifies(stranger: Call) -> None:
     assert content.startswith("CODE_SENT")
     [text] = stranger.texts
     assert (text.channel, text.to) == ("sms", JOHN)  # the number on file, not the caller's
+    assert text.secret  # the notifier sends it but keeps no copy
     code = stranger.code()
     assert code not in content
     # The state keeps a salted hash, never the digits.

@@ -505,4 +505,7 @@ class NotificationJob(Wire):
     to: str  # an email address, or an E.164 number
     subject: str | None = None  # email only
     body: str
+    # The body holds a one-time secret (a verification code): it is sent, but never kept in
+    # the ``deliveries`` table (the row says it was withheld).
+    secret: bool = False
     created_at: float = Field(default_factory=now)

@@ -21,6 +21,9 @@ from dealerline_common.db.engine import SQLITE_IMMEDIATE
 from dealerline_common.db.models import Delivery, DeliveryStatus
 from dealerline_common.messages import NotificationJob
 
+# What the ledger keeps instead of a secret job's body (a one-time code).
+WITHHELD = "[withheld: one-time secret]"
+
 _ERROR_MAX = 2000
 
 
@@ -53,7 +56,7 @@ class Ledger:
                         session_id=job.session_id,
                         recipient=job.to,
                         subject=job.subject,
-                        body=job.body,
+                        body=WITHHELD if job.secret else job.body,
                         status=DeliveryStatus.PENDING.value,
                         attempts=0,
                     )

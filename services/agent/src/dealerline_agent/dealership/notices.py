@@ -25,6 +25,7 @@ def code_text(
             f"{dealership}: your verification code is {code}. It expires in {minutes} "
             "minutes. Never share it with anyone who calls you."
         ),
+        secret=True,
     )
 
 
