@@ -42,7 +42,7 @@ typecheck: setup ## mypy (strict) on libs/common
 	$(RUN) mypy libs/common/src
 
 pytest: setup ## Only the test suite
-	$(RUN) pytest
+	$(RUN) pytest --durations=30
 
 test: lint typecheck pytest ## Everything CI runs: format check, lint, import contracts, sizes, mypy, pytest
 
