@@ -12,6 +12,10 @@ notifications, one record per task; see :mod:`.keys`), and
 :meth:`StateStore.sync_atomic_updates_to_state` merges them in at the start of a turn,
 exactly once, in the same atomic step as the state write.
 
+:meth:`StateStore.count_in_window` counts events per name within a rolling window (a
+sorted set in Redis), atomically and across processes: limits that must hold across calls
+and replicas, such as failed identity checks per customer.
+
 Two implementations share the interface and one test suite: :class:`RedisStateStore`
 (production; WATCH/MULTI/EXEC) and :class:`MemoryStateStore` (the embedded default for a
 single process; an ``asyncio.Lock`` gives the same guarantees). Pick one with
@@ -19,14 +23,14 @@ single process; an ``asyncio.Lock`` gives the same guarantees). Pick one with
 
 - :mod:`.base`: the :class:`StateStore` interface and the shared update cycle;
 - :mod:`.errors`: the errors the stores raise;
-- :mod:`.keys`: a session's key layout;
+- :mod:`.keys`: a session's key layout (and a window counter's key);
 - :mod:`.stored`: decoding stored documents, notifications and task records;
 - :mod:`.merge`: merging background results into the state;
 - :mod:`.memory_store` / :mod:`.redis_store`: the two stores;
 - :mod:`.from_url`: :func:`state_store_from_url`.
 """
 
-from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, Mutator, StateStore
+from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, Mutator, StateStore, WindowCount
 from .errors import StateConflictError, StateStoreError, StateStoreUnavailable
 from .from_url import state_store_from_url
 from .memory_store import MemoryStateStore
@@ -42,5 +46,6 @@ __all__ = [
     "StateStore",
     "StateStoreError",
     "StateStoreUnavailable",
+    "WindowCount",
     "state_store_from_url",
 ]

@@ -1,12 +1,15 @@
 """The state store interface: an optimistic-locked document per session plus side keys
-for background results, and the read-mutate-write cycle with bounded retries that every
-store shares (:meth:`StateStore.update`)."""
+for background results, the read-mutate-write cycle with bounded retries that every
+store shares (:meth:`StateStore.update`), and counters of events within a rolling window
+shared by every process (:meth:`StateStore.count_in_window`)."""
 
 from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from tenacity import (
     AsyncRetrying,
@@ -20,7 +23,15 @@ from ..state import BackgroundTask, ConversationState, Notification
 from .errors import LostRace, StateConflictError
 from .keys import SessionKeys, check_id
 
-__all__ = ["DEFAULT_RETRIES", "DEFAULT_TTL_S", "Mutator", "StateStore", "lost_race_retrying"]
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TTL_S",
+    "Mutator",
+    "StateStore",
+    "WindowCount",
+    "check_window",
+    "lost_race_retrying",
+]
 
 log = get_logger(__name__)
 
@@ -39,6 +50,25 @@ def lost_race_retrying(attempts: int, backoff_s: float) -> AsyncRetrying:
         wait=wait_random_exponential(multiplier=backoff_s / 8, max=backoff_s),
         reraise=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    """What :meth:`StateStore.count_in_window` found: the events within the window, and
+    whether the event it was given is among them (recorded now or before)."""
+
+    count: int
+    counted: bool
+
+
+def check_window(window_s: float, event: str | None, limit: int | None) -> None:
+    """Refuse a window, event or limit that cannot make a counter (before any I/O)."""
+    if not (isinstance(window_s, int | float) and math.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s must be a finite number > 0, got {window_s!r}")
+    if event is not None and (not isinstance(event, str) or not event):
+        raise ValueError(f"event must be a non-empty string or None, got {event!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
 
 
 class StateStore(abc.ABC):
@@ -156,6 +186,24 @@ class StateStore(abc.ABC):
         each task record replaces the state's copy if newer, or is appended. Returns the
         stored state; its version is bumped only if something changed. Raises
         :class:`StateConflictError` if concurrent writers won every attempt.
+        """
+
+    # -- counters shared by every session -------------------------------------------------
+
+    @abc.abstractmethod
+    async def count_in_window(
+        self, name: str, window_s: float, *, event: str | None = None, limit: int | None = None
+    ) -> WindowCount:
+        """Count the events of counter ``name`` within the last ``window_s`` seconds, in
+        one atomic step that first forgets older events and records ``event`` if given.
+
+        An event id counts once (recording it again changes nothing, so a retried call
+        never counts twice). With ``limit``, a new event is recorded only while fewer
+        than ``limit`` are counted, so a caller reserves a slot and learns whether it got
+        one in the same step, across processes: ``counted`` says whether ``event`` is
+        now within the window. The counter belongs to no session (key
+        ``{namespace}window:<name>``) and expires ``window_s`` after its newest event.
+        Raises ValueError on a bad argument, before touching the store.
         """
 
     # -- housekeeping ----------------------------------------------------------------------

@@ -7,19 +7,29 @@ With an optional namespace prefix ``ns``::
     {ns}delivered_notifications:<sid>  SET of notification ids already merged
     {ns}task:<sid>:<task_id>           one BackgroundTask (JSON)
     {ns}tasks:<sid>                    SET of task ids: an index, so a turn never SCANs
+
+and, belonging to no session (shared by every process on the namespace)::
+
+    {ns}window:<name>                  ZSET of event ids scored by time (count_in_window)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SessionKeys", "check_id"]
+__all__ = ["SessionKeys", "check_id", "window_key"]
 
 
 def check_id(name: str, value: str) -> None:
     """Reject an empty or non-string session/task id before it becomes part of a key."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def window_key(ns: str, name: str) -> str:
+    """The key of the counter ``name`` (see :meth:`StateStore.count_in_window`)."""
+    check_id("name", name)
+    return f"{ns}window:{name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from ..logs import get_logger
 from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
-from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore
-from .keys import SessionKeys, check_id
+from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore, WindowCount, check_window
+from .keys import SessionKeys, check_id, window_key
 from .merge import merge_notifications, merge_tasks
 from .stored import (
     next_version,
@@ -31,7 +31,7 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class _Entry:
-    value: str | list[str] | set[str]
+    value: str | list[str] | set[str] | dict[str, float]  # a dict: event id -> time
     expires_at: float
 
 
@@ -89,6 +89,14 @@ class MemoryStateStore(StateStore):
             return []
         assert isinstance(entry.value, list)
         return entry.value
+
+    def _get_events(self, key: str, since: float) -> dict[str, float]:
+        """A window counter's events after ``since`` (a copy)."""
+        entry = self._live(key)
+        if entry is None:
+            return {}
+        assert isinstance(entry.value, dict)
+        return {event: at for event, at in entry.value.items() if at > since}
 
     def _put(self, key: str, value: str | list[str] | set[str]) -> None:
         self._data[key] = _Entry(value, self._clock() + self.ttl_s)
@@ -184,6 +192,25 @@ class MemoryStateStore(StateStore):
             version=state.version,
         )
         return state
+
+    async def count_in_window(
+        self, name: str, window_s: float, *, event: str | None = None, limit: int | None = None
+    ) -> WindowCount:
+        check_window(window_s, event, limit)
+        key = window_key(self.namespace, name)
+        async with self._lock:
+            t = self._clock()
+            events = self._get_events(key, t - window_s)
+            counted = event is not None and event in events
+            if event is not None and not counted and (limit is None or len(events) < limit):
+                events[event] = t
+                counted = True
+            if events:
+                self._data[key] = _Entry(events, max(events.values()) + window_s)
+            else:
+                self._data.pop(key, None)
+            self._sweep()
+        return WindowCount(count=len(events), counted=counted)
 
     async def key_ttls(self, session_id: str) -> dict[str, float]:
         keys = self.keys(session_id)

@@ -18,9 +18,16 @@ from tenacity import (
 from ..logs import get_logger
 from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
-from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore, lost_race_retrying
-from .errors import LostRace, StateConflictError, StateStoreUnavailable
-from .keys import SessionKeys, check_id
+from .base import (
+    DEFAULT_RETRIES,
+    DEFAULT_TTL_S,
+    StateStore,
+    WindowCount,
+    check_window,
+    lost_race_retrying,
+)
+from .errors import LostRace, StateConflictError, StateStoreError, StateStoreUnavailable
+from .keys import SessionKeys, check_id, window_key
 from .merge import merge_notifications, merge_tasks
 from .stored import (
     next_version,
@@ -37,8 +44,8 @@ try:  # the Redis client is the optional ``dealerline-common[state]`` extra
     from redis.asyncio.retry import Retry as RedisRetry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError, WatchError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from redis.exceptions import WatchError
 
     _REDIS_IMPORT_ERROR: ImportError | None = None
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
@@ -61,6 +68,29 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do
   redis.call('PEXPIRE', ARGV[1] .. id, ARGV[2])
 end
 return 1
+"""
+
+
+# A counter of events within a rolling window (count_in_window): a sorted set of event ids
+# scored by the Redis server's own clock in milliseconds (one clock for every replica).
+# KEYS[1] the set; ARGV: window in ms, the event id ('' none), the limit ('' none).
+# Returns {events within the window, 1 if the event is among them}.
+_WINDOW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local counted = 0
+if ARGV[2] ~= '' then
+  if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+    counted = 1
+  elseif ARGV[3] == '' or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+    redis.call('ZADD', KEYS[1], now, ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], window)
+    counted = 1
+  end
+end
+return {redis.call('ZCARD', KEYS[1]), counted}
 """
 
 
@@ -284,6 +314,27 @@ class RedisStateStore(StateStore):
                 f"{attempts} attempts to merge background updates"
             ) from None
         raise AssertionError("unreachable: tenacity either returned or raised")
+
+    async def count_in_window(
+        self, name: str, window_s: float, *, event: str | None = None, limit: int | None = None
+    ) -> WindowCount:
+        check_window(window_s, event, limit)
+        key = window_key(self.namespace, name)
+        args: list[str | int] = [
+            max(1, round(window_s * 1000)),
+            event or "",
+            "" if limit is None else limit,
+        ]
+
+        async def count() -> WindowCount:
+            try:
+                found = await self._redis.eval(_WINDOW_LUA, 1, key, *args)
+            except ResponseError as exc:  # e.g. the key holds another type
+                raise StateStoreError(f"window counter {key!r} unusable: {exc}") from exc
+            n, counted = (int(v) for v in found)
+            return WindowCount(count=n, counted=bool(counted))
+
+        return await self._io("count_in_window", f"window:{name}", count)
 
     async def key_ttls(self, session_id: str) -> dict[str, float]:
         keys = self.keys(session_id)
