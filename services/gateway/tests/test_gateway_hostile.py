@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from gw_testkit import (
@@ -30,6 +30,7 @@ from dealerline_common import audio, subjects
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AudioMeta,
+    KeyPresses,
     StreamStarted,
     TurnTimings,
     UtteranceMeta,
@@ -39,6 +40,8 @@ from dealerline_common.messages import (
 from dealerline_gateway.caller_audio import CallerAudio, CallerEvent
 from dealerline_gateway.codec import MediaFrame
 from dealerline_gateway.playback import Playback
+
+T = TypeVar("T")
 
 # ----------------------------------------------------------------- the caller's audio
 
@@ -80,11 +83,11 @@ def test_payloads_of_any_length_are_cut_into_whole_frames_in_order() -> None:
 # ----------------------------------------------------------------- through the gateway
 
 
-async def next_started(control: Collector, within_s: float = 15.0) -> StreamStarted:
-    async def find() -> StreamStarted:
+async def next_of(control: Collector, kind: type[T], within_s: float = 15.0) -> T:
+    async def find() -> T:
         while True:
             parsed = parse_control((await control.queue.get()).data)
-            if isinstance(parsed, StreamStarted):
+            if isinstance(parsed, kind):
                 return parsed
 
     return await asyncio.wait_for(find(), within_s)
@@ -93,7 +96,7 @@ async def next_started(control: Collector, within_s: float = 15.0) -> StreamStar
 async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> str:
     params = await start_call(run, fake.call_sid)
     await fake.start(params)
-    started = await next_started(control)
+    started = await next_of(control, StreamStarted)
     assert started.session_id == params["session_id"]
     return params["session_id"]
 
@@ -257,3 +260,24 @@ async def test_utterances_waiting_for_the_bus_are_capped(nats_server: NatsServer
         dropped = [e for e in logs if e["event"].startswith("utterance dropped")]
         assert len(dropped) == 1 and dropped[0]["session_id"] == sid
         assert "dealerline_gateway_utterances_total 2.0" in await metrics_text(gw)
+
+
+async def test_bad_frames_are_logged_once_per_reason_and_all_counted(gateway: Running) -> None:
+    """A stream of nothing but bad frames cannot flood the logs: each reason is logged
+    once per stream, every frame is counted."""
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    with capture_logs() as logs:
+        async with twilio_stream(gateway) as fake:
+            sid = await open_call(gateway, fake, control)
+            for _ in range(50):
+                await fake.send("not json")
+                await fake.send(b"\x00binary")
+            # frames are handled in order: once the key press is out, all were seen
+            await fake.send({"event": "dtmf", "streamSid": fake.stream_sid, "dtmf": {"digit": "#"}})
+            await next_of(control, KeyPresses)
+    skipped = [e for e in logs if e["event"] == "bad media-stream frame skipped"]
+    assert sorted(e["reason"] for e in skipped) == ["binary frame", "invalid_json"]
+    assert all(e["session_id"] == sid for e in skipped)
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_bad_frames_total{reason="invalid_json"} 50.0' in metrics
+    assert 'dealerline_gateway_bad_frames_total{reason="binary frame"} 50.0' in metrics

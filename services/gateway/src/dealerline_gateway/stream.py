@@ -70,9 +70,6 @@ POLICY_VIOLATION = 1008
 _MESSAGE_TOO_BIG = 1009  # uvicorn closed the socket: a message over ws_max_message_bytes
 _TASK_FAILED = 1011  # WebSocket "internal error"
 _STALL_SWEEP_S = 0.1
-# Frame errors that repeat for every frame of a misbehaving stream: logged once per stream
-# (still counted every time).
-_LOG_ONCE = frozenset({"media_before_start"})
 
 
 class _Stop(Exception):
@@ -176,11 +173,12 @@ class MediaSession:
         return exc.reason
 
     def _bad_frame(self, reason: str) -> None:
+        """Count every bad frame; log each reason once per stream, so that a stream
+        sending nothing but bad frames cannot flood the logs."""
         self.deps.gm.bad_frames.labels(reason).inc()
-        if reason in _LOG_ONCE:
-            if reason in self._logged_once:
-                return
-            self._logged_once.add(reason)
+        if reason in self._logged_once:
+            return
+        self._logged_once.add(reason)
         log.warning("bad media-stream frame skipped", reason=reason, session_id=self.session_id)
 
     async def _on_frame(self, frame: codec.InboundFrame) -> None:
