@@ -48,3 +48,8 @@ class AgentMetrics:
         self.escalations = m.counter(
             "agent_escalation_turns_total", "Turns spoken on an escalation status", ["status"]
         )
+        self.verification_locked = m.counter(
+            "agent_verification_locked_total",
+            "Fact checks or code sends refused by a customer's limit across calls",
+            ["kind"],
+        )  # fact | code

@@ -94,6 +94,26 @@ class AgentSettings(ServiceSettings):
     verify_fact_failures: int = Field(
         default=3, ge=1, le=5, description="wrong plates/VINs/services before facts stop counting"
     )
+    verify_customer_failures: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="wrong facts for one customer, over every call in the window, before no "
+        "fact can verify that customer",
+    )
+    verify_customer_codes: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="verification codes texted to one customer, over every call in the window",
+    )
+    verify_customer_window_s: float = Field(
+        default=86400.0,
+        ge=60,
+        le=30 * 86400,
+        description="the rolling window of the per-customer limits (shared by every replica "
+        "through the state store)",
+    )
 
     def identity_rules(self) -> IdentityRules:
         return IdentityRules(
@@ -101,6 +121,9 @@ class AgentSettings(ServiceSettings):
             code_attempts=self.verify_code_attempts,
             max_codes_per_call=self.verify_codes_per_call,
             max_fact_failures=self.verify_fact_failures,
+            customer_failures=self.verify_customer_failures,
+            customer_codes=self.verify_customer_codes,
+            customer_window_s=self.verify_customer_window_s,
         )
 
     @property

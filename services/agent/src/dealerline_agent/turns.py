@@ -38,6 +38,7 @@ from .commands import publish_notification, request_escalation, request_hangup
 from .commit import commit_turn
 from .dealership.context import ToolContext
 from .dealership.effects import ToolEffect
+from .dealership.limits import CustomerLimits
 from .dealership.repo import Dealership
 from .expects import expects_for
 from .graph import Graph
@@ -212,6 +213,7 @@ class TurnRunner:
         return record, reply
 
     def _config(self, sid: str, turn: TurnInput, state: ConversationState) -> RunnableConfig:
+        rules = self.p.settings.identity_rules()
         ctx = ToolContext(
             session_id=sid,
             state=state.model_copy(deep=True),
@@ -222,7 +224,8 @@ class TurnRunner:
             turn_id=turn.turn_id,
             publish_notification=partial(publish_notification, self.p.bus),
             dealership_name=self.p.settings.dealership_name,
-            identity_rules=self.p.settings.identity_rules(),
+            identity_rules=rules,
+            limits=CustomerLimits(self.p.store, rules, self.p.metrics),
         )
         return {
             "configurable": {"tool_context": ctx},

@@ -11,6 +11,7 @@ from dealerline_common.messages import EscalationRequest, NotificationJob
 from dealerline_common.state import ConversationState
 
 from .identity import IdentityRules
+from .limits import CustomerLimits
 from .repo import Dealership
 
 __all__ = ["TOOL_CONTEXT_KEY", "ToolContext", "tool_context"]
@@ -42,6 +43,9 @@ class ToolContext:
     publish_notification: Callable[[NotificationJob], Awaitable[None]] | None = None
     dealership_name: str = "the dealership"
     identity_rules: IdentityRules = field(default_factory=IdentityRules)
+    # Wrong facts and texted codes per customer across calls and replicas (the state
+    # store's counters). None: not wired (unit tests of one call); the service always is.
+    limits: CustomerLimits | None = None
 
 
 def tool_context(config: Any) -> ToolContext:

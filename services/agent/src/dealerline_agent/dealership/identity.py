@@ -45,12 +45,17 @@ _PBKDF2_ROUNDS = 20_000
 
 @dataclass(frozen=True)
 class IdentityRules:
-    """How long a texted code lives and how many tries a call gets."""
+    """How long a texted code lives and how many tries a call gets; and how many wrong
+    facts and texted codes one customer gets across calls within a rolling window
+    (:mod:`.limits`)."""
 
     code_ttl_s: float = 300.0
     code_attempts: int = 3
     max_codes_per_call: int = 3
     max_fact_failures: int = 3
+    customer_failures: int = 5
+    customer_codes: int = 5
+    customer_window_s: float = 86400.0
 
 
 def caller_id_matches(state: ConversationState, customer: CustomerInfo) -> bool:

@@ -1,7 +1,9 @@
 """Verification tools: proving the caller is the customer on the state, by the call's own
 caller ID plus a fact only the customer knows, or by a code texted to the number on file
-(the rules are in :mod:`..identity`). Their replies never repeat a fact or a code, and
-say nothing about the customer until the caller is verified."""
+(the rules are in :mod:`..identity`), within per-call limits and per-customer limits
+across calls (:mod:`..limits`; a store that cannot count refuses to verify). Their
+replies never repeat a fact or a code, and say nothing about the customer until the
+caller is verified."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import secrets
 
 from dealerline_common.logs import get_logger
 from dealerline_common.state import CustomerInfo
+from dealerline_common.state_store import StateStoreError
 
 from ..context import ToolContext
 from ..effects import ToolEffect
 from ..identity import caller_id_matches, check_code, fact_matches, new_code
+from ..limits import CODES_LOCKED, FACTS_LOCKED, UNAVAILABLE
 from ..notices import code_text
 from ..repo import DealershipError
 from .args import CheckCodeArgs, NoArgs, VerifyArgs
@@ -59,12 +63,24 @@ async def verify_identity(ctx: ToolContext, args: VerifyArgs) -> Result:
             f"cannot verify it; {_OFFER_CODE}.",
             ToolEffect(),
         )
+    try:
+        if ctx.limits is not None and await ctx.limits.facts_locked(ctx.session_id, customer.id):
+            return (FACTS_LOCKED, ToolEffect())
+    except StateStoreError:
+        log.exception("verification limits unavailable", session_id=ctx.session_id)
+        return (UNAVAILABLE, ToolEffect())
+    return await _check_fact(ctx, customer, args.fact)
+
+
+async def _check_fact(ctx: ToolContext, customer: CustomerInfo, fact: str) -> Result:
+    """Judge the fact; a wrong one counts on this call and for the customer."""
     upcoming = await ctx.repo.upcoming_appointments(customer.id)
     try:
-        service: str | None = (await ctx.repo.find_service(args.fact)).name
+        service: str | None = (await ctx.repo.find_service(fact)).name
     except DealershipError:
         service = None
-    if fact_matches(args.fact, customer, upcoming, service):
+    identity = ctx.state.identity
+    if fact_matches(fact, customer, upcoming, service):
         done = identity.model_copy(
             update={"verified_customer_id": customer.id, "method": "caller_id_and_fact"}
         )
@@ -73,6 +89,12 @@ async def verify_identity(ctx: ToolContext, args: VerifyArgs) -> Result:
         return (reply, ToolEffect(customer=customer, identity=done))
     failed = identity.model_copy(update={"fact_failures": identity.fact_failures + 1})
     left = ctx.identity_rules.max_fact_failures - failed.fact_failures
+    if ctx.limits is not None:
+        try:
+            left = min(left, await ctx.limits.fact_failed(customer.id, fact))
+        except StateStoreError:
+            log.exception("verification limits unavailable", session_id=ctx.session_id)
+            return (UNAVAILABLE, ToolEffect(identity=failed))
     log.info("verification fact refused", session_id=ctx.session_id, tries_left=left)
     return (
         f"NOT_VERIFIED: that does not match what is on file ({left} tries left). Ask once "
@@ -96,6 +118,12 @@ async def send_verification_code(ctx: ToolContext, _args: NoArgs) -> Result:
             "of the VIN or the booked service instead, or offer a team member.",
             ToolEffect(),
         )
+    try:
+        if ctx.limits is not None and not await ctx.limits.take_code(ctx.session_id, customer.id):
+            return (CODES_LOCKED, ToolEffect())
+    except StateStoreError:
+        log.exception("verification limits unavailable", session_id=ctx.session_id)
+        return (UNAVAILABLE, ToolEffect())
     code, pending = new_code(customer.id, ctx.clock().timestamp(), rules)
     job = code_text(
         ctx.session_id,
