@@ -7,6 +7,9 @@ A caller from another number asks for John Carter's appointment and tries to can
 move it: every tool refuses, nothing changes in the database and nothing about John is
 spoken. The real John verifies by his plate (from his own number) or by a code texted to
 his number on file (read from the ``notify.sms`` job the agent publishes), then moves it.
+A caller who spoofs John's number gets no fresh tries at a fact by calling again, and
+calls cannot have more codes texted to John than his limit (both held in the state store,
+so across calls and replicas).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from langchain_core.messages import ToolMessage
 from nats.aio.msg import Msg
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from dealerline_agent.history import from_dicts
@@ -133,11 +137,12 @@ async def world(
             yield World(agent, llm, client, store, db_url, texts)
         finally:
             await agent.drain()
-            if state_kind == "redis":
-                cleanup = state_store_from_url(redis, namespace=namespace)
-                for sid in ("s_hostile", "s_fact", "s_code"):
-                    await cleanup.delete(sid)
-                await cleanup.close()
+            if state_kind == "redis":  # every key of the namespace: sessions and counters
+                raw = Redis.from_url(redis, decode_responses=True)
+                keys = [k async for k in raw.scan_iter(match=f"{namespace}*", count=1000)]
+                if keys:
+                    await raw.delete(*keys)
+                await raw.aclose()
 
 
 def next_wednesday() -> date:
@@ -230,3 +235,44 @@ async def test_john_from_another_phone_verifies_by_a_texted_code(world: World) -
         await asyncio.sleep(0.05)
     [notice] = [t for t in world.texts if t.to == "john.carter@example.com"]
     assert notice.channel == "email" and "If this was not you" in notice.body
+
+
+async def test_calling_again_gives_no_fresh_tries_at_johns_facts(world: World) -> None:
+    """Caller ID spoofed as John's: 3 wrong plates on the first call (its own limit), 2 on
+    the second use up John's 5 for the day; then John's real plate verifies no call."""
+    wrong = iter(["1AAA111", "2BBB222", "3CCC333", "4DDD444", "5EEE555"])
+    for sid, tries in (("s_guess1", 3), ("s_guess2", 2)):
+        caller = await world.call(sid, JOHN)
+        for _ in range(tries):
+            says = await caller.turn(await caller.say(f"My plate is {next(wrong)}"))
+            assert "NOT_VERIFIED" in " ".join(s.text for s in says)
+    says = await caller.turn(await caller.say("My plate is 8ABC123"))
+    assert "VERIFICATION_LOCKED" in " ".join(s.text for s in says)
+    third = await world.call("s_guess3", JOHN)
+    says = await third.turn(await third.say("My plate is 8ABC123"))
+    assert "VERIFICATION_LOCKED" in " ".join(s.text for s in says)
+    says = await third.turn(await third.say("What are my appointments?"))
+    assert "VERIFICATION_REQUIRED" in " ".join(s.text for s in says)
+    assert "Synthetic" not in spoken(third) and "8ABC" not in spoken(third).replace(" ", "")
+    for sid in ("s_guess1", "s_guess2", "s_guess3"):
+        assert not (await world.store.get_state(sid)).verified
+
+
+async def test_calling_again_texts_john_no_more_than_his_limit(world: World) -> None:
+    """Three calls asking for codes for John: 3 on the first (its own limit), 2 on the
+    second, then none, on this call or the next."""
+    for sid, asks in (("s_bomb1", 3), ("s_bomb2", 3), ("s_bomb3", 1)):
+        caller = await world.call(sid, STRANGER)
+        await caller.turn(await caller.say("Hi, this is John Carter"))
+        for _ in range(asks):
+            await caller.turn(await caller.say("Can you text me a code?"))
+    sends = (await world.tool_results("s_bomb2"))["send_verification_code"]
+    assert [r.split(":")[0] for r in sends] == ["CODE_SENT", "CODE_SENT", "VERIFICATION_LOCKED"]
+    [last] = (await world.tool_results("s_bomb3"))["send_verification_code"]
+    assert last.startswith("VERIFICATION_LOCKED")
+    assert "VERIFICATION_LOCKED" in spoken(caller)
+    for _ in range(100):  # the texts are published before each tool answers
+        if len(world.texts) >= 5:
+            break
+        await asyncio.sleep(0.05)
+    assert [t.to for t in world.texts] == [JOHN] * 5

@@ -140,7 +140,8 @@ back the service, day, time and vehicle and wait for the caller's yes; only then
 the tool with confirmed=true. A tool result starting with ERROR tells you what to ask. \
 Existing appointments, vehicles and contact details need a verified caller: on \
 VERIFICATION_REQUIRED ask for their plate, the last 6 of the VIN or the booked service \
-(verify_identity), or offer a texted code; never hint at what is on file. \
+(verify_identity), or offer a texted code; never hint at what is on file. On \
+VERIFICATION_LOCKED stop asking for proof and offer a team member or a callback. \
 When the caller asks for a person, call request_human_agent and keep helping meanwhile. \
 When nobody on the team could be reached, offer a callback; when the caller agrees or asks \
 to be called back, ask when suits them and what it is about (if they have not said), then \
