@@ -1,14 +1,18 @@
 """A gateway that hostile input cannot stall (issue 16): each bound on a media stream,
 shown on the caller's audio path and through the real gateway (uvicorn, a real
 nats-server): an oversized WebSocket message closes only its own socket, a socket that
-never starts is closed, one media frame cannot carry seconds of audio, and a call's
-utterances waiting for the bus are capped."""
+never starts is closed, one media frame cannot carry seconds of audio, a call's
+utterances waiting for the bus are capped, bad frames cannot flood the logs, a socket
+flooding messages is closed, and one socket's burst does not hold the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import json
+import re
 from typing import Any, TypeVar
 
 import httpx
@@ -24,7 +28,9 @@ from gw_testkit import (
     twilio_stream,
     voiced_signal,
 )
+from starlette.types import Message
 from structlog.testing import capture_logs
+from websockets.exceptions import ConnectionClosed
 
 from dealerline_common import audio, subjects
 from dealerline_common.local_nats import NatsServer
@@ -39,7 +45,9 @@ from dealerline_common.messages import (
 )
 from dealerline_gateway.caller_audio import CallerAudio, CallerEvent
 from dealerline_gateway.codec import MediaFrame
+from dealerline_gateway.flood import BURST, MessageBudget
 from dealerline_gateway.playback import Playback
+from dealerline_gateway.stream import MediaSession
 
 T = TypeVar("T")
 
@@ -281,3 +289,82 @@ async def test_bad_frames_are_logged_once_per_reason_and_all_counted(gateway: Ru
     metrics = await metrics_text(gateway)
     assert 'dealerline_gateway_bad_frames_total{reason="invalid_json"} 50.0' in metrics
     assert 'dealerline_gateway_bad_frames_total{reason="binary frame"} 50.0' in metrics
+
+
+# ----------------------------------------------------------------- floods
+
+
+def test_the_message_budget_allows_a_burst_then_the_rate() -> None:
+    budget = MessageBudget(0.0, rate=10.0, burst=5.0)
+    assert [budget.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert budget.take(0.1) and not budget.take(0.1)  # one more after 100 ms at 10/s
+    assert all(budget.take(10.0) for _ in range(5))  # refilled, never past the burst
+    assert not budget.take(10.0)
+    assert budget.take(5.0) is False  # a clock going back adds nothing
+
+
+async def test_a_socket_flooding_messages_is_closed(gateway: Running) -> None:
+    """Far more messages than Twilio sends (50 a second): past the budget's burst the
+    socket is closed (1008, counted as flood), and the other call plays on."""
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with (
+        twilio_stream(gateway, "CA00000000000000000000000000000031") as flood,
+        twilio_stream(gateway, "CA00000000000000000000000000000032") as fine,
+    ):
+        await open_call(gateway, flood, control)
+        sid = await open_call(gateway, fine, control)
+        sent = 0
+        with contextlib.suppress(ConnectionClosed):
+            while sent < 2 * BURST and not flood.closed.is_set():
+                await flood.ws.send("not json")
+                sent += 1
+        await asyncio.wait_for(flood.closed.wait(), 15)
+        assert flood.close_code == 1008
+        await play_reply(gateway, sid, fine, "turn_1")
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_streams_rejected_total{reason="flood"} 1.0' in metrics
+    counted = re.search(r'bad_frames_total\{reason="invalid_json"\} (\d+)', metrics)
+    assert counted is not None and BURST - 10 <= float(counted.group(1)) < sent
+
+
+class QueuedSocket:
+    """A WebSocket whose messages are all queued already, as uvicorn queues a whole
+    network read: taking one never suspends."""
+
+    def __init__(self, texts: list[str], trace: list[str]) -> None:
+        self._messages: list[Message] = [{"type": "websocket.receive", "text": t} for t in texts]
+        self._trace = trace
+
+    async def accept(self) -> None:
+        return None
+
+    async def receive(self) -> Message:
+        self._trace.append("message")
+        if not self._messages:
+            return {"type": "websocket.disconnect", "code": 1000}
+        return self._messages.pop(0)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        return None
+
+
+async def test_the_session_yields_between_messages(gateway: Running) -> None:
+    """One socket's burst of queued messages does not hold the event loop: between any
+    two of them, another task gets its turn."""
+    trace: list[str] = []
+    ws = QueuedSocket(["not json"] * 200, trace)
+    session = MediaSession(gateway.app.state.gateway.stream_deps, ws)  # type: ignore[arg-type]
+    done = asyncio.Event()
+
+    async def other_call() -> None:
+        while not done.is_set():
+            trace.append("other")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_call())
+    await session.run()
+    done.set()
+    await other
+    handled = [i for i, what in enumerate(trace) if what == "message"]
+    assert len(handled) == 201
+    assert all(trace[a + 1 : b].count("other") >= 1 for a, b in itertools.pairwise(handled))

@@ -17,8 +17,10 @@ Hostile input holds neither the event loop nor the other calls: uvicorn closes a
 whose message is over ``ws_max_message_bytes`` (1009, counted as ``message_too_big``);
 the codec refuses a media payload over ``media_payload_max_bytes`` before decoding it;
 a socket that sends no ``start`` within ``stream_start_timeout_s`` is refused (1008,
-``start_timeout``); the caller's audio costs linear work per payload and the call's
-utterances waiting for the bus are capped (:mod:`.listener`).
+``start_timeout``); a socket sending far more messages than Twilio does is closed
+(1008, ``flood``, :mod:`.flood`); the session yields to the loop between messages; the
+caller's audio costs linear work per payload and the call's utterances waiting for the
+bus are capped (:mod:`.listener`).
 
 Tracing (when on): the stream is the call's root span ``gateway.call`` (:mod:`.call`);
 each utterance opens a ``gateway.turn`` span (:mod:`.turns`); each sentence played is a
@@ -53,6 +55,7 @@ from .call import StreamCall
 from .caller_audio import CallerAudio, CallerEvent
 from .codec import BadFrame, DtmfFrame, MarkFrame, MediaFrame, StartFrame
 from .control_lane import ControlLane
+from .flood import MessageBudget
 from .keypad import KEYS, KeyRuns
 from .lifecycle import Lifecycle, Refused, admit
 from .listener import Listener
@@ -113,7 +116,9 @@ class MediaSession:
     async def run(self) -> None:
         await self.ws.accept()
         reason = "disconnect"
-        start_by = asyncio.get_running_loop().time() + self.settings.stream_start_timeout_s
+        loop = asyncio.get_running_loop()
+        start_by = loop.time() + self.settings.stream_start_timeout_s
+        budget = MessageBudget(loop.time())
         try:
             while True:
                 try:
@@ -127,6 +132,8 @@ class MediaSession:
                         self._bad_frame(reason)
                     break
                 try:
+                    if not budget.take(loop.time()):
+                        await self._refuse("flood", self.session_id)
                     await self._on_frame(self._parse(message))
                 except BadFrame as exc:
                     self._bad_frame(self._judge(exc))
@@ -144,7 +151,13 @@ class MediaSession:
     async def _receive(self, start_by: float) -> Message:
         """The next message (a gone socket reads as a disconnect). Until the stream has
         started, only until ``start_by`` (loop time): a socket that sends no ``start`` by
-        then is refused, so it holds nothing for longer."""
+        then is refused, so it holds nothing for longer.
+
+        It yields to the loop first, every time: uvicorn queues all the messages of one
+        network read at once and taking a queued one does not suspend, so without it one
+        socket's burst (thousands of small messages) would run to its end before any
+        other call's playback or frames got a turn."""
+        await asyncio.sleep(0)
         try:
             if self.call is not None:
                 return await self.ws.receive()
