@@ -45,7 +45,7 @@ from dealerline_common.messages import (
 )
 from dealerline_gateway.caller_audio import CallerAudio, CallerEvent
 from dealerline_gateway.codec import MediaFrame
-from dealerline_gateway.flood import BURST, MessageBudget
+from dealerline_gateway.flood import BEFORE_START, BURST, MessageBudget
 from dealerline_gateway.playback import Playback
 from dealerline_gateway.stream import MediaSession
 
@@ -198,7 +198,7 @@ async def test_a_socket_that_never_starts_is_closed(nats_server: NatsServer) -> 
                 while not chatty.closed.is_set():
                     await chatty.send(media_message(chatty, b"\xff" * 160))
                     await chatty.send("not json")
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.2)  # under the budget before start
 
             talker = asyncio.create_task(keep_talking())
             for sock in (silent, chatty):
@@ -301,6 +301,10 @@ def test_the_message_budget_allows_a_burst_then_the_rate() -> None:
     assert all(budget.take(10.0) for _ in range(5))  # refilled, never past the burst
     assert not budget.take(10.0)
     assert budget.take(5.0) is False  # a clock going back adds nothing
+    fresh = MessageBudget(0.0)
+    assert all(fresh.take(0.0, started=False) for _ in range(BEFORE_START))
+    assert not fresh.take(0.0, started=False)  # Twilio sends one message before start
+    assert fresh.take(0.0)
 
 
 async def test_a_socket_flooding_messages_is_closed(gateway: Running) -> None:
@@ -325,6 +329,24 @@ async def test_a_socket_flooding_messages_is_closed(gateway: Running) -> None:
     assert 'dealerline_gateway_streams_rejected_total{reason="flood"} 1.0' in metrics
     counted = re.search(r'bad_frames_total\{reason="invalid_json"\} (\d+)', metrics)
     assert counted is not None and BURST - 10 <= float(counted.group(1)) < sent
+
+
+async def test_a_socket_that_floods_before_start_is_closed(gateway: Running) -> None:
+    control = await collect(gateway.probe, subjects.ALL_CONTROL)
+    async with (
+        twilio_stream(gateway, "CA00000000000000000000000000000041") as early,
+        twilio_stream(gateway, "CA00000000000000000000000000000042") as fine,
+    ):
+        sid = await open_call(gateway, fine, control)
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(BEFORE_START + 5):
+                await early.send(media_message(early, b"\xff" * 160))
+        await asyncio.wait_for(early.closed.wait(), 15)
+        assert early.close_code == 1008
+        await play_reply(gateway, sid, fine, "turn_1")
+    metrics = await metrics_text(gateway)
+    assert 'dealerline_gateway_streams_rejected_total{reason="flood"} 1.0' in metrics
+    assert f'bad_frames_total{{reason="media_before_start"}} {BEFORE_START}.0' in metrics
 
 
 class QueuedSocket:
@@ -352,7 +374,7 @@ async def test_the_session_yields_between_messages(gateway: Running) -> None:
     """One socket's burst of queued messages does not hold the event loop: between any
     two of them, another task gets its turn."""
     trace: list[str] = []
-    ws = QueuedSocket(["not json"] * 200, trace)
+    ws = QueuedSocket(["not json"] * BEFORE_START, trace)
     session = MediaSession(gateway.app.state.gateway.stream_deps, ws)  # type: ignore[arg-type]
     done = asyncio.Event()
 
@@ -366,5 +388,5 @@ async def test_the_session_yields_between_messages(gateway: Running) -> None:
     done.set()
     await other
     handled = [i for i, what in enumerate(trace) if what == "message"]
-    assert len(handled) == 201
+    assert len(handled) == BEFORE_START + 1
     assert all(trace[a + 1 : b].count("other") >= 1 for a, b in itertools.pairwise(handled))

@@ -6,13 +6,16 @@ costs the gateway's one event loop its WebSocket parsing and frame handling, tim
 from every other call's playback. :class:`MessageBudget` allows ``RATE`` messages a
 second on average and ``BURST`` at once (a carrier catching up after a network stall, a
 test or simulator sending seconds of audio at a time); the media session closes a socket
-that goes past it (1008, counted as ``flood``).
+that goes past it (1008, counted as ``flood``). Before ``start`` Twilio sends one message
+(``connected``): a socket sending more than ``BEFORE_START`` messages before it is closed
+the same way.
 """
 
 from __future__ import annotations
 
 RATE = 500.0  # messages a second: ten times what Twilio sends
 BURST = 3000.0  # a minute of Twilio's media frames at once
+BEFORE_START = 20  # messages a socket may send before its start
 
 
 class MessageBudget:
@@ -25,9 +28,14 @@ class MessageBudget:
         self.burst = burst
         self._tokens = burst
         self._at = now
+        self._count = 0
 
-    def take(self, now: float) -> bool:
-        """One message arrived at ``now``: False when it is past the budget."""
+    def take(self, now: float, started: bool = True) -> bool:
+        """One message arrived at ``now``: False when it is past the budget (before the
+        stream started, ``BEFORE_START`` messages in all)."""
+        self._count += 1
+        if not started and self._count > BEFORE_START:
+            return False
         if now > self._at:
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
             self._at = now

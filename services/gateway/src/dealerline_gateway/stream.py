@@ -132,7 +132,7 @@ class MediaSession:
                         self._bad_frame(reason)
                     break
                 try:
-                    if not budget.take(loop.time()):
+                    if not budget.take(loop.time(), started=self.call is not None):
                         await self._refuse("flood", self.session_id)
                     await self._on_frame(self._parse(message))
                 except BadFrame as exc:
