@@ -50,6 +50,10 @@ bench: setup ## End of turn on the dev set (offline) and turn latency, greeting,
 	$(RUN) python bench/eot_bench.py --out artifacts/bench/eot.md --details artifacts/bench/eot.json
 	$(RUN) python -m dealerline_sim.bench --turns 6 --eot artifacts/bench/eot.md --readme README.md
 
+.PHONY: bench-hostile
+bench-hostile: setup ## Frame pacing of well-behaved calls alone and beside hostile sockets (run alone; artifacts/bench/hostile.md)
+	$(RUN) python bench/hostile_frames_bench.py --out artifacts/bench/hostile.md
+
 clean: ## Remove the virtual environment and caches
 	rm -rf .venv .uv-installed .pytest_cache .mypy_cache .ruff_cache artifacts
 	rm -rf $(WEB)/node_modules $(WEB)/dist
