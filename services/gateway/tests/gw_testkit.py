@@ -30,6 +30,7 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
+from dealerline_gateway.ws_protocol import GatewayWebSocketProtocol
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"
@@ -110,7 +111,13 @@ async def running_gateway(nats_server: NatsServer, **overrides: Any) -> AsyncIte
     # must not silently run on the silence fallback.
     assert settings.end_of_turn != "smart" or gw.stream_deps.turn_model is not None
     await gw.start()
-    http = HttpServer(app, "127.0.0.1", 0, ws_max_size=settings.ws_max_message_bytes)
+    http = HttpServer(
+        app,
+        "127.0.0.1",
+        0,
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_protocol=GatewayWebSocketProtocol,
+    )
     await http.start()
     probe = Bus(settings.nats_url, "probe", file_storage=False)
     await probe.connect()

@@ -30,6 +30,9 @@ from gw_testkit import (
 )
 from starlette.types import Message
 from structlog.testing import capture_logs
+from uvicorn.config import Config
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.exceptions import ConnectionClosed
 
 from dealerline_common import audio, subjects
@@ -48,6 +51,7 @@ from dealerline_gateway.codec import MediaFrame
 from dealerline_gateway.flood import BEFORE_START, BURST, MessageBudget
 from dealerline_gateway.playback import Playback
 from dealerline_gateway.stream import MediaSession
+from dealerline_gateway.ws_protocol import CLOSE_TIMEOUT_S, GatewayWebSocketProtocol
 
 T = TypeVar("T")
 
@@ -390,3 +394,41 @@ async def test_the_session_yields_between_messages(gateway: Running) -> None:
     handled = [i for i, what in enumerate(trace) if what == "message"]
     assert len(handled) == BEFORE_START + 1
     assert all(trace[a + 1 : b].count("other") >= 1 for a, b in itertools.pairwise(handled))
+
+
+class RecordingConnection:
+    """Stands in for the websockets parser: keeps what it is given."""
+
+    parser_exc = None
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def receive_data(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def events_received(self) -> list[object]:
+        return []
+
+
+def test_a_socket_the_gateway_closed_is_read_no_further() -> None:
+    """uvicorn parses what a peer sends after the server's close until the peer replies,
+    for up to 10 s; the gateway's protocol drops it unparsed and waits 1 s at most."""
+    config = Config(app=lambda *_: None, ws="websockets-sansio")
+    config.load()
+    loop = asyncio.new_event_loop()
+    for cls, parsed_after_close in (
+        (WebSocketsSansIOProtocol, True),
+        (GatewayWebSocketProtocol, False),
+    ):
+        proto = cls(config, ServerState(), {}, _loop=loop)
+        conn = RecordingConnection()
+        proto.conn = conn  # type: ignore[assignment]
+        proto.handshake_complete = True
+        proto.data_received(b"before the close")
+        proto.close_sent = True
+        proto.data_received(b"a flood after the close")
+        assert len(conn.received) == (2 if parsed_after_close else 1), cls
+    gateway_proto = GatewayWebSocketProtocol(config, ServerState(), {}, _loop=loop)
+    assert gateway_proto.close_timeout == CLOSE_TIMEOUT_S
+    loop.close()

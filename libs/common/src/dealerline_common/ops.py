@@ -82,11 +82,13 @@ class HttpServer:
         *,
         ws_max_size: int = 16 * 1024 * 1024,
         proxy_headers: bool = True,
+        ws_protocol: type[asyncio.Protocol] | str = "auto",
     ) -> None:
         """``ws_max_size``: the largest WebSocket message; uvicorn closes a socket that
         sends a larger one (1009) before reading it into memory. ``proxy_headers=False``:
         uvicorn leaves the peer address alone (it otherwise believes X-Forwarded-For from
-        127.0.0.1), for a service that decides itself which proxies to trust."""
+        127.0.0.1), for a service that decides itself which proxies to trust.
+        ``ws_protocol``: uvicorn's WebSocket implementation (a name or a protocol class)."""
         self.server = _Server(
             uvicorn.Config(
                 app,
@@ -99,6 +101,7 @@ class HttpServer:
                 ws_ping_timeout=20,
                 ws_max_size=ws_max_size,
                 proxy_headers=proxy_headers,
+                ws=ws_protocol,
             )
         )
         self._task: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ from dealerline_common.service import BusService
 from .app import create_app
 from .gateway import Gateway
 from .settings import GatewaySettings
+from .ws_protocol import GatewayWebSocketProtocol
 
 log = get_logger(__name__)
 
@@ -46,6 +47,7 @@ class GatewayService(BusService):
             settings.http_host,
             settings.http_port,
             ws_max_size=settings.ws_max_message_bytes,
+            ws_protocol=GatewayWebSocketProtocol,
         )
 
     async def on_start(self) -> None:
