@@ -411,9 +411,17 @@ class RecordingConnection:
         return []
 
 
+class ClosableTransport:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def test_a_socket_the_gateway_closed_is_read_no_further() -> None:
     """uvicorn parses what a peer sends after the server's close until the peer replies,
-    for up to 10 s; the gateway's protocol drops it unparsed and waits 1 s at most."""
+    for up to 10 s; the gateway's protocol ends the connection at the first data instead,
+    unparsed, and waits 1 s at most for any."""
     config = Config(app=lambda *_: None, ws="websockets-sansio")
     config.load()
     loop = asyncio.new_event_loop()
@@ -424,11 +432,13 @@ def test_a_socket_the_gateway_closed_is_read_no_further() -> None:
         proto = cls(config, ServerState(), {}, _loop=loop)
         conn = RecordingConnection()
         proto.conn = conn  # type: ignore[assignment]
+        proto.transport = ClosableTransport()  # type: ignore[assignment]
         proto.handshake_complete = True
         proto.data_received(b"before the close")
         proto.close_sent = True
         proto.data_received(b"a flood after the close")
         assert len(conn.received) == (2 if parsed_after_close else 1), cls
+        assert proto.transport.closed is not parsed_after_close, cls  # type: ignore[attr-defined]
     gateway_proto = GatewayWebSocketProtocol(config, ServerState(), {}, _loop=loop)
     assert gateway_proto.close_timeout == CLOSE_TIMEOUT_S
     loop.close()

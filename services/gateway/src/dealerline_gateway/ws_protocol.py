@@ -4,9 +4,10 @@ needs.
 Once the gateway has closed a socket (a flood, a refusal, a message over the limit),
 uvicorn keeps reading and parsing whatever the peer sends until the peer's close reply
 comes, for up to 10 s: a peer that floods and never replies would hold the event loop
-that long after it was shut out. Here what the peer sends after the gateway's close is
-dropped unparsed, and the connection ends at most ``CLOSE_TIMEOUT_S`` later. (uvicorn's
-own class is used by name: its module path is internal, pinned by the lock file.)
+that long after it was shut out. Here the first data the peer sends after the gateway's
+close (its close reply, or more of its flood) ends the connection at once, unparsed, and
+a peer that sends nothing is cut off ``CLOSE_TIMEOUT_S`` after the close. (uvicorn's own
+class is extended by its module path, an internal one, pinned by the lock file.)
 """
 
 from __future__ import annotations
@@ -25,5 +26,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.close_sent and self.handshake_complete:
-            return  # the gateway closed this socket: nothing more is read from it
+            self.transport.close()  # after our close frame (written first), nothing more
+            return
         super().data_received(data)
