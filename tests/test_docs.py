@@ -30,6 +30,13 @@ BEHAVIOURS = (
     "proactive speech",
     "dashboard events",
     "after-call record",
+    "caller identity",
+    "admitted once",
+    "Twilio signatures",
+    "hostile media",
+    "masked for staff",
+    "staff-only dialing",
+    "NATS users",
 )
 _OUTSIDE = re.compile(
     r"/work/shared|\.\./shared|TWILIO\.md|ARCHITECTURE\.md|STYLE\.md|deep-dive"
