@@ -294,6 +294,21 @@ async def test_a_changed_phone_and_email_are_told_to_the_old_ones(john: Call) ->
     assert john.texts == []
 
 
+async def test_removed_contact_details_are_told_to_the_old_ones(john: Call) -> None:
+    """Erasing the phone on file would also send future codes nowhere: the old phone and
+    email hear of it as of a change."""
+    await john.run("lookup_customer")
+    await john.run("verify_identity", fact=JOHN_VIN6)
+    content, _ = await john.run("update_customer", phone="", email="")
+    assert content.startswith("UPDATED") and "notice was sent" in content
+    [row] = await john.rows(Customer, Customer.name == "John Carter")
+    assert (row.phone, row.email) == (None, None)
+    by_channel = {t.channel: t for t in john.texts}
+    assert by_channel["sms"].to == JOHN
+    assert by_channel["email"].to == "john.carter@example.com"
+    assert all("removed" in notice.body for notice in by_channel.values())
+
+
 async def test_a_created_customer_is_the_caller(stranger: Call) -> None:
     content, effect = await stranger.run("create_customer", name="Ann Lee")
     assert content.startswith("CREATED") and stranger.state.verified

@@ -44,7 +44,8 @@ def contact_change_notices(
     old_email: str | None,
     new_email: str | None,
 ) -> list[NotificationJob]:
-    """One notice to each old phone/email that was replaced (none when unchanged). The
+    """One notice to each old phone/email that was replaced or removed (none when
+    unchanged): erasing the number on file would otherwise also silence the codes. The
     key is the same for a replayed turn, so a retry sends nothing twice."""
     changed = [
         what
@@ -52,22 +53,22 @@ def contact_change_notices(
             ("phone number", old_phone, new_phone),
             ("email", old_email, new_email),
         )
-        if new is not None and old is not None and new != old
+        if old is not None and new != old  # replaced or removed
     ]
     if not changed:
         return []
     body = (
         f"{dealership}: the {' and '.join(changed)} on your customer record "
-        "were changed during a phone call. If this was not you, please call the dealership "
+        "were changed or removed during a phone call. If this was not you, please call the dealership "
         "right away."
     )
     jobs: list[NotificationJob] = []
-    if old_phone and new_phone and new_phone != old_phone:
+    if old_phone and new_phone != old_phone:
         key = _key(session_id, turn_id, "sms", old_phone)
         jobs.append(
             NotificationJob(key=key, channel="sms", session_id=session_id, to=old_phone, body=body)
         )
-    if old_email and new_email and new_email != old_email:
+    if old_email and new_email != old_email:
         jobs.append(
             NotificationJob(
                 key=_key(session_id, turn_id, "email", old_email),
