@@ -46,6 +46,7 @@ class Call:
     repo: Dealership
     state: ConversationState
     texts: list[NotificationJob] = field(default_factory=list)
+    escalations: list[EscalationRequest] | None = None  # None: none expected
     now: datetime = NOW
     calls: int = 0
 
@@ -53,8 +54,10 @@ class Call:
         self.texts.append(job)
 
     def context(self) -> ToolContext:
-        async def no_escalation(_: EscalationRequest) -> None:
-            raise AssertionError("no escalation expected")
+        async def no_escalation(request: EscalationRequest) -> None:
+            if self.escalations is None:
+                raise AssertionError("no escalation expected")
+            self.escalations.append(request)
 
         return ToolContext(
             session_id=self.state.session_id,
@@ -384,3 +387,16 @@ async def test_a_callback_to_the_number_on_file_does_not_tell_its_digits(strange
     )
     assert content.startswith("CALLBACK_REQUESTED") and "number on file" in content
     assert_nothing_about_john(content)
+
+
+async def test_staff_hear_an_unproved_name_as_the_callers_claim(stranger: Call, john: Call) -> None:
+    """The team member rung for an escalation must not take a spoken name as checked."""
+    for call in (stranger, john):
+        call.escalations = []
+        await call.run("lookup_customer", **({"name": "John Carter"} if call is stranger else {}))
+        content, _ = await call.run("request_human_agent", reason="brakes")
+        assert content.startswith("ESCALATION_STARTED"), content
+    [claimed] = stranger.escalations or []
+    assert claimed.customer_name == "A caller who says they are John Carter"
+    [recognised] = john.escalations or []  # rang from the number on file
+    assert recognised.customer_name == "John Carter"

@@ -12,6 +12,7 @@ from dealerline_common.state import BackgroundTask, ConversationState, TaskStatu
 
 from ..context import ToolContext
 from ..effects import CallbackTaken, ToolEffect
+from ..identity import caller_id_matches
 from .args import CallbackArgs, EndCallArgs, HumanArgs
 from .replies import Result
 
@@ -62,7 +63,7 @@ async def request_human_agent(ctx: ToolContext, args: HumanArgs) -> Result:
         call_sid=state.call_sid or "",
         task_id=task_id,
         reason=reason,
-        customer_name=state.customer.name if state.customer else None,
+        customer_name=_name_for_staff(state),
         staff=staff,
     )
     try:
@@ -149,3 +150,14 @@ async def end_call(ctx: ToolContext, args: EndCallArgs) -> Result:
         "CALL_ENDING: say a short goodbye; the call ends after it.",
         ToolEffect(end_call=True),
     )
+
+
+def _name_for_staff(state: ConversationState) -> str | None:
+    """The name the team member hears: as on file when the caller proved it or rang from the
+    number on file, else only as the caller's claim (staff must not take it as checked)."""
+    customer = state.customer
+    if customer is None:
+        return None
+    if state.verified or caller_id_matches(state, customer):
+        return customer.name
+    return f"A caller who says they are {customer.name}"
