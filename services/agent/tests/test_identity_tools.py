@@ -166,13 +166,19 @@ async def test_an_unverified_caller_gets_nothing_and_changes_nothing(stranger: C
 
 async def test_a_name_found_customer_can_still_book_new(stranger: Call) -> None:
     await stranger.run("lookup_customer", name="John Carter")
-    await stranger.run("set_booking_slot", slot="service", value="Tire Rotation")
-    await stranger.run("set_booking_slot", slot="date", value="2026-03-03")
-    await stranger.run("set_booking_slot", slot="time", value="11:00")
-    content, effect = await stranger.run("set_booking_slot", slot="vehicle", value="my Camry")
-    assert "vehicle_id" not in content  # the car on file is not matched before verification
-    content, _ = await stranger.run("book_appointment", confirmed=True)
-    assert content.startswith("BOOKED"), content
+    # Asked twice (from this call or another), the same booking does not say whether the
+    # customer already has it (no ALREADY_BOOKED before verification).
+    for _ in range(2):
+        await stranger.run("set_booking_slot", slot="service", value="Tire Rotation")
+        await stranger.run("set_booking_slot", slot="date", value="2026-03-03")
+        await stranger.run("set_booking_slot", slot="time", value="11:00")
+        content, _ = await stranger.run("set_booking_slot", slot="vehicle", value="my Camry")
+        assert "vehicle_id" not in content  # the car on file is not matched before verification
+        content, _ = await stranger.run("book_appointment", confirmed=True)
+        assert content.startswith("BOOKED"), content
+    [row] = await stranger.rows(Customer, Customer.phone == JOHN)
+    booked = await stranger.rows(Appointment, Appointment.customer_id == row.id)
+    assert len(booked) == 2  # the seeded one and this one, once
 
 
 @pytest.mark.parametrize("fact", [JOHN_PLATE, "8abc 123", JOHN_VIN6, "synthetic oil change"])

@@ -249,7 +249,9 @@ async def _book(
             ToolEffect(booking_slots={"time": None}),
         )
     appt = booking.appointment
-    status = "BOOKED" if booking.created else "ALREADY_BOOKED"
+    # "Already booked" would confirm to an unverified caller that the customer has that
+    # appointment (the key is the customer, service, time and car, not the call).
+    status = "ALREADY_BOOKED" if not booking.created and ctx.state.verified else "BOOKED"
     until = say_time(appt.end)
     new = booking.created or not already_confirmed(ctx, appt)
     # An unverified caller hears the booking, not which car on file it is for.
