@@ -22,6 +22,7 @@ from dealerline_common import subjects
 from dealerline_common.db.engine import create_engine_from_url, session_factory
 from dealerline_common.db.models import Staff
 from dealerline_common.messages import CallStartedEvent, TranscriptEvent
+from dealerline_dashboard.app import WS_MAX_MESSAGE_BYTES
 
 SID = "sess_guarded"
 
@@ -133,6 +134,19 @@ async def test_a_token_in_the_url_is_refused(dash: Dash) -> None:
         async with websockets.connect(f"{dash.ws_base}{path}?token={token}") as ws:
             assert await close_code(ws) == 4401
             assert ws.close_reason == "send the token as the first message"
+
+
+async def test_a_huge_message_before_login_closes_the_socket_unread(dash: Dash) -> None:
+    """A socket is accepted before it is authorised: one message is capped at 64 KiB (uvicorn
+    closes it with 1009 before holding it), not uvicorn's 16 MiB."""
+    async with websockets.connect(dash.ws_base + "/ws/sales", max_size=None) as ws:
+        await ws.send("x" * (WS_MAX_MESSAGE_BYTES + 1))
+        assert await close_code(ws) == 1009
+    ws = await dash.ws("/ws/sales")  # the next socket is served as ever
+    try:
+        assert (await recv_json(ws))["type"] == "snapshot"
+    finally:
+        await ws.close()
 
 
 async def test_the_first_message_must_carry_the_token_in_time(start_dash) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,8 @@ from .settings import DashboardSettings
 
 log = get_logger(__name__)
 
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+
 
 class Service(BusService):
     name = "dashboard-api"
@@ -32,8 +34,14 @@ class Service(BusService):
         self.app = build_app(self.dashboard, ops_routes(self.health, self.metrics))
         # The client address for the login limits is ours to read (trusted_proxies):
         # uvicorn must not rewrite it from X-Forwarded-For on its own.
+        # Browsers send one small message (the token); a socket is accepted before it is
+        # authorised, so the message size is capped well below uvicorn's 16 MiB.
         self.http = HttpServer(
-            self.app, settings.http_host, settings.http_port, proxy_headers=False
+            self.app,
+            settings.http_host,
+            settings.http_port,
+            proxy_headers=False,
+            ws_max_size=WS_MAX_MESSAGE_BYTES,
         )
         self.health.add_check("events_replayed", self.dashboard.caught_up.is_set)
         if not (settings.web_dir / "index.html").is_file():
