@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -1057,6 +1058,20 @@ def test_nats_over_tls(helm: Helm) -> None:
     assert "tls" not in of_kind(plain, "ConfigMap")[config["metadata"]["name"]]["data"]["nats.conf"]
     error = helm.template_error(trial, [*VALUE_SET_ARGS["cpu-trial"], "nats.tls.enabled=true"])
     assert "nats.tls.secretName is required" in error
+
+
+@pytest.mark.parametrize("value_set", list(VALUE_SETS))
+def test_dashboard_logins_are_counted_per_client_behind_the_ingress(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    """Behind the ingress every login arrives from the controller's address: the dashboard
+    must believe the controller's X-Forwarded-For, or one outsider would use up every
+    staff member's login budget (and lock them out)."""
+    env = env_of(main_container(deployments(rendered[value_set])["dashboard-api"]))
+    proxies = [ipaddress.ip_network(p) for p in json.loads(env["DASHBOARD_TRUSTED_PROXIES"])]
+    assert proxies, "no trusted proxies: every login would count as the ingress's"
+    assert all(p.is_private or p.subnet_of(ipaddress.ip_network("100.64.0.0/10")) for p in proxies)
+    assert isinstance(env["DASHBOARD_STATE_URL"], tuple)  # limits shared through Redis
 
 
 def test_the_in_chart_redis_requires_the_password_every_url_carries(
