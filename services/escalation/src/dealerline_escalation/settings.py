@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from dealerline_common.settings import ServiceSettings
-from dealerline_common.twilio_urls import SignatureAlgorithms, SigningKeys
+from dealerline_common.twilio_signing import TwilioSigningSettings
 
 
 def _base_url(value: str) -> str:
@@ -20,7 +19,12 @@ def _base_url(value: str) -> str:
     return value.rstrip("/")
 
 
-class EscalationSettings(ServiceSettings):
+class EscalationSettings(TwilioSigningSettings):
+    """The escalation service's settings; the signature ones
+    (``ESCALATION_TRUST_FORWARDED_HEADERS``, ``ESCALATION_TWILIO_SIGNATURE_ALGORITHM``,
+    ``ESCALATION_TWILIO_WEBHOOK_KEY``, ``ESCALATION_TWILIO_WEBHOOK_KEY_ID``) are
+    :class:`TwilioSigningSettings`'."""
+
     model_config = SettingsConfigDict(
         env_prefix="ESCALATION_", env_ignore_empty=True, extra="ignore", frozen=True
     )
@@ -56,22 +60,6 @@ class EscalationSettings(ServiceSettings):
         default=None,
         description="public base URL of the gateway (the customer's call is redirected to "
         "its /api/voice/escalate and /api/voice/return-to-ai)",
-    )
-    trust_forwarded_headers: bool = Field(
-        default=False,
-        description="also accept signatures over the URL rebuilt from "
-        "X-Forwarded-Proto/Host/Prefix (dealerline_common.twilio_urls)",
-    )
-    twilio_signature_algorithm: SignatureAlgorithms = Field(
-        default="sha1",
-        description="signatures accepted: sha1 (auth token), sha256 (a Webhooks Rule's "
-        "SharedKey, X-Twilio-Webhooks-Signature-Settings) or both",
-    )
-    twilio_webhook_key: SecretStr | None = Field(
-        default=None, description="the Webhooks Rule's SharedKey secret (HMAC-SHA256)"
-    )
-    twilio_webhook_key_id: str | None = Field(
-        default=None, description="when set, an HMAC-SHA256 request must name this SharedKey id"
     )
 
     # Timings
@@ -128,25 +116,6 @@ class EscalationSettings(ServiceSettings):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         return None if value is None else _base_url(value)
-
-    @model_validator(mode="after")
-    def _check_signing(self) -> EscalationSettings:
-        if self.twilio_signature_algorithm != "sha1" and self.twilio_webhook_key is None:
-            raise ValueError(
-                "ESCALATION_TWILIO_SIGNATURE_ALGORITHM=sha256 or both needs "
-                "ESCALATION_TWILIO_WEBHOOK_KEY (the Webhooks Rule's SharedKey secret)"
-            )
-        return self
-
-    @property
-    def signing_keys(self) -> SigningKeys:
-        token, key = self.twilio_auth_token, self.twilio_webhook_key
-        return SigningKeys(
-            self.twilio_signature_algorithm,
-            token.get_secret_value() if token is not None else None,
-            key.get_secret_value() if key is not None else None,
-            self.twilio_webhook_key_id,
-        )
 
     @property
     def missing(self) -> list[str]:

@@ -5,7 +5,8 @@ Every route checks ``X-Twilio-Signature`` over the *public* URL of the request a
 403 when it does not match: the URL, the key and the hash (auth token and HMAC-SHA1, or a
 Webhooks Rule's SharedKey and HMAC-SHA256) follow the rule the gateway follows too
 (:mod:`dealerline_common.twilio_urls`: the configured ``public_url`` with its path prefix,
-optionally the URL rebuilt from ``X-Forwarded-Proto``/``Host``/``Prefix``).
+optionally the URL rebuilt from ``X-Forwarded-Proto``/``Host``/``Prefix``), checked by
+the same :func:`dealerline_common.twilio_signing.check_signature`.
 
 - ``/api/voice/human-answer`` - the person's phone answered: "press any key". A key proves a
   person (call screening and voicemail press none); no key falls through to ``<Hangup/>``.
@@ -31,17 +32,12 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from dealerline_common import subjects
 from dealerline_common.logs import get_logger
-from dealerline_common.twilio_urls import (
-    SIGNATURE_HEADER,
-    SIGNATURE_SETTINGS_HEADER,
-    signed_urls,
-    signing_scheme,
-)
+from dealerline_common.twilio_signing import check_signature
+from dealerline_common.twilio_urls import SIGNATURE_HEADER
 
 from .facts import Facts, PromptContext
 from .metrics import EscalationMetrics
@@ -119,25 +115,9 @@ class Webhooks:
 
     # ----------------------------------------------------------------- plumbing
 
-    def signed_urls(self, request: Request) -> list[str]:
-        return signed_urls(
-            self.settings.public_url,
-            request.url.path,
-            request.url.query,
-            request.headers,
-            trust_forwarded=self.settings.trust_forwarded_headers,
-        )
-
     def signature_valid(self, request: Request, form: FormData) -> bool:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        scheme = signing_scheme(self.keys, request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if not signature or scheme is None:
-            return False
-        validator = RequestValidator(scheme.secret)
-        return any(
-            validator.validate(url, form, signature, algorithm=scheme.algorithm)
-            for url in self.signed_urls(request)
-        )
+        urls = self.settings.signed_urls(request.url.path, request.url.query, request.headers)
+        return check_signature(self.keys, request.headers, urls, form)
 
     async def signed_form(self, request: Request, route: str) -> FormData | Response:
         form = await request.form()

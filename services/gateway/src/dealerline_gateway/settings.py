@@ -9,11 +9,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from dealerline_common.settings import ServiceSettings
-from dealerline_common.twilio_urls import SignatureAlgorithms, SigningKeys
+from dealerline_common.twilio_signing import TwilioSigningSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(TwilioSigningSettings):
+    """The gateway's settings; the signature ones (``GATEWAY_TRUST_FORWARDED_HEADERS``,
+    ``GATEWAY_TWILIO_SIGNATURE_ALGORITHM``, ``GATEWAY_TWILIO_WEBHOOK_KEY``,
+    ``GATEWAY_TWILIO_WEBHOOK_KEY_ID``) are :class:`TwilioSigningSettings`'."""
+
     model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     public_url: str = Field(
@@ -22,22 +25,6 @@ class GatewaySettings(ServiceSettings):
     )
     twilio_auth_token: SecretStr = Field(description="Twilio auth token for X-Twilio-Signature")
     http_port: int = Field(default=8080, ge=0, le=65535)
-    trust_forwarded_headers: bool = Field(
-        default=False,
-        description="Also accept signatures over the URL rebuilt from "
-        "X-Forwarded-Proto/Host/Prefix (dealerline_common.twilio_urls)",
-    )
-    twilio_signature_algorithm: SignatureAlgorithms = Field(
-        default="sha1",
-        description="signatures accepted: sha1 (auth token), sha256 (a Webhooks Rule's "
-        "SharedKey, X-Twilio-Webhooks-Signature-Settings) or both",
-    )
-    twilio_webhook_key: SecretStr | None = Field(
-        default=None, description="the Webhooks Rule's SharedKey secret (HMAC-SHA256)"
-    )
-    twilio_webhook_key_id: str | None = Field(
-        default=None, description="when set, an HMAC-SHA256 request must name this SharedKey id"
-    )
     allow_unsigned_streams: bool = Field(
         default=False,
         description="LOCAL DEVELOPMENT ONLY: serve a media-stream handshake without "
@@ -202,22 +189,7 @@ class GatewaySettings(ServiceSettings):
             )
         if self.barge_probe_ms > self.barge_max_hold_ms:
             raise ValueError("GATEWAY_BARGE_PROBE_MS must not exceed GATEWAY_BARGE_MAX_HOLD_MS")
-        if self.twilio_signature_algorithm != "sha1" and self.twilio_webhook_key is None:
-            raise ValueError(
-                "GATEWAY_TWILIO_SIGNATURE_ALGORITHM=sha256 or both needs "
-                "GATEWAY_TWILIO_WEBHOOK_KEY (the Webhooks Rule's SharedKey secret)"
-            )
         return self
-
-    @property
-    def signing_keys(self) -> SigningKeys:
-        key = self.twilio_webhook_key
-        return SigningKeys(
-            self.twilio_signature_algorithm,
-            self.twilio_auth_token.get_secret_value(),
-            key.get_secret_value() if key is not None else None,
-            self.twilio_webhook_key_id,
-        )
 
     @property
     def stream_url(self) -> str:

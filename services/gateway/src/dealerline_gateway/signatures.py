@@ -3,23 +3,18 @@
 What was signed (the public URL, with its path prefix, or the one rebuilt from trusted
 ``X-Forwarded-*`` headers) and with which key and hash (the auth token and HMAC-SHA1, or
 a Webhooks Rule's SharedKey and HMAC-SHA256) follow the one rule of
-:mod:`dealerline_common.twilio_urls`, shared with the escalation service; the hash itself
-is twilio-python's ``RequestValidator``.
+:mod:`dealerline_common.twilio_urls`, checked by
+:func:`dealerline_common.twilio_signing.check_signature`, shared with the escalation
+service.
 """
 
 from __future__ import annotations
 
 from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
-from twilio.request_validator import RequestValidator
 
 from dealerline_common.logs import get_logger
-from dealerline_common.twilio_urls import (
-    SIGNATURE_HEADER,
-    SIGNATURE_SETTINGS_HEADER,
-    signed_urls,
-    signing_scheme,
-)
+from dealerline_common.twilio_signing import check_signature
 
 from .settings import GatewaySettings
 
@@ -36,31 +31,12 @@ class TwilioSignatures:
                 "X-Twilio-Signature are served (local development only)"
             )
 
-    def signed_urls(self, request: HTTPConnection, websocket: bool = False) -> list[str]:
-        """The URLs the signature may have been computed over."""
-        return signed_urls(
-            self.settings.public_url,
-            request.url.path,
-            request.url.query,
-            request.headers,
-            trust_forwarded=self.settings.trust_forwarded_headers,
-            websocket=websocket,
-        )
-
     def valid(
         self,
         request: HTTPConnection,
         params: FormData | dict[str, str],
         websocket: bool = False,
     ) -> bool:
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if not signature:
-            return False
-        scheme = signing_scheme(self.keys, request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if scheme is None:
-            return False
-        validator = RequestValidator(scheme.secret)
-        return any(
-            validator.validate(url, params, signature, algorithm=scheme.algorithm)
-            for url in self.signed_urls(request, websocket)
-        )
+        url = request.url
+        urls = self.settings.signed_urls(url.path, url.query, request.headers, websocket=websocket)
+        return check_signature(self.keys, request.headers, urls, params)
