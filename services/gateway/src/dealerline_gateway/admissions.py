@@ -13,16 +13,16 @@ max age), which must outlast any call: after it a replay would be a new call.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 
 import nats.js.errors
-from nats.js.kv import KeyValue
 
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
+
+from .kv_bucket import LazyBucket
 
 log = get_logger(__name__)
 
@@ -41,24 +41,9 @@ def _key(call_sid: str) -> str:
     return "c_" + hashlib.sha256(call_sid.encode()).hexdigest()
 
 
-class CallAdmissions:
+class CallAdmissions(LazyBucket):
     def __init__(self, bus: Bus, ttl_s: float, bucket: str = BUCKET) -> None:
-        self.bus = bus
-        self.ttl_s = ttl_s
-        self.bucket = bucket
-        self._kv: KeyValue | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def is_ready(self) -> bool:
-        return self._kv is not None
-
-    async def kv(self) -> KeyValue:
-        if self._kv is None:
-            async with self._lock:
-                if self._kv is None:
-                    self._kv = await self.bus.kv(self.bucket, self.ttl_s)
-        return self._kv
+        super().__init__(bus, bucket, ttl_s)
 
     async def get(self, call_sid: str) -> Admission | None:
         """The call's recorded answer, if any."""

@@ -25,13 +25,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
 from dealerline_common.messages import EscalationStatus, HumanCallStatus, loads
+
+from .kv_bucket import LazyBucket
 
 log = get_logger(__name__)
 
@@ -47,22 +48,13 @@ def _key(session_id: str) -> str:
     return f"h_{subjects.check_session_id(session_id)}"
 
 
-class Handoffs:
+class Handoffs(LazyBucket):
     """The hand-off markers, shared by every gateway replica."""
 
     def __init__(self, bus: Bus, grace_s: float, poll_s: float = 0.05) -> None:
-        self.bus = bus
+        super().__init__(bus, BUCKET, TTL_S)
         self.grace_s = grace_s
         self.poll_s = poll_s
-        self._kv: KeyValue | None = None
-        self._lock = asyncio.Lock()
-
-    async def kv(self) -> KeyValue:
-        if self._kv is None:
-            async with self._lock:
-                if self._kv is None:
-                    self._kv = await self.bus.kv(BUCKET, TTL_S)
-        return self._kv
 
     async def mark(self, session_id: str, call_sid: str | None) -> None:
         body = {"call_sid": call_sid, "at": time.time()}

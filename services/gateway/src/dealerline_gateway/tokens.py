@@ -8,7 +8,6 @@ with ``last=revision``: of two streams presenting one token, exactly one wins.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
@@ -17,11 +16,12 @@ from dataclasses import asdict, dataclass
 
 import nats.errors
 import nats.js.errors
-from nats.js.kv import KeyValue
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.logs import get_logger
+
+from .kv_bucket import LazyBucket
 
 log = get_logger(__name__)
 
@@ -43,24 +43,9 @@ def _key(token: str) -> str:
     return "t_" + hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenStore:
+class TokenStore(LazyBucket):
     def __init__(self, bus: Bus, ttl_s: float, bucket: str = subjects.KV_STREAM_TOKENS) -> None:
-        self.bus = bus
-        self.ttl_s = ttl_s
-        self.bucket = bucket
-        self._kv: KeyValue | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def is_ready(self) -> bool:
-        return self._kv is not None
-
-    async def kv(self) -> KeyValue:
-        if self._kv is None:
-            async with self._lock:
-                if self._kv is None:
-                    self._kv = await self.bus.kv(self.bucket, self.ttl_s)
-        return self._kv
+        super().__init__(bus, bucket, ttl_s)
 
     async def issue(self, grant: StreamGrant) -> str:
         token = secrets.token_urlsafe(24)
