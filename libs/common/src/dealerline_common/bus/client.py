@@ -160,8 +160,10 @@ class Bus:
             log.warning("bus error", bus=self.name, error=repr(exc))
 
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
-        """Create every stream, or update one whose settings changed; safe to run often."""
-        await ensure_streams(self.js, specs, file_storage=self.file_storage)
+        """Create every stream, or update one whose settings changed; safe to run often.
+        Logged in as a service's user, only the streams that service owns are updated."""
+        updater = self.name if self.auth.identified else None
+        await ensure_streams(self.js, specs, file_storage=self.file_storage, updater=updater)
 
     async def kv(self, bucket: str, ttl_s: float) -> KeyValue:
         return await key_value(self.js, bucket, ttl_s, file_storage=self.file_storage)

@@ -78,18 +78,20 @@ def _consume(*streams: str) -> list[str]:
     return out
 
 
-def _ensure_streams() -> list[str]:
-    """Every service creates (or updates) the fleet's streams at start (BusService)."""
+def _ensure_streams(user: str) -> list[str]:
+    """Every service creates the fleet's streams at start (BusService), so none waits for
+    another; only a stream's owner (its consumer) may change its settings."""
     out = ["$JS.API.INFO"]
     for spec in STREAMS:
-        out += [f"$JS.API.STREAM.{op}.{spec.name}" for op in ("INFO", "CREATE", "UPDATE")]
+        ops = ("INFO", "CREATE", "UPDATE") if spec.owner == user else ("INFO", "CREATE")
+        out += [f"$JS.API.STREAM.{op}.{spec.name}" for op in ops]
     return out
 
 
 def _user(
     user: str, publish: Iterable[str], subscribe: Iterable[str], *, responses: bool = False
 ) -> Permissions:
-    pub = [*_ensure_streams(), *publish]
+    pub = [*_ensure_streams(user), *publish]
     sub = [*subscribe, f"{inbox_prefix(user)}.>"]
     return Permissions(tuple(dict.fromkeys(pub)), tuple(dict.fromkeys(sub)), responses)
 

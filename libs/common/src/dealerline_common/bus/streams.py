@@ -10,10 +10,13 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from .. import subjects
+from ..logs import get_logger
 
 __all__ = ["MiB", "STREAMS", "StreamSpec", "ensure_streams", "key_value"]
 
 MiB = 1024 * 1024
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,16 +25,21 @@ class StreamSpec:
     subjects: list[str]
     work_queue: bool
     max_age_s: float
+    # The service that consumes the stream: the one NATS user that may update its settings
+    # (every service may create it, so none waits for another to start).
+    owner: str
     max_msg_size: int = 2 * MiB
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(subjects.STREAM_UTTERANCES, [subjects.ALL_UTTERANCES], True, 300),
-    StreamSpec(subjects.STREAM_TRANSCRIPTS, [subjects.ALL_TRANSCRIPTS], True, 300),
-    StreamSpec(subjects.STREAM_SAY, [subjects.ALL_SAY], True, 120),
-    StreamSpec(subjects.STREAM_EVENTS, [subjects.ALL_EVENTS], False, 7 * 86400),
-    StreamSpec(subjects.STREAM_ESCALATIONS, [subjects.ESCALATION_REQUEST], True, 3600),
-    StreamSpec(subjects.STREAM_NOTIFY, [subjects.ALL_NOTIFY], True, 7 * 86400),
+    StreamSpec(subjects.STREAM_UTTERANCES, [subjects.ALL_UTTERANCES], True, 300, "stt"),
+    StreamSpec(subjects.STREAM_TRANSCRIPTS, [subjects.ALL_TRANSCRIPTS], True, 300, "agent"),
+    StreamSpec(subjects.STREAM_SAY, [subjects.ALL_SAY], True, 120, "tts"),
+    StreamSpec(subjects.STREAM_EVENTS, [subjects.ALL_EVENTS], False, 7 * 86400, "aftercall"),
+    StreamSpec(
+        subjects.STREAM_ESCALATIONS, [subjects.ESCALATION_REQUEST], True, 3600, "escalation"
+    ),
+    StreamSpec(subjects.STREAM_NOTIFY, [subjects.ALL_NOTIFY], True, 7 * 86400, "aftercall"),
 )
 
 
@@ -40,9 +48,17 @@ def storage_type(file_storage: bool) -> api.StorageType:
 
 
 async def ensure_streams(
-    js: JetStreamContext, specs: tuple[StreamSpec, ...], *, file_storage: bool
+    js: JetStreamContext,
+    specs: tuple[StreamSpec, ...],
+    *,
+    file_storage: bool,
+    updater: str | None = None,
 ) -> None:
-    """Create every stream, or update one whose settings changed; safe to run often."""
+    """Create every stream, or update one whose settings changed; safe to run often.
+
+    ``updater``: the service whose NATS user this is; a stream it does not own whose
+    settings differ is left to its owner (the user may not update it). None: anonymous,
+    every stream is updated."""
     storage = storage_type(file_storage)
     for spec in specs:
         config = api.StreamConfig(
@@ -62,6 +78,13 @@ async def ensure_streams(
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != 10058:  # name in use with another configuration
                 raise
+            if updater is not None and updater != spec.owner:
+                log.info(
+                    "stream settings differ; its owner updates them",
+                    stream=spec.name,
+                    owner=spec.owner,
+                )
+                continue
             current = await js.stream_info(spec.name)
             config.storage = current.config.storage  # storage cannot change in place
             await js.update_stream(config)
