@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 from dealerline_common.conversation import CALL_RESUMED, CALL_STARTED, markers_in
 from dealerline_common.state import ConversationState, HumanCallStatus
 
+from .dealership.identity import caller_id_matches
+
 
 @dataclass(frozen=True)
 class TurnContext:
@@ -69,7 +71,7 @@ def _unverified_customer_line(state: ConversationState) -> str:
         "NOT VERIFIED: do not share or change their appointments, vehicles or contact "
         "details; verify first (verify_identity, or a texted code)"
     )
-    if c.returning and c.phone and c.phone == state.caller_phone and c.name:
+    if c.returning and c.name and caller_id_matches(state, c):  # the tools' own rule
         # Their cars by id only: enough to book a new appointment for one.
         cars = "; ".join(f"vehicle id {v.id}" for v in c.vehicles if v.id)
         on_file = f", vehicles on file (which car only once verified): {cars}" if cars else ""
