@@ -97,6 +97,13 @@ async def test_a_replayed_incoming_gets_the_same_answer_and_no_second_token(
     text = await _metrics(gateway)
     assert "dealerline_gateway_calls_total 1.0" in text
     assert 'dealerline_gateway_streams_rejected_total{reason="bad_token"} 1.0' in text
+    # Draining, the replica refuses new calls but still gives an admitted one its answer.
+    gateway.app.state.gateway.health.draining = True
+    async with httpx.AsyncClient(base_url=gateway.base) as client:
+        retried = await post_signed(client, INCOMING, call_params(CALL))
+        refused = await post_signed(client, INCOMING, call_params(CALL.replace("CA0", "CA9")))
+    assert (retried.status_code, retried.text) == (200, first.text)
+    assert refused.status_code == 503
 
 
 async def test_a_call_is_admitted_once_across_replicas(nats_server: NatsServer) -> None:

@@ -152,18 +152,19 @@ async def incoming(request: Request) -> Response:
     form = await _signed_form(gw, request, "incoming")
     if isinstance(form, Response):
         return form
-    if gw.health.draining:
-        return PlainTextResponse("draining: not taking new calls", status_code=503)
     call_sid = _field(form, "CallSid")
     if call_sid is None or len(call_sid) > _MAX_CALL_SID:
         return PlainTextResponse(
             f"CallSid is required (at most {_MAX_CALL_SID} characters)", status_code=400
         )
     # A CallSid is admitted once (admissions.py): the same call asking again, here or on
-    # another replica, gets the first answer back, never a new session or token.
+    # another replica, gets the first answer back, never a new session or token (also
+    # while this replica drains: the call is not new).
     first = await gw.admissions.get(call_sid)
     if first is not None:
         return _answered_before(gw, call_sid, first)
+    if gw.health.draining:
+        return PlainTextResponse("draining: not taking new calls", status_code=503)
     grant = StreamGrant(new_id("sess"), call_sid, _field(form, "From"), _field(form, "To"))
     token = await gw.tokens.issue(grant)
     twiml = str(_stream_twiml(gw.settings, grant, token))
