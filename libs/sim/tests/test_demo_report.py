@@ -7,7 +7,13 @@ from __future__ import annotations
 from dealerline_common.messages import LatencyEvent, TurnTimings
 from dealerline_common.speculation import EndOfTurnInfo
 from dealerline_sim.bench import Samples, stage_table
-from dealerline_sim.demo import CallReport, TurnReport, describe_end_of_turn, format_report
+from dealerline_sim.demo import (
+    CallReport,
+    TurnReport,
+    describe_end_of_turn,
+    format_report,
+    word_error_rate,
+)
 from dealerline_sim.phone import Turn
 
 
@@ -80,3 +86,12 @@ def test_the_bench_adds_up_the_system_stage_reasons_and_speculation() -> None:
     table = stage_table(samples)
     assert "| turn less the LLM's time to its first sentence | 450 | 450 | 2 |" in table
     assert "| the caller's stream start → greeting's first frame heard | 380 | 380 | 1 |" in table
+
+
+def test_word_error_rate_counts_a_number_said_two_ways_as_the_same() -> None:
+    said = "Tuesday at nine a.m. is open. Shall I book it?"
+    assert word_error_rate(said, "Tuesday at 9am is open, shall I book it") == 0.0
+    assert word_error_rate("around 2 p.m.", "around two PM") == 0.0
+    # A different number, or a misheard word, still counts.
+    assert word_error_rate(said, "Tuesday at 10am is open. Shall I book it?") > 0.0
+    assert word_error_rate("for your car then", "for your card and") == 0.5

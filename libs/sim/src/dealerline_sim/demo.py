@@ -31,6 +31,7 @@ from dealerline_common.messages import (
     parse_event,
 )
 from dealerline_common.speculation import EndOfTurnInfo
+from dealerline_common.spoken import TEENS, TENS, UNITS
 
 from .aftercall_report import format_email, format_record, format_text, wait_for_record
 from .fleet import Fleet, TwilioAccount
@@ -221,10 +222,22 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
+_NUMBER_WORDS = {w: str(n) for w, n in (UNITS | TEENS | TENS).items()}
+_AM_PM = re.compile(r"\b([ap])\.\s?m\b\.?", re.IGNORECASE)
+_DIGITS_GLUED = re.compile(r"(\d)([a-z])")
+
+
+def _spoken_form(text: str) -> str:
+    """One way to write what is said the same: "nine a.m." and "9am" are both "9 am"."""
+    text = _DIGITS_GLUED.sub(r"\1 \2", _AM_PM.sub(r"\1m", text.lower()))
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in normalise(text).split())
+
+
 def word_error_rate(reference: str, hypothesis: str) -> float:
+    """WER after both sides are normalised alike (case, punctuation, numbers in digits)."""
     import jiwer
 
-    ref, hyp = normalise(reference), normalise(hypothesis)
+    ref, hyp = _spoken_form(reference), _spoken_form(hypothesis)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(ref, hyp))
