@@ -21,6 +21,7 @@ from typing import Any
 import phonenumbers
 
 from dealerline_common.logs import mask_phone, mask_text
+from dealerline_common.spoken import REPEAT, UNITS, ZERO_WORDS
 
 REGION = "US"
 MIN_DIGITS = 7  # a local US number; fewer is a price, a year or a time
@@ -47,26 +48,14 @@ STRUCTURAL_KEYS = frozenset(
     }
 )
 
-_WORD_DIGITS = {
-    "zero": "0",
-    "oh": "0",
-    "o": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-}
-_REPEAT = {"double": 2, "triple": 3}
+# The digit words as libs/common reads spoken numbers ("oh" and "o" as zero, "niner").
+_WORD_DIGITS = {w: str(n) for w, n in UNITS.items()} | dict.fromkeys(ZERO_WORDS, "0")
+_REPEAT_WORDS = "|".join(REPEAT)
 _DIGIT_WORD = "|".join(sorted(_WORD_DIGITS, key=len, reverse=True))
-_ITEM = rf"(?:\d+|(?:(?:double|triple)[\s-]+)?(?:{_DIGIT_WORD}))"
+_ITEM = rf"(?:\d+|(?:(?:{_REPEAT_WORDS})[\s-]+)?(?:{_DIGIT_WORD}))"
 # Digit groups and digit words one after another, split by spaces, commas, dots or dashes.
 _SPOKEN_RUN = re.compile(rf"\b{_ITEM}(?:[\s,.-]+{_ITEM})+\b", re.IGNORECASE)
-_ITEM_RE = re.compile(rf"(double|triple)?[\s-]*({_DIGIT_WORD}|\d+)", re.IGNORECASE)
+_ITEM_RE = re.compile(rf"({_REPEAT_WORDS})?[\s-]*({_DIGIT_WORD}|\d+)", re.IGNORECASE)
 
 
 def _run_digits(run: str) -> str:
@@ -74,7 +63,7 @@ def _run_digits(run: str) -> str:
     for m in _ITEM_RE.finditer(run):
         repeat, item = m.group(1), m.group(2).lower()
         digits = _WORD_DIGITS.get(item, item)
-        out.append(digits * (_REPEAT[repeat.lower()] if repeat else 1))
+        out.append(digits * (REPEAT[repeat.lower()] if repeat else 1))
     return "".join(out)
 
 
