@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from dealerline_common import subjects
+from dealerline_common import spoken, subjects
 from dealerline_common.bus import Bus, headers_of
 from dealerline_common.logs import configure_logging
 from dealerline_common.messages import (
@@ -223,13 +223,13 @@ def normalise(text: str) -> str:
 
 
 _NUMBER_WORDS = {w: str(n) for w, n in (UNITS | TEENS | TENS).items()}
-_AM_PM = re.compile(r"\b([ap])\.\s?m\b\.?", re.IGNORECASE)
 _DIGITS_GLUED = re.compile(r"(\d)([a-z])")
 
 
 def _spoken_form(text: str) -> str:
-    """One way to write what is said the same: "nine a.m." and "9am" are both "9 am"."""
-    text = _DIGITS_GLUED.sub(r"\1 \2", _AM_PM.sub(r"\1m", text.lower()))
+    """One way to write what is said the same: "nine a.m." and "9am" are both "9 am"
+    (``spoken.clean`` folds "a.m." into "am", as the entity judge reads it)."""
+    text = _DIGITS_GLUED.sub(r"\1 \2", spoken.clean(text).lower())
     return " ".join(_NUMBER_WORDS.get(w, w) for w in normalise(text).split())
 
 
