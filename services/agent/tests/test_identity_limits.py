@@ -18,16 +18,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from langchain_core.messages import ToolMessage
+from agent_testkit import invoke_tool
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from dealerline_agent.dealership.context import ToolContext
-from dealerline_agent.dealership.effects import ToolEffect, apply_effect
+from dealerline_agent.dealership.effects import apply_effect
 from dealerline_agent.dealership.identity import IdentityRules
 from dealerline_agent.dealership.limits import CustomerLimits
 from dealerline_agent.dealership.repo import Dealership
-from dealerline_agent.dealership.tools import build_tools
 from dealerline_agent.metrics import AgentMetrics
 from dealerline_agent.settings import AgentSettings
 from dealerline_common.db import create_engine_from_url, seed, session_factory
@@ -100,15 +99,10 @@ class Call:
         )
 
     async def run(self, name: str, /, **args: Any) -> str:
-        tool = next(t for t in build_tools() if t.name == name)
         self.calls += 1
-        message = await tool.ainvoke(
-            {"type": "tool_call", "id": f"call-{self.calls}", "name": name, "args": args},
-            config={"configurable": {"tool_context": self.context()}},
-        )
-        assert isinstance(message, ToolMessage) and isinstance(message.content, str)
-        apply_effect(self.state, ToolEffect.model_validate(message.artifact))
-        return message.content
+        content, effect = await invoke_tool(name, f"call-{self.calls}", self.context(), args)
+        apply_effect(self.state, effect)
+        return content
 
 
 async def _redis_store() -> AsyncIterator[Callable[[], StateStore]]:

@@ -25,17 +25,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from agent_testkit import agent_settings, db_rows
 from langchain_core.messages import ToolMessage
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
-from sqlalchemy import select
 
 from dealerline_agent.history import from_dicts
 from dealerline_agent.service import AgentService
-from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
-from dealerline_common.db.engine import create_engine_from_url, session_factory
 from dealerline_common.db.models import Appointment, AppointmentStatus, Customer
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import empty_database, run_sync
@@ -68,12 +66,7 @@ class World:
         return caller
 
     async def rows(self, model: Any, *where: Any) -> list[Any]:
-        engine = create_engine_from_url(self.db_url)
-        try:
-            async with session_factory(engine)() as session:
-                return list((await session.execute(select(model).where(*where))).scalars())
-        finally:
-            await engine.dispose()
+        return await db_rows(self.db_url, model, *where)
 
     async def johns_appointment(self) -> Appointment:
         [john] = await self.rows(Customer, Customer.phone == JOHN)
@@ -120,17 +113,7 @@ async def world(
     await client.subscribe(subjects.NOTIFY_EMAIL, on_text)
     scenario = Scenario.load("identity")
     async with ScriptedLLM(scenario) as llm:
-        settings = AgentSettings(
-            nats_url=nats_server.url,
-            llm_base_url=llm.base_url,
-            http_host="127.0.0.1",
-            http_port=0,
-            js_file_storage=False,
-            ack_wait_s=5.0,
-            drain_timeout_s=5.0,
-            database_url=db_url,
-            llm_first_token_timeout_s=5.0,
-        )
+        settings = agent_settings(nats_server.url, llm.base_url, db_url)
         agent = AgentService(settings, store=store)
         await agent.start()
         try:

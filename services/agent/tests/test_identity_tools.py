@@ -14,13 +14,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from langchain_core.messages import ToolMessage
-from sqlalchemy import select
+from agent_testkit import db_rows, invoke_tool
 
 from dealerline_agent.dealership.context import ToolContext
 from dealerline_agent.dealership.effects import ToolEffect, apply_effect
 from dealerline_agent.dealership.repo import Dealership
-from dealerline_agent.dealership.tools import build_tools
 from dealerline_agent.identify import identify_caller
 from dealerline_agent.prompts import context_for
 from dealerline_common.db import create_engine_from_url, seed, session_factory
@@ -72,24 +70,13 @@ class Call:
         )
 
     async def run(self, name: str, /, **args: Any) -> tuple[str, ToolEffect]:
-        tool = next(t for t in build_tools() if t.name == name)
         self.calls += 1
-        message = await tool.ainvoke(
-            {"type": "tool_call", "id": f"call-{self.calls}", "name": name, "args": args},
-            config={"configurable": {"tool_context": self.context()}},
-        )
-        assert isinstance(message, ToolMessage) and isinstance(message.content, str)
-        effect = ToolEffect.model_validate(message.artifact)
+        content, effect = await invoke_tool(name, f"call-{self.calls}", self.context(), args)
         apply_effect(self.state, effect)
-        return message.content, effect
+        return content, effect
 
     async def rows(self, model: Any, *where: Any) -> list[Any]:
-        engine = create_engine_from_url(self.url)
-        try:
-            async with session_factory(engine)() as s:
-                return list((await s.execute(select(model).where(*where))).scalars())
-        finally:
-            await engine.dispose()
+        return await db_rows(self.url, model, *where)
 
     def code(self) -> str:
         """The code in the last text (what the customer reads on their phone)."""

@@ -20,12 +20,12 @@ from zoneinfo import ZoneInfo
 
 import nats.errors
 import pytest
+from agent_testkit import agent_settings, db_rows
 from langchain_core.messages import AIMessage, ToolMessage
 from sqlalchemy import func, select
 
 from dealerline_agent.history import from_dicts
 from dealerline_agent.service import AgentService
-from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import escalation_turn_id
@@ -85,12 +85,7 @@ class World:
         return [name for c in self.llm.completions[since:] for name in c.tool_calls]
 
     async def rows(self, model: Any, *where: Any) -> list[Any]:
-        engine = create_engine_from_url(self.db_url)
-        try:
-            async with session_factory(engine)() as session:
-                return list((await session.execute(select(model).where(*where))).scalars())
-        finally:
-            await engine.dispose()
+        return await db_rows(self.db_url, model, *where)
 
     async def count(self, model: Any, *where: Any) -> int:
         engine = create_engine_from_url(self.db_url)
@@ -134,17 +129,7 @@ async def world(
     if change is not None:
         scenario = change(scenario)
     async with ScriptedLLM(scenario) as llm:
-        settings = AgentSettings(
-            nats_url=nats_server.url,
-            llm_base_url=llm.base_url,
-            http_host="127.0.0.1",
-            http_port=0,
-            js_file_storage=False,
-            ack_wait_s=5.0,
-            drain_timeout_s=5.0,
-            database_url=db_url,
-            llm_first_token_timeout_s=5.0,
-        )
+        settings = agent_settings(nats_server.url, llm.base_url, db_url)
         agent = AgentService(settings, store=store)
         await agent.start()
         try:

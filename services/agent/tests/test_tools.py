@@ -14,8 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from langchain_core.messages import ToolMessage
-from sqlalchemy import select, update
+from agent_testkit import db_rows, invoke_tool
+from sqlalchemy import update
 
 from dealerline_agent.dealership.context import ToolContext
 from dealerline_agent.dealership.effects import ToolEffect, apply_effect
@@ -97,26 +97,14 @@ class Harness:
     async def run(self, name: str, /, apply: bool = True, **args: Any) -> tuple[str, ToolEffect]:
         """Invoke tool ``name`` as a model tool call; apply its effect to the state (as the
         graph's postprocess does) unless ``apply`` is False."""
-        tool = next(t for t in build_tools() if t.name == name)
         self.calls += 1
-        message = await tool.ainvoke(
-            {"type": "tool_call", "id": f"call-{self.calls}", "name": name, "args": args},
-            config={"configurable": {"tool_context": self.context()}},
-        )
-        assert isinstance(message, ToolMessage)
-        assert isinstance(message.content, str)
-        effect = ToolEffect.model_validate(message.artifact)
+        content, effect = await invoke_tool(name, f"call-{self.calls}", self.context(), args)
         if apply:
             apply_effect(self.state, effect)
-        return message.content, effect
+        return content, effect
 
     async def rows(self, model: Any, *where: Any) -> list[Any]:
-        engine = create_engine_from_url(self.url)
-        try:
-            async with session_factory(engine)() as s:
-                return list((await s.execute(select(model).where(*where))).scalars())
-        finally:
-            await engine.dispose()
+        return await db_rows(self.url, model, *where)
 
     async def execute(self, statement: Any) -> None:
         engine = create_engine_from_url(self.url)
