@@ -7,15 +7,14 @@ key namespace per test, and delete their keys afterwards, so parallel runs never
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from store_testkit import REDIS_URL, Backend, open_backend
 
 from dealerline_common.state import (
     BackgroundTask,
@@ -34,52 +33,13 @@ from dealerline_common.state_store import (
     state_store_from_url,
 )
 
-REDIS_URL = os.environ.get("DL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TTL_S = 600.0
-
-
-@dataclass
-class Backend:
-    """A store under test plus a way to open another "process" on the same data."""
-
-    kind: str
-    namespace: str
-    store: StateStore
-    open_other: Callable[[], StateStore]
-    raw: Redis | None = None
-    _others: list[StateStore] = field(default_factory=list)
-
-    def other(self) -> StateStore:
-        """Redis: a separate store with its own connection pool (a separate process).
-        Memory: the same store, which is all one process can share."""
-        s = self.open_other()
-        if s is not self.store:
-            self._others.append(s)
-        return s
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    ns = f"dltest:{uuid.uuid4().hex}:"
-    if request.param == "memory":
-        memory = MemoryStateStore(namespace=ns, ttl_s=TTL_S, backoff_s=0.005)
-        yield Backend("memory", ns, memory, lambda: memory)
-        return
-    raw = Redis.from_url(REDIS_URL, decode_responses=True)
-
-    def open_redis() -> StateStore:
-        return RedisStateStore(REDIS_URL, namespace=ns, ttl_s=TTL_S, backoff_s=0.005)
-
-    b = Backend("redis", ns, open_redis(), open_redis, raw)
-    try:
+    async for b in open_backend(request.param, ttl_s=TTL_S, backoff_s=0.005):
         yield b
-    finally:
-        for s in [b.store, *b._others]:
-            await s.close()
-        keys = [k async for k in raw.scan_iter(match=f"{ns}*", count=1000)]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
 
 
 @pytest.fixture

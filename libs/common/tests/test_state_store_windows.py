@@ -5,79 +5,32 @@ suite on the in-memory store and on real Redis (redis://127.0.0.1:6379/0, or
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
+from store_testkit import Backend, open_backend
 
 from dealerline_common.state_store import (
     MemoryStateStore,
     RedisStateStore,
-    StateStore,
     StateStoreError,
     StateStoreUnavailable,
     WindowCount,
 )
 
-REDIS_URL = os.environ.get("DL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DAY = 86400.0
-
-
-@dataclass
-class Backend:
-    kind: str
-    namespace: str
-    store: StateStore
-    open_other: Callable[[], StateStore]
-    raw: Redis | None = None
-    _others: list[StateStore] = field(default_factory=list)
-
-    def other(self) -> StateStore:
-        """Redis: another store with its own connections (another replica). Memory: the
-        same store, all one process can share."""
-        s = self.open_other()
-        if s is not self.store:
-            self._others.append(s)
-        return s
-
-
-async def _redis_backend() -> AsyncIterator[Backend]:
-    ns = f"dltest:{uuid.uuid4().hex}:"
-    raw = Redis.from_url(REDIS_URL, decode_responses=True)
-
-    def open_redis() -> StateStore:
-        return RedisStateStore(REDIS_URL, namespace=ns)
-
-    b = Backend("redis", ns, open_redis(), open_redis, raw)
-    try:
-        yield b
-    finally:
-        for s in [b.store, *b._others]:
-            await s.close()
-        keys = [k async for k in raw.scan_iter(match=f"{ns}*", count=1000)]
-        if keys:
-            await raw.delete(*keys)
-        await raw.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        ns = f"dltest:{uuid.uuid4().hex}:"
-        memory = MemoryStateStore(namespace=ns)
-        yield Backend("memory", ns, memory, lambda: memory)
-        return
-    async for b in _redis_backend():
+    async for b in open_backend(request.param):
         yield b
 
 
 @pytest.fixture
 async def redis_backend() -> AsyncIterator[Backend]:
-    async for b in _redis_backend():
+    async for b in open_backend("redis"):
         yield b
 
 
