@@ -14,7 +14,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from dealerline_common import audio
 from dealerline_common.bus import Bus
 from dealerline_common.local_nats import NatsServer
+from dealerline_common.messages import StreamStarted, parse_control, parse_event
 from dealerline_common.ops import HttpServer
 from dealerline_gateway.app import create_app
 from dealerline_gateway.settings import GatewaySettings
@@ -36,6 +37,9 @@ AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://dealer.example.com"
 CALLER = "+14158675309"
 DEALER = "+18005551212"
+
+
+T = TypeVar("T")
 
 
 def voiced_signal(seconds: float, level: float = 0.3) -> bytes:
@@ -187,6 +191,19 @@ class Collector:
         return await asyncio.wait_for(self.queue.get(), within_s)
 
 
+async def next_of(c: Collector, kind: type[T], within_s: float = 15.0) -> T:
+    """The next control (or event) message of one type on ``c``; others are skipped."""
+
+    async def find() -> T:
+        while True:
+            msg = await c.queue.get()
+            parsed = parse_control(msg.data) if "control" in msg.subject else parse_event(msg.data)
+            if isinstance(parsed, kind):
+                return parsed
+
+    return await asyncio.wait_for(find(), within_s)
+
+
 async def collect(bus: Bus, subject: str) -> Collector:
     c = Collector()
     await bus.subscribe(subject, c.handler)
@@ -319,3 +336,18 @@ async def twilio_stream(
         yield fake
     finally:
         await fake.close()
+
+
+async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> dict[str, str]:
+    """A call answered by the webhook and its stream started by ``fake``: the stream's
+    parameters, once the gateway said ``StreamStarted`` for its session."""
+    params = await start_call(run, fake.call_sid)
+    await fake.start(params)
+    started = await next_of(control, StreamStarted)
+    assert started.session_id == params["session_id"]
+    return params
+
+
+async def open_session(run: Running, fake: FakeTwilio, control: Collector) -> str:
+    """:func:`open_call`'s session id."""
+    return (await open_call(run, fake, control))["session_id"]

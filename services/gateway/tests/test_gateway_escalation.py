@@ -9,14 +9,13 @@ import xml.etree.ElementTree as ET
 
 import httpx
 from gw_testkit import (
-    Collector,
-    FakeTwilio,
     Running,
     call_params,
     collect,
+    next_of,
+    open_session,
     post_signed,
     running_gateway,
-    start_call,
     stream_parameters,
     twilio_stream,
 )
@@ -32,29 +31,10 @@ from dealerline_common.messages import (
     StreamStarted,
     StreamStopped,
     TurnPlayed,
-    parse_control,
     parse_event,
 )
 
 CALL = "CA0123456789abcdef0123456789abcdef"
-
-
-async def next_control(c: Collector, kind: type, within_s: float = 15.0) -> object:
-    async def find() -> object:
-        while True:
-            parsed = parse_control((await c.queue.get()).data)
-            if isinstance(parsed, kind):
-                return parsed
-
-    return await asyncio.wait_for(find(), within_s)
-
-
-async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> str:
-    params = await start_call(run, fake.call_sid)
-    await fake.start(params)
-    started = await next_control(control, StreamStarted)
-    assert isinstance(started, StreamStarted)
-    return params["session_id"]
 
 
 async def escalation_status(bus: Bus, sid: str, status: HumanCallStatus) -> None:
@@ -122,11 +102,11 @@ async def test_stop_after_escalate_is_a_handoff(nats_server: NatsServer) -> None
     async with running_gateway(nats_server) as run:
         control = await collect(run.probe, subjects.ALL_CONTROL)
         async with twilio_stream(run) as fake:
-            sid = await open_call(run, fake, control)
+            sid = await open_session(run, fake, control)
             await escalation_status(run.probe, sid, HumanCallStatus.CONFIRMED)
             await post_escalate(run, sid)
             await fake.stop()
-            stopped = await next_control(control, StreamStopped)
+            stopped = await next_of(control, StreamStopped)
             assert isinstance(stopped, StreamStopped)
             assert stopped.reason == "handoff" and stopped.session_id == sid
         assert await call_ended_events(run, sid) == []
@@ -141,11 +121,11 @@ async def test_stop_after_escalate_is_a_handoff(nats_server: NatsServer) -> None
         _, params = stream_parameters(back.text)
         async with twilio_stream(run) as fake:
             await fake.start(params)
-            resumed = await next_control(control, StreamStarted)
+            resumed = await next_of(control, StreamStarted)
             assert isinstance(resumed, StreamStarted)
             assert resumed.resumed and resumed.reason == "human_ended"
             await fake.stop()
-            stopped = await next_control(control, StreamStopped)
+            stopped = await next_of(control, StreamStopped)
             assert isinstance(stopped, StreamStopped) and stopped.reason == "stop"
         ended = await call_ended_events(run, sid)
         assert [e.reason for e in ended] == ["stop"]
@@ -155,12 +135,12 @@ async def test_stop_before_escalate_waits_for_it(nats_server: NatsServer) -> Non
     async with running_gateway(nats_server, handoff_grace_s=5.0) as run:
         control = await collect(run.probe, subjects.ALL_CONTROL)
         async with twilio_stream(run) as fake:
-            sid = await open_call(run, fake, control)
+            sid = await open_session(run, fake, control)
             await escalation_status(run.probe, sid, HumanCallStatus.IN_CONFERENCE)
             await fake.stop()
             await asyncio.sleep(0.2)  # let the stop land first (either order must work)
             await post_escalate(run, sid)
-            stopped = await next_control(control, StreamStopped)
+            stopped = await next_of(control, StreamStopped)
             assert isinstance(stopped, StreamStopped) and stopped.reason == "handoff"
         assert await call_ended_events(run, sid) == []
 
@@ -171,10 +151,10 @@ async def test_hang_up_while_a_transfer_is_due_still_ends_the_call(
     async with running_gateway(nats_server, handoff_grace_s=0.3) as run:
         control = await collect(run.probe, subjects.ALL_CONTROL)
         async with twilio_stream(run) as fake:
-            sid = await open_call(run, fake, control)
+            sid = await open_session(run, fake, control)
             await escalation_status(run.probe, sid, HumanCallStatus.CONFIRMED)
             await fake.stop()  # the caller hung up; no /escalate ever comes
-            stopped = await next_control(control, StreamStopped)
+            stopped = await next_of(control, StreamStopped)
             assert isinstance(stopped, StreamStopped) and stopped.reason == "stop"
         assert [e.reason for e in await call_ended_events(run, sid)] == ["stop"]
 
@@ -183,7 +163,7 @@ async def test_escalate_for_another_call_is_not_a_handoff(nats_server: NatsServe
     async with running_gateway(nats_server, handoff_grace_s=0.3) as run:
         control = await collect(run.probe, subjects.ALL_CONTROL)
         async with twilio_stream(run) as fake:
-            sid = await open_call(run, fake, control)
+            sid = await open_session(run, fake, control)
             async with httpx.AsyncClient(base_url=run.base) as client:
                 await post_signed(
                     client,
@@ -191,7 +171,7 @@ async def test_escalate_for_another_call_is_not_a_handoff(nats_server: NatsServe
                     call_params("CA" + "f" * 32),
                 )
             await fake.stop()
-            stopped = await next_control(control, StreamStopped)
+            stopped = await next_of(control, StreamStopped)
             assert isinstance(stopped, StreamStopped) and stopped.reason == "stop"
 
 
@@ -213,7 +193,7 @@ async def publish_sentence(
 async def test_turn_played_once_its_last_mark_comes_back(gateway: Running) -> None:
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     async with twilio_stream(gateway) as fake:
-        sid = await open_call(gateway, fake, control)
+        sid = await open_session(gateway, fake, control)
         turn = "turn-esc-task_1-confirmed"
         await publish_sentence(gateway, sid, turn, 0, "Connecting you now.", b"\x11" * 320)
         await publish_sentence(gateway, sid, turn, 1, "One moment.", b"\x11" * 320)
@@ -222,7 +202,7 @@ async def test_turn_played_once_its_last_mark_comes_back(gateway: Running) -> No
         second = await fake.next_event("mark")
         await fake.mark(first["mark"]["name"])
         await fake.mark(second["mark"]["name"])
-        played = await next_control(control, TurnPlayed)
+        played = await next_of(control, TurnPlayed)
         assert isinstance(played, TurnPlayed)
         assert played.turn_id == turn and played.session_id == sid
 
@@ -231,8 +211,8 @@ async def test_turn_played_once_its_last_mark_comes_back(gateway: Running) -> No
         mark = await fake.next_event("mark")
         await fake.mark(mark["mark"]["name"])
         await publish_sentence(gateway, sid, "turn_late", 1, "", b"", last=True)
-        played = await next_control(control, TurnPlayed)
+        played = await next_of(control, TurnPlayed)
         assert isinstance(played, TurnPlayed) and played.turn_id == "turn_late"
         await fake.stop()
-        stopped = await next_control(control, StreamStopped)
+        stopped = await next_of(control, StreamStopped)
         assert isinstance(stopped, StreamStopped)

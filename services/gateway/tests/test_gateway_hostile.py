@@ -13,18 +13,18 @@ import contextlib
 import itertools
 import json
 import re
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from gw_testkit import (
-    Collector,
     FakeTwilio,
     Running,
     collect,
     make_settings,
+    next_of,
+    open_session,
     running_gateway,
     silence,
-    start_call,
     twilio_stream,
     voiced_signal,
 )
@@ -40,11 +40,9 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AudioMeta,
     KeyPresses,
-    StreamStarted,
     TurnTimings,
     UtteranceMeta,
     from_header,
-    parse_control,
 )
 from dealerline_gateway.caller_audio import CallerAudio, CallerEvent
 from dealerline_gateway.codec import MediaFrame
@@ -52,8 +50,6 @@ from dealerline_gateway.flood import BEFORE_START, BURST, MessageBudget
 from dealerline_gateway.playback import Playback
 from dealerline_gateway.stream import MediaSession
 from dealerline_gateway.ws_protocol import CLOSE_TIMEOUT_S, GatewayWebSocketProtocol
-
-T = TypeVar("T")
 
 # ----------------------------------------------------------------- the caller's audio
 
@@ -93,24 +89,6 @@ def test_payloads_of_any_length_are_cut_into_whole_frames_in_order() -> None:
 
 
 # ----------------------------------------------------------------- through the gateway
-
-
-async def next_of(control: Collector, kind: type[T], within_s: float = 15.0) -> T:
-    async def find() -> T:
-        while True:
-            parsed = parse_control((await control.queue.get()).data)
-            if isinstance(parsed, kind):
-                return parsed
-
-    return await asyncio.wait_for(find(), within_s)
-
-
-async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> str:
-    params = await start_call(run, fake.call_sid)
-    await fake.start(params)
-    started = await next_of(control, StreamStarted)
-    assert started.session_id == params["session_id"]
-    return params["session_id"]
 
 
 async def play_reply(run: Running, sid: str, fake: FakeTwilio, turn: str) -> None:
@@ -171,8 +149,8 @@ async def test_a_message_over_the_limit_closes_only_its_own_socket(gateway: Runn
         twilio_stream(gateway, "CA00000000000000000000000000000011") as hostile,
         twilio_stream(gateway, "CA00000000000000000000000000000012") as fine,
     ):
-        await open_call(gateway, hostile, control)
-        sid = await open_call(gateway, fine, control)
+        await open_session(gateway, hostile, control)
+        sid = await open_session(gateway, fine, control)
         big = json.dumps(media_message(hostile, voiced_signal(10.0)))
         assert len(big) > 100_000
         await hostile.send(big)
@@ -195,7 +173,7 @@ async def test_a_socket_that_never_starts_is_closed(nats_server: NatsServer) -> 
             twilio_stream(gw, "CA00000000000000000000000000000022") as chatty,
             twilio_stream(gw, "CA00000000000000000000000000000023") as fine,
         ):
-            sid = await open_call(gw, fine, control)
+            sid = await open_session(gw, fine, control)
             await chatty.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
             async def keep_talking() -> None:
@@ -223,7 +201,7 @@ async def test_one_frame_cannot_carry_seconds_of_audio(gateway: Running) -> None
     20 ms a frame): it never becomes an utterance, and the call goes on as normal."""
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     async with twilio_stream(gateway) as fake:
-        sid = await open_call(gateway, fake, control)
+        sid = await open_session(gateway, fake, control)
         utts = await collect(gateway.probe, subjects.utterance(sid))
         with capture_logs() as logs:
             await fake.send(media_message(fake, voiced_signal(2.0)))
@@ -255,7 +233,7 @@ async def test_utterances_waiting_for_the_bus_are_capped(nats_server: NatsServer
         gw.bus.publish_durable = stuck_utterances  # type: ignore[method-assign]
         control = await collect(gw.probe, subjects.ALL_CONTROL)
         async with twilio_stream(gw) as fake:
-            sid = await open_call(gw, fake, control)
+            sid = await open_session(gw, fake, control)
             utts = await collect(gw.probe, subjects.utterance(sid))
             with capture_logs() as logs:
                 # 1st: being published (stuck); 2nd: queued (~0.9 s); 3rd: past 1.5 s
@@ -280,7 +258,7 @@ async def test_bad_frames_are_logged_once_per_reason_and_all_counted(gateway: Ru
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     with capture_logs() as logs:
         async with twilio_stream(gateway) as fake:
-            sid = await open_call(gateway, fake, control)
+            sid = await open_session(gateway, fake, control)
             for _ in range(50):
                 await fake.send("not json")
                 await fake.send(b"\x00binary")
@@ -319,8 +297,8 @@ async def test_a_socket_flooding_messages_is_closed(gateway: Running) -> None:
         twilio_stream(gateway, "CA00000000000000000000000000000031") as flood,
         twilio_stream(gateway, "CA00000000000000000000000000000032") as fine,
     ):
-        await open_call(gateway, flood, control)
-        sid = await open_call(gateway, fine, control)
+        await open_session(gateway, flood, control)
+        sid = await open_session(gateway, fine, control)
         sent = 0
         with contextlib.suppress(ConnectionClosed):
             while sent < 2 * BURST and not flood.closed.is_set():
@@ -341,7 +319,7 @@ async def test_a_socket_that_floods_before_start_is_closed(gateway: Running) -> 
         twilio_stream(gateway, "CA00000000000000000000000000000041") as early,
         twilio_stream(gateway, "CA00000000000000000000000000000042") as fine,
     ):
-        sid = await open_call(gateway, fine, control)
+        sid = await open_session(gateway, fine, control)
         with contextlib.suppress(ConnectionClosed):
             for _ in range(BEFORE_START + 5):
                 await early.send(media_message(early, b"\xff" * 160))

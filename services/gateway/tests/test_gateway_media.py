@@ -11,10 +11,10 @@ import httpx
 import nats.errors
 import pytest
 from gw_testkit import (
-    Collector,
-    FakeTwilio,
     Running,
     collect,
+    next_of,
+    open_call,
     running_gateway,
     sign,
     silence,
@@ -42,32 +42,9 @@ from dealerline_common.messages import (
     UtteranceMeta,
     from_header,
     parse_control,
-    parse_event,
 )
 from dealerline_gateway.playback import Playback, Sentence
 from dealerline_gateway.stream import MediaSession
-
-
-async def next_of(c: Collector, kind: type, within_s: float = 15.0) -> object:
-    """The next control/event message of one type (others are skipped)."""
-
-    async def find() -> object:
-        while True:
-            msg = await c.queue.get()
-            parsed = parse_control(msg.data) if "control" in msg.subject else parse_event(msg.data)
-            if isinstance(parsed, kind):
-                return parsed
-
-    return await asyncio.wait_for(find(), within_s)
-
-
-async def open_call(run: Running, fake: FakeTwilio, control: Collector) -> dict[str, str]:
-    params = await start_call(run, fake.call_sid)
-    await fake.start(params)
-    started = await next_of(control, StreamStarted)
-    assert isinstance(started, StreamStarted)
-    assert started.session_id == params["session_id"]
-    return params
 
 
 async def publish_sentence(

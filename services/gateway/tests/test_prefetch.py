@@ -14,11 +14,11 @@ import httpx
 import nats.errors
 import pytest
 from gw_testkit import (
-    Collector,
     FakeTwilio,
     Running,
     call_params,
     collect,
+    next_of,
     post_signed,
     start_call,
     stream_parameters,
@@ -120,17 +120,6 @@ async def publish_audio(run: Running, meta: AudioMeta, fill: int) -> None:
     await run.probe.nc.flush()
 
 
-async def next_control(c: Collector, kind: type, within_s: float = 15.0) -> Any:
-    async def find() -> Any:
-        while True:
-            msg = await c.queue.get()
-            parsed = parse_control(msg.data)
-            if isinstance(parsed, kind):
-                return parsed
-
-    return await asyncio.wait_for(find(), within_s)
-
-
 async def played(fake: FakeTwilio, marks: int) -> list[tuple[str, Any]]:
     """What Twilio received until ``marks`` marks: ("media", the sentence's fill byte)
     once per sentence played, ("mark", name) for each mark."""
@@ -164,7 +153,7 @@ async def test_the_greeting_written_before_the_stream_plays_when_it_opens(
     control = await collect(gateway.probe, subjects.ALL_CONTROL)
     params = await start_call(gateway, CALL)
     sid = params["session_id"]
-    incoming = await next_control(control, CallIncoming)
+    incoming = await next_of(control, CallIncoming)
     assert incoming.session_id == sid and incoming.call_sid == CALL
     assert incoming.from_number == params["from"] and incoming.to_number == params["to"]
     assert sid in gw.prefetches
@@ -177,7 +166,7 @@ async def test_the_greeting_written_before_the_stream_plays_when_it_opens(
     await eventually(lambda: len(entry.held.items) == 1)
     async with twilio_stream(gateway, CALL) as fake:
         await fake.start(params)
-        started = await next_control(control, StreamStarted)
+        started = await next_of(control, StreamStarted)
         assert started.greeting_prefetched is True and not started.resumed
         assert sid not in gw.prefetches
         # the rest of the greeting comes after the stream opened, straight to it
@@ -249,7 +238,7 @@ async def test_an_untaken_prefetch_expires_and_its_greeting_is_not_played(
         await gateway.probe.nc.request(subjects.audio(sid), b"", timeout=2)
     async with twilio_stream(gateway, CALL) as fake:
         await fake.start(params)
-        started = await next_control(control, StreamStarted)
+        started = await next_of(control, StreamStarted)
         assert started.greeting_prefetched is False
         await publish_audio(gateway, greeting_meta(sid, turn_id_for_call(CALL), 0), 0x11)
         again = turn_id_for_stream(fake.stream_sid)
