@@ -191,9 +191,13 @@ class EscalationRun:
             return True
         self.timers.hint = float("inf")
         round_due = self.watchdog.round_due()
-        if await self.watchdog.look_at_caller(state, self.req.call_sid, round_due):
+        redial = esc.status is S.FAILED and esc.detail not in FINAL_REASONS
+        # Before the next person is rung after one whose phone rang, the caller is looked at
+        # afresh: one who hung up while it rang out is not handed to anyone else.
+        rang = redial and esc.human_call_sid is not None
+        if await self.watchdog.look_at_caller(state, self.req.call_sid, round_due or rang):
             return False
-        if esc.status is S.NONE or (esc.status is S.FAILED and esc.detail not in FINAL_REASONS):
+        if esc.status is S.NONE or redial:
             await self._dial_next(esc)
             return False
         if await self.watchdog.enforce_deadlines(esc) or await self._hand_over(esc):
