@@ -17,6 +17,10 @@ STREAM_SAY = "DL_SAY"
 STREAM_EVENTS = "DL_EVENTS"
 STREAM_ESCALATIONS = "DL_ESCALATIONS"
 STREAM_NOTIFY = "DL_NOTIFY"
+# Turns the agent must take even if the replica that heard of them dies: greetings and
+# spoken escalation outcomes (a work queue; published by the gateway and the escalation
+# service, consumed by the agent group).
+STREAM_AGENT_JOBS = "DL_AGENT_JOBS"
 
 # Durable consumer / queue-group names: one per worker kind.
 GROUP_STT = "stt"
@@ -71,6 +75,12 @@ def command(session_id: str) -> str:
     return _call(session_id, "command")
 
 
+def agent_job(session_id: str) -> str:
+    """Gateway / escalation → agent, durable: a turn to take without a caller utterance
+    (greet an incoming call or a started stream, speak an escalation outcome)."""
+    return _call(session_id, "agent_job")
+
+
 def escalation(session_id: str) -> str:
     return _call(session_id, "escalation")
 
@@ -102,6 +112,7 @@ ALL_CONTROL = _all("control")
 ALL_COMMAND = _all("command")
 ALL_ESCALATION = _all("escalation")
 ALL_EVENTS = _all("events")
+ALL_AGENT_JOBS = _all("agent_job")
 
 
 def session_of(subject: str) -> str:

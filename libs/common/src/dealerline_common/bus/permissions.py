@@ -106,6 +106,7 @@ PERMISSIONS: dict[str, Permissions] = {
             s.ALL_UTTERANCES,
             s.ALL_CONTROL,
             s.ALL_EVENTS,
+            s.ALL_AGENT_JOBS,  # greetings to take (incoming call, stream started)
             s.STT_PROBE,
             *_kv(s.KV_STREAM_TOKENS),
             *_kv("dl_handoffs"),  # the gateway's hand-off markers (dealerline_gateway.handoff)
@@ -129,13 +130,18 @@ PERMISSIONS: dict[str, Permissions] = {
             s.ALL_EVENTS,
             s.NOTIFY_SMS,  # one-time codes, notices of a contact change
             s.NOTIFY_EMAIL,
-            *_consume(s.STREAM_TRANSCRIPTS),
+            *_consume(s.STREAM_TRANSCRIPTS, s.STREAM_AGENT_JOBS),
         ],
         [s.ALL_CONTROL, s.ALL_ESCALATION],
     ),
     "escalation": _user(
         "escalation",
-        [s.ALL_ESCALATION, s.ALL_EVENTS, *_consume(s.STREAM_ESCALATIONS)],
+        [
+            s.ALL_ESCALATION,
+            s.ALL_EVENTS,
+            s.ALL_AGENT_JOBS,  # escalation outcomes the agent speaks
+            *_consume(s.STREAM_ESCALATIONS),
+        ],
         [s.ALL_ESCALATION, s.ALL_CONTROL, ALL_STAFF_ACTIONS, s.STAFF_DUTY],
         responses=True,
     ),

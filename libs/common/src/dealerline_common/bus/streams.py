@@ -40,6 +40,7 @@ STREAMS: tuple[StreamSpec, ...] = (
         subjects.STREAM_ESCALATIONS, [subjects.ESCALATION_REQUEST], True, 3600, "escalation"
     ),
     StreamSpec(subjects.STREAM_NOTIFY, [subjects.ALL_NOTIFY], True, 7 * 86400, "aftercall"),
+    StreamSpec(subjects.STREAM_AGENT_JOBS, [subjects.ALL_AGENT_JOBS], True, 300, "agent"),
 )
 
 
