@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
+from prometheus_client import Gauge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +21,19 @@ from .logs import get_logger
 from .metrics import CONTENT_TYPE, Metrics
 
 log = get_logger(__name__)
+
+_task_gauges: weakref.WeakKeyDictionary[Metrics, Gauge] = weakref.WeakKeyDictionary()
+
+
+def _task_gauge(metrics: Metrics) -> Gauge:
+    """``asyncio_tasks``: the tasks alive in the service's event loop when ``/metrics`` is
+    read (a soak compares it at the start and the end: tasks that only grow leaked). One
+    per registry, however many times the routes are built on it."""
+    gauge = _task_gauges.get(metrics)
+    if gauge is None:
+        gauge = metrics.gauge("asyncio_tasks", "asyncio tasks alive in the service's event loop")
+        _task_gauges[metrics] = gauge
+    return gauge
 
 
 class Health:
@@ -40,6 +55,8 @@ class Health:
 
 
 def ops_routes(health: Health, metrics: Metrics) -> list[BaseRoute]:
+    tasks = _task_gauge(metrics)
+
     async def livez(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -53,6 +70,7 @@ def ops_routes(health: Health, metrics: Metrics) -> list[BaseRoute]:
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
+        tasks.set(len(asyncio.all_tasks()))
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return [
