@@ -64,7 +64,11 @@ class AgentSettings(ServiceSettings):
     dealership_timezone: str = "America/Los_Angeles"
 
     ack_wait_s: float = Field(
-        default=10.0, gt=0, description="a transcript whose agent died is redelivered after"
+        default=2.0,
+        gt=0,
+        description="a transcript whose agent died is redelivered after this long; a turn "
+        "still running tells NATS it is in progress (the bus's heartbeat, every third of "
+        "this), so a long turn keeps its one owner",
     )
     concurrency: int = Field(default=16, ge=1, description="turns (of different calls) at once")
     max_history_messages: int = Field(default=40, ge=2, description="messages sent to the LLM")
