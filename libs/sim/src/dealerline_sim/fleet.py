@@ -6,7 +6,11 @@ Used by ``make run`` (``python -m dealerline_sim.fleet``), ``make demo``, ``make
 the end-to-end tests. Every process it starts is stopped again (SIGTERM, then SIGKILL after
 a grace period), also when the caller is interrupted. ``replicas`` runs more than one
 process of a service (``{"stt": 2}`` starts ``stt`` and ``stt-2``), and :meth:`Fleet.terminate`
-/ :meth:`Fleet.wait_exit` let a test drain one of them as Kubernetes would.
+/ :meth:`Fleet.wait_exit` let a test drain one of them as Kubernetes would. For fault runs
+(``make chaos``) ``own_redis`` gives the fleet a redis-server of its own (append-only, its
+files in the log folder) and :meth:`Fleet.restart_nats` / :meth:`Fleet.restart_redis` stop
+one and start it again on the same port with the same store, mid-call; :meth:`Fleet.pids`
+names every process for samplers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import importlib.resources
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -146,6 +151,9 @@ class Fleet:
     # Twilio for the human leg. None: the escalation service starts without it and every
     # escalation fails at once (the agent then offers a callback).
     twilio: TwilioAccount | None = None
+    # A redis-server of the fleet's own on a free port (never the system one), restartable.
+    own_redis: bool = False
+    redis: LocalRedis | None = None
 
     def __post_init__(self) -> None:
         if self.twilio is not None:
@@ -233,6 +241,10 @@ class Fleet:
             await upgrade(self.database_url)
             await seed(self.database_url)
             self._say(f"dealership database {display_url(self.database_url)}: migrated, seeded")
+        if self.state_url is None and self.own_redis:
+            assert self.log_dir is not None
+            self.redis = await asyncio.to_thread(LocalRedis(self.log_dir / "redis").start)
+            self.state_url = self.redis.url
         if self.state_url is None:
             self.state_url = await _local_redis() or "memory://"
         self._say(f"conversation state: {self.state_url} (namespace {self.state_namespace})")
@@ -348,6 +360,31 @@ class Fleet:
         self._spawn(name, [sys.executable, "-m", spec.module], port, self._env_for(spec, port))
         await self._wait_http(name, f"{self.url(name)}/readyz", spec.what)
 
+    async def restart_nats(self, down_s: float) -> None:
+        """Stop the fleet's nats-server, leave it down ``down_s`` seconds, start it again
+        on the same port with the same JetStream store (streams and consumers survive)."""
+        assert self.nats is not None, "restart_nats needs the fleet's own nats-server"
+        await asyncio.to_thread(self.nats.stop)
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.nats.start)
+
+    async def restart_redis(self, down_s: float) -> None:
+        """The same for the fleet's own redis-server (``own_redis``): its append-only file
+        brings the state back."""
+        assert self.redis is not None, "restart_redis needs Fleet(own_redis=True)"
+        await asyncio.to_thread(self.redis.stop)
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(self.redis.start)
+
+    def pids(self) -> dict[str, int]:
+        """Process name → pid of everything of the fleet that runs now (nats, redis too)."""
+        found = {n: p.process.pid for n, p in self.procs.items() if p.process.poll() is None}
+        for name, server in (("nats", self.nats), ("redis", self.redis)):
+            proc = server.proc if server is not None else None
+            if proc is not None and proc.poll() is None:
+                found[name] = proc.pid
+        return found
+
     def kill(self, name: str) -> None:
         proc = self.procs[name].process
         if proc.poll() is None:
@@ -386,8 +423,54 @@ class Fleet:
         if self.nats is not None:
             self.nats.cleanup()
             self.nats = None
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
+            self.redis = None
         if running:
             self._say("fleet stopped")
+
+
+@dataclass
+class LocalRedis:
+    """A redis-server of the fleet's own: a free port, append-only persistence in ``dir``."""
+
+    dir: Path
+    port: int = field(default_factory=free_port)
+    binary: str = "/usr/bin/redis-server"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> LocalRedis:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--dir", str(self.dir), "--appendonly", "yes", "--save", ""]
+        with (self.dir / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()  # SHUTDOWN: the append-only file is flushed
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
 
 async def _local_redis(url: str = "redis://127.0.0.1:6379/0") -> str | None:
