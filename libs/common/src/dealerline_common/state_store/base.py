@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from tenacity import (
@@ -29,7 +29,9 @@ __all__ = [
     "Mutator",
     "StateStore",
     "WindowCount",
+    "check_reply",
     "check_window",
+    "contiguous_reply",
     "lost_race_retrying",
 ]
 
@@ -69,6 +71,23 @@ def check_window(window_s: float, event: str | None, limit: int | None) -> None:
         raise ValueError(f"event must be a non-empty string or None, got {event!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+
+
+def check_reply(turn_id: str, seq: int, text: str) -> None:
+    """Refuse a turn id, sentence number or text that cannot be noted (before any I/O)."""
+    check_id("turn_id", turn_id)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"seq must be an int >= 0, got {seq!r}")
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string, got {type(text).__name__}")
+
+
+def contiguous_reply(noted: Mapping[int, str]) -> list[str]:
+    """The sentences ``0, 1, 2, ...`` of a reply log, up to the first missing one."""
+    out: list[str] = []
+    while len(out) in noted:
+        out.append(noted[len(out)])
+    return out
 
 
 class StateStore(abc.ABC):
@@ -187,6 +206,24 @@ class StateStore(abc.ABC):
         stored state; its version is bumped only if something changed. Raises
         :class:`StateConflictError` if concurrent writers won every attempt.
         """
+
+    # -- the reply log ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def note_reply(self, session_id: str, turn_id: str, seq: int, text: str) -> None:
+        """Record sentence ``seq`` of turn ``turn_id``'s reply before it is published; the
+        first text noted for a seq wins (a re-run cannot overwrite what the caller may
+        already have heard).
+
+        Kept per session (expires and is deleted with the session's other keys), so an
+        agent that takes over a redelivered turn can resume after what was already said.
+        Raises ValueError on a bad argument, before touching the store.
+        """
+
+    @abc.abstractmethod
+    async def noted_reply(self, session_id: str, turn_id: str) -> list[str]:
+        """The noted sentences in seq order, contiguous from 0 (stops at the first gap);
+        ``[]`` for a turn with nothing noted."""
 
     # -- counters shared by every session -------------------------------------------------
 

@@ -7,6 +7,8 @@ With an optional namespace prefix ``ns``::
     {ns}delivered_notifications:<sid>  SET of notification ids already merged
     {ns}task:<sid>:<task_id>           one BackgroundTask (JSON)
     {ns}tasks:<sid>                    SET of task ids: an index, so a turn never SCANs
+    {ns}reply:<sid>:<turn_id>          HASH seq -> sentence: a turn's reply log (HSETNX)
+    {ns}replies:<sid>                  SET of turn ids with a reply log (an index, as tasks)
 
 and, belonging to no session (shared by every process on the namespace)::
 
@@ -39,6 +41,8 @@ class SessionKeys:
     delivered: str
     tasks: str  # index of task ids
     task_prefix: str
+    replies: str  # index of turn ids with a reply log
+    reply_prefix: str
 
     @classmethod
     def of(cls, ns: str, session_id: str) -> SessionKeys:
@@ -48,12 +52,18 @@ class SessionKeys:
             delivered=f"{ns}delivered_notifications:{session_id}",
             tasks=f"{ns}tasks:{session_id}",
             task_prefix=f"{ns}task:{session_id}:",
+            replies=f"{ns}replies:{session_id}",
+            reply_prefix=f"{ns}reply:{session_id}:",
         )
 
     def task(self, task_id: str) -> str:
         return f"{self.task_prefix}{task_id}"
 
+    def reply(self, turn_id: str) -> str:
+        return f"{self.reply_prefix}{turn_id}"
+
     @property
-    def fixed(self) -> tuple[str, str, str, str]:
-        """The keys every session may have, whatever its tasks."""
-        return (self.state, self.notifications, self.delivered, self.tasks)
+    def fixed(self) -> tuple[str, str, str, str, str]:
+        """The keys every session may have, whatever its tasks and turns (the two
+        indexes last: tasks, then replies)."""
+        return (self.state, self.notifications, self.delivered, self.tasks, self.replies)

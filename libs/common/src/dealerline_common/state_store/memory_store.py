@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from ..logs import get_logger
 from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
-from .base import DEFAULT_RETRIES, DEFAULT_TTL_S, StateStore, WindowCount, check_window
+from .base import (
+    DEFAULT_RETRIES,
+    DEFAULT_TTL_S,
+    StateStore,
+    WindowCount,
+    check_reply,
+    check_window,
+    contiguous_reply,
+)
 from .keys import SessionKeys, check_id, window_key
 from .merge import merge_notifications, merge_tasks
 from .stored import (
@@ -30,8 +38,15 @@ log = get_logger(__name__)
 
 
 @dataclass(slots=True)
+class _Reply:
+    """A turn's reply log (Redis: a HASH of seq -> sentence)."""
+
+    sentences: dict[int, str]
+
+
+@dataclass(slots=True)
 class _Entry:
-    value: str | list[str] | set[str] | dict[str, float]  # a dict: event id -> time
+    value: str | list[str] | set[str] | dict[str, float] | _Reply  # a dict: event id -> time
     expires_at: float
 
 
@@ -98,14 +113,28 @@ class MemoryStateStore(StateStore):
         assert isinstance(entry.value, dict)
         return {event: at for event, at in entry.value.items() if at > since}
 
-    def _put(self, key: str, value: str | list[str] | set[str]) -> None:
+    def _get_reply(self, key: str) -> _Reply:
+        entry = self._live(key)
+        if entry is None:
+            return _Reply({})
+        assert isinstance(entry.value, _Reply)
+        return entry.value
+
+    def _session_keys(self, keys: SessionKeys) -> list[str]:
+        """Every key the session may have: the fixed ones, task records, reply logs."""
+        return [
+            *keys.fixed,
+            *(keys.task(t) for t in sorted(self._get_set(keys.tasks))),
+            *(keys.reply(t) for t in sorted(self._get_set(keys.replies))),
+        ]
+
+    def _put(self, key: str, value: str | list[str] | set[str] | _Reply) -> None:
         self._data[key] = _Entry(value, self._clock() + self.ttl_s)
 
     def _touch(self, keys: SessionKeys) -> None:
-        """Refresh the TTL of every key of the session (fixed keys and task records)."""
+        """Refresh the TTL of every key of the session (fixed keys, task records, replies)."""
         expires_at = self._clock() + self.ttl_s
-        names = [*keys.fixed, *(keys.task(t) for t in self._get_set(keys.tasks))]
-        for key in names:
+        for key in self._session_keys(keys):
             entry = self._live(key)
             if entry is not None:
                 entry.expires_at = expires_at
@@ -166,6 +195,24 @@ class MemoryStateStore(StateStore):
             raw = self._get_str(keys.task(task_id))
         return None if raw is None else BackgroundTask.model_validate_json(raw)
 
+    async def note_reply(self, session_id: str, turn_id: str, seq: int, text: str) -> None:
+        keys = self.keys(session_id)
+        check_reply(turn_id, seq, text)
+        async with self._lock:
+            reply = self._get_reply(keys.reply(turn_id))
+            reply.sentences.setdefault(seq, text)
+            self._put(keys.reply(turn_id), reply)
+            index = self._get_set(keys.replies)
+            index.add(turn_id)
+            self._put(keys.replies, index)
+            self._touch(keys)
+
+    async def noted_reply(self, session_id: str, turn_id: str) -> list[str]:
+        keys = self.keys(session_id)
+        check_id("turn_id", turn_id)
+        async with self._lock:
+            return contiguous_reply(self._get_reply(keys.reply(turn_id)).sentences)
+
     async def sync_atomic_updates_to_state(self, session_id: str) -> ConversationState:
         keys = self.keys(session_id)
         async with self._lock:
@@ -216,15 +263,13 @@ class MemoryStateStore(StateStore):
         keys = self.keys(session_id)
         async with self._lock:
             t = self._clock()
-            names = [*keys.fixed, *(keys.task(i) for i in self._get_set(keys.tasks))]
+            names = self._session_keys(keys)
             return {k: e.expires_at - t for k in names if (e := self._live(k)) is not None}
 
     async def delete(self, session_id: str) -> None:
         keys = self.keys(session_id)
         async with self._lock:
-            for task_id in self._get_set(keys.tasks):
-                self._data.pop(keys.task(task_id), None)
-            for key in keys.fixed:
+            for key in self._session_keys(keys):
                 self._data.pop(key, None)
 
     async def close(self) -> None:

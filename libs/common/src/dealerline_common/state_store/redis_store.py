@@ -23,7 +23,9 @@ from .base import (
     DEFAULT_TTL_S,
     StateStore,
     WindowCount,
+    check_reply,
     check_window,
+    contiguous_reply,
     lost_race_retrying,
 )
 from .errors import LostRace, StateConflictError, StateStoreError, StateStoreUnavailable
@@ -58,14 +60,17 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-# Refreshes the TTL of a session's fixed keys (KEYS, the task index last) and of every task
-# record the index names, in one server-side step: no extra round trip for a write and no
-# SCAN. It touches task keys it is not given in KEYS, which is fine on a single Redis (and a
-# session's keys could only share a Cluster slot with hash tags anyway).
+# Refreshes the TTL of a session's fixed keys (KEYS) and of every record an index names, in
+# one server-side step: no extra round trip for a write and no SCAN. ARGV[1] is the TTL in
+# ms, then pairs (position in KEYS of an index SET, the prefix of the keys it names): the
+# task records and the reply logs.
 _REFRESH_LUA = """
-for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[2]) end
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do
-  redis.call('PEXPIRE', ARGV[1] .. id, ARGV[2])
+local ttl = ARGV[1]
+for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+for i = 2, #ARGV, 2 do
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[tonumber(ARGV[i])])) do
+    redis.call('PEXPIRE', ARGV[i + 1] .. id, ttl)
+  end
 end
 return 1
 """
@@ -148,7 +153,12 @@ class RedisStateStore(StateStore):
 
     def _refresh(self, pipe: Pipeline, keys: SessionKeys) -> None:
         """Queue, inside the caller's MULTI, the TTL refresh of every key of the session."""
-        pipe.eval(_REFRESH_LUA, len(keys.fixed), *keys.fixed, keys.task_prefix, self._ttl_ms)
+        fixed = keys.fixed
+        indexes = (
+            *(fixed.index(keys.tasks) + 1, keys.task_prefix),
+            *(fixed.index(keys.replies) + 1, keys.reply_prefix),
+        )
+        pipe.eval(_REFRESH_LUA, len(fixed), *fixed, self._ttl_ms, *indexes)
 
     async def _get(self, key: str) -> str | None:
         return _text(await self._redis.get(key))
@@ -254,6 +264,30 @@ class RedisStateStore(StateStore):
         )
         return None if raw is None else BackgroundTask.model_validate_json(raw)
 
+    async def note_reply(self, session_id: str, turn_id: str, seq: int, text: str) -> None:
+        keys = self.keys(session_id)
+        check_reply(turn_id, seq, text)
+
+        async def note() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(keys.reply(turn_id), str(seq), text)
+                pipe.sadd(keys.replies, turn_id)
+                self._refresh(pipe, keys)
+                await pipe.execute()
+
+        await self._io("note_reply", session_id, note)
+
+    async def noted_reply(self, session_id: str, turn_id: str) -> list[str]:
+        keys = self.keys(session_id)
+        check_id("turn_id", turn_id)
+
+        async def read() -> dict[bytes | str, bytes | str]:
+            return await self._redis.hgetall(keys.reply(turn_id))
+
+        found = await self._io("noted_reply", session_id, read)
+        noted = {_text(k) or "": _text(v) or "" for k, v in found.items()}
+        return contiguous_reply({int(k): v for k, v in noted.items() if k.isdigit()})
+
     async def _sync_once(self, session_id: str) -> ConversationState:
         """One optimistic sync attempt; raises LostRace if a concurrent write intervened."""
         keys = self.keys(session_id)
@@ -341,7 +375,12 @@ class RedisStateStore(StateStore):
 
         async def read() -> dict[str, float]:
             task_ids = _texts(await self._redis.smembers(keys.tasks))
-            names = [*keys.fixed, *(keys.task(t) for t in sorted(task_ids))]
+            turn_ids = _texts(await self._redis.smembers(keys.replies))
+            names = [
+                *keys.fixed,
+                *(keys.task(t) for t in sorted(task_ids)),
+                *(keys.reply(t) for t in sorted(turn_ids)),
+            ]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.pttl(name)
@@ -361,11 +400,16 @@ class RedisStateStore(StateStore):
         async def once() -> bool:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
-                    # Watch the index so a task recorded meanwhile is not left behind.
-                    await pipe.watch(keys.tasks)
+                    # Watch the indexes so a record made meanwhile is not left behind.
+                    await pipe.watch(keys.tasks, keys.replies)
                     task_ids = _texts(await pipe.smembers(keys.tasks))
+                    turn_ids = _texts(await pipe.smembers(keys.replies))
                     pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                    pipe.delete(*keys.fixed, *(keys.task(t) for t in task_ids))
+                    pipe.delete(
+                        *keys.fixed,
+                        *(keys.task(t) for t in task_ids),
+                        *(keys.reply(t) for t in turn_ids),
+                    )
                     await pipe.execute()
                 except WatchError:
                     return False
