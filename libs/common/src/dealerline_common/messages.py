@@ -336,6 +336,42 @@ class EscalationStatus(Wire):
     reason: EscalationReason | None = None
     at: float = Field(default_factory=now)
 
+    @property
+    def spoken(self) -> bool:
+        """Whether the agent announces this status to the caller: a person accepted, or
+        the whole escalation failed (a ``FAILED`` that is not final only means the next
+        person is rung); either needs the task it belongs to."""
+        if self.task_id is None:
+            return False
+        if self.status is HumanCallStatus.CONFIRMED:
+            return True
+        return self.status is HumanCallStatus.FAILED and self.final
+
+
+# --------------------------------------------------------------------------- agent jobs
+# ``call.<sid>.agent_job`` (stream ``DL_AGENT_JOBS``): the turns the agent must take even
+# if the replica that heard of them dies: a greeting (an incoming call, a started stream)
+# and an escalation outcome it speaks. The job is the message that asked for the turn; it
+# also goes out on its usual core subject for everyone else.
+
+AgentJob = CallIncoming | StreamStarted | EscalationStatus
+_agent_job: TypeAdapter[AgentJob] = TypeAdapter(Annotated[AgentJob, Field(discriminator="type")])
+
+
+def parse_agent_job(data: bytes | str) -> AgentJob:
+    return _agent_job.validate_json(data)
+
+
+def agent_job_id(job: AgentJob) -> str:
+    """The job's ``Nats-Msg-Id``: the same call, stream or status sent again is a duplicate
+    the stream drops, however many publishers or retries sent it."""
+    sid = job.session_id
+    if isinstance(job, CallIncoming):
+        return f"incoming:{sid}:{job.call_sid}"
+    if isinstance(job, StreamStarted):
+        return f"started:{sid}:{job.stream_sid}"
+    return f"escalation:{sid}:{job.task_id}:{job.status.value}:{job.attempt}:{int(job.final)}"
+
 
 # --------------------------------------------------------------------------- dashboard events
 
