@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import openai
@@ -11,7 +12,14 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
-from dealerline_sim.llm import Scenario, ScriptedLLM, tokenize
+from dealerline_sim.llm import Scenario, ScriptedLLM, Segment, tokenize, wordings_in
+from dealerline_sim.llm_vary import (
+    CONTINUE_MARK,
+    VARY_ENV,
+    WORDINGS,
+    continue_after,
+    vary_from_env,
+)
 
 SCENARIO = Scenario.model_validate(
     {
@@ -287,3 +295,122 @@ async def test_openai_client_raises_bad_request(client: openai.AsyncOpenAI) -> N
     with pytest.raises(openai.BadRequestError) as info:
         await client.chat.completions.create(model="any", messages=[])
     assert info.value.status_code == 400
+
+
+# --------------------------------------------------------------------------- continuation
+
+
+def continuation(said: str) -> dict[str, str]:
+    """The system note an agent taking over a reply sends (dealerline_agent.resume)."""
+    return {
+        "role": "system",
+        "content": f"{CONTINUE_MARK}: a fault cut your reply. The caller has already heard "
+        f"you say:\n<<<\n{said}\n>>>\nContinue it from exactly where it stopped.",
+    }
+
+
+async def ask(client: openai.AsyncOpenAI, messages: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The reply's text and the names of the tools it calls (a real client, real HTTP)."""
+    completion = await client.chat.completions.create(
+        model="m",
+        messages=messages,  # type: ignore[arg-type]
+    )
+    message = completion.choices[0].message
+    return message.content or "", [c.function.name for c in message.tool_calls or []]
+
+
+async def test_a_continuation_says_what_is_left_of_the_reply(client: openai.AsyncOpenAI) -> None:
+    slow = {"role": "user", "content": "slow please"}
+    assert await ask(client, [slow]) == ("First part. Second part.", [])
+    assert await ask(client, [slow, continuation("First part.")]) == ("Second part.", [])
+    # A sentence cut mid-way: the rest of it, not the whole sentence again.
+    rest, _ = await ask(client, [slow, continuation("First part. Second")])
+    assert rest == "part."
+    # All said: nothing more.
+    assert await ask(client, [slow, continuation("First part. Second part.")]) == ("", [])
+
+
+async def test_a_continuation_still_calls_the_tools_of_a_step_whose_words_were_said(
+    client: openai.AsyncOpenAI,
+) -> None:
+    both = {"role": "user", "content": "both"}
+    assert await ask(client, [both]) == ("Let me look.", ["lookup"])
+    assert await ask(client, [both, continuation("Let me look.")]) == ("", ["lookup"])
+    # The step after the tool: its words said before the takeover are not said again.
+    after_tool = [
+        both,
+        continuation("Let me look. I have Tuesday"),
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"slots": ["tue 9am"]}'},
+    ]
+    assert await ask(client, after_tool) == ("at nine.", [])
+
+
+def test_a_reply_unlike_the_words_said_is_answered_whole() -> None:
+    segments = [Segment(text="Good news. It is ready.")]
+    assert continue_after(segments, "Something else entirely.") == segments
+    # One shared word at the seam is a coincidence, not an overlap.
+    assert continue_after(segments, "That is good") == segments
+
+
+# --------------------------------------------------------------------------- vary mode
+
+
+async def test_vary_mode_words_each_run_in_one_variant_picked_at_random() -> None:
+    greet = [
+        {"role": "system", "content": "Sunrise Motors"},
+        {"role": "user", "content": "[CALL_STARTED]"},
+    ]
+    async with ScriptedLLM(SCENARIO, vary=True, seed=7) as llm:
+        c = openai.AsyncOpenAI(base_url=llm.base_url, api_key="k", max_retries=0)
+        replies = [(await ask(c, greet))[0] for _ in range(12)]
+        await c.close()
+    wordings = [wordings_in(r) for r in replies]
+    assert all(len(w) == 1 for w in wordings), replies  # one wording per reply
+    assert len({next(iter(w)) for w in wordings}) > 1, replies  # a re-run differs
+    for reply in replies:  # every sentence carries it; the words are the scripted ones
+        lead = WORDINGS[next(iter(wordings_in(reply)))]
+        assert reply == f"{lead}, Thanks for calling Sunrise Motors. {lead}, How can I help?"
+
+
+async def test_vary_mode_keeps_the_wording_through_a_turns_steps_and_a_continuation() -> None:
+    async with ScriptedLLM(SCENARIO, vary=True) as llm:
+        c = openai.AsyncOpenAI(base_url=llm.base_url, api_key="k", max_retries=0)
+        both = {"role": "user", "content": "both"}
+        first, _ = await ask(c, [both])
+        (wording,) = wordings_in(first)
+        lead = WORDINGS[wording]
+        step = {
+            "role": "assistant",
+            "content": first,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+            ],
+        }
+        tool = {"role": "tool", "tool_call_id": "c1", "content": '{"slots": ["tue 9am"]}'}
+        assert await ask(c, [both, step, tool]) == (f"{lead}, I have Tuesday at nine.", [])
+        # A takeover after the first step: the rest in the wording already heard.
+        resumed = [both, continuation(first), {**step, "content": ""}, tool]
+        assert await ask(c, resumed) == (f"{lead}, I have Tuesday at nine.", [])
+        slow = {"role": "user", "content": "slow"}
+        said = f"{lead}, First part."
+        assert await ask(c, [slow, continuation(said)]) == (f"{lead}, Second part.", [])
+        await c.close()
+
+
+async def test_the_default_is_deterministic_and_the_environment_turns_vary_on(
+    client: openai.AsyncOpenAI, llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not llm.vary
+    greet = [{"role": "user", "content": "[CALL_STARTED]"}]
+    assert {(await ask(client, greet))[0] for _ in range(5)} == {"Hello, how can I help?"}
+    monkeypatch.setenv(VARY_ENV, "1")
+    assert vary_from_env() and ScriptedLLM(SCENARIO).vary
+    monkeypatch.setenv(VARY_ENV, "0")
+    assert not vary_from_env() and not ScriptedLLM(SCENARIO).vary

@@ -46,6 +46,11 @@ The scenario and its matching live in ``dealerline_sim.llm_scenario``, the templ
 ``llm_templates``, the wire format (whole and streamed answers) in ``llm_completion`` and
 tool calls in ``llm_tool_calls``; this module is the app that serves them.
 
+A continuation request (an agent taking over a reply another replica started) is answered
+with what is left of the scripted reply; with ``SIM_LLM_VARY=1`` (or ``--vary``) each turn's
+reply is worded in one of several variants picked at random, so a model run twice is
+detectably different (``dealerline_sim.llm_vary``). The default is deterministic.
+
 Run it on its own with ``python -m dealerline_sim.llm --scenario demo --port 8090`` (a
 path, or the name of a scenario shipped in ``dealerline_sim/scenarios``).
 """
@@ -56,6 +61,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +85,7 @@ from dealerline_sim.llm_completion import (
 )
 from dealerline_sim.llm_scenario import Rule, Scenario, ScriptedToolCall, Segment, content_text
 from dealerline_sim.llm_templates import render
+from dealerline_sim.llm_vary import ReplyShaper, vary_from_env, wordings_in
 
 __all__ = [
     "CompletionRecord",
@@ -92,6 +99,7 @@ __all__ = [
     "create_llm_app",
     "render",
     "tokenize",
+    "wordings_in",
 ]
 
 
@@ -107,9 +115,18 @@ class Recorder:
 # --------------------------------------------------------------------------- app
 
 
-def create_llm_app(scenario: Scenario, recorder: Recorder | None = None) -> FastAPI:
-    """The FastAPI app serving ``scenario``; ``recorder`` collects what it was asked."""
+def create_llm_app(
+    scenario: Scenario,
+    recorder: Recorder | None = None,
+    *,
+    vary: bool = False,
+    seed: int | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``scenario``; ``recorder`` collects what it was asked;
+    ``vary``: word each turn's reply in a random variant (``seed`` makes the picks
+    repeatable)."""
     rec = recorder or Recorder()
+    shaper = ReplyShaper(vary=vary, rng=random.Random(seed))
     app = FastAPI(title="dealerline scripted LLM")
     app.state.recorder = rec
     app.state.scenario = scenario
@@ -132,7 +149,8 @@ def create_llm_app(scenario: Scenario, recorder: Recorder | None = None) -> Fast
         rule, found = scenario.match(messages, used)
         if rule.error_status is not None:
             return await _scripted_failure(scenario, rule, req, n, rec)
-        return await _answer(scripted_reply(scenario, rule, found, req, messages, n), req, n, rec)
+        reply = shaper.shape(scripted_reply(scenario, rule, found, req, messages, n), messages)
+        return await _answer(reply, req, n, rec)
 
     return app
 
@@ -225,11 +243,18 @@ class ScriptedLLM:
     """
 
     def __init__(
-        self, scenario: Scenario | str | Path, host: str = "127.0.0.1", port: int = 0
+        self,
+        scenario: Scenario | str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        vary: bool | None = None,
+        seed: int | None = None,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else Scenario.load(scenario)
         self.recorder = Recorder()
-        self.app = create_llm_app(self.scenario, self.recorder)
+        self.vary = vary_from_env() if vary is None else vary
+        self.app = create_llm_app(self.scenario, self.recorder, vary=self.vary, seed=seed)
         self._server = HttpServer(self.app, host, port)
         self.host = host
 
@@ -273,10 +298,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenario", default="demo", help="a YAML file, or a packaged name")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument(
+        "--vary",
+        action=argparse.BooleanOptionalAction,
+        default=vary_from_env(),
+        help="word each turn's reply in a random variant (default: $SIM_LLM_VARY)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    uvicorn.run(create_llm_app(Scenario.load(args.scenario)), host=args.host, port=args.port)
+    app = create_llm_app(Scenario.load(args.scenario), vary=args.vary)
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
