@@ -1,35 +1,25 @@
 """Proactive turns on a human-call status change: the agent speaks at once when a person
 accepted the call and when nobody could be reached (the notification the escalation
 service pushed first carries the details; the turn's input is only that notification).
-One replica speaks on each status (the ``agent`` queue group); no polling."""
+
+Each status the agent speaks (:attr:`EscalationStatus.spoken`) reaches it as a durable job
+(``call.<sid>.agent_job``, the ``DL_AGENT_JOBS`` work queue): one replica takes the turn
+and acks the job once its sentences are published; if that replica dies, another takes
+it, and a status sent while no agent is up waits for one. No polling."""
 
 from __future__ import annotations
 
-from nats.aio.msg import Msg
-from pydantic import ValidationError
-
 from dealerline_common.conversation import escalation_turn_id
 from dealerline_common.logs import get_logger
-from dealerline_common.messages import EscalationStatus, loads
-from dealerline_common.state import HumanCallStatus
+from dealerline_common.messages import EscalationStatus
 
 from .metrics import AgentMetrics
 from .sessions import Sessions
 from .tasks import Tasks
 from .turns import TurnInput, TurnRunner
+from .utterances import await_turn
 
 log = get_logger(__name__)
-
-# Escalation statuses the agent speaks on (the others change only the context block).
-_SPOKEN_ESCALATION = {HumanCallStatus.CONFIRMED, HumanCallStatus.FAILED}
-
-
-def spoken(status: EscalationStatus) -> bool:
-    """Whether ``status`` is one the agent announces to the caller."""
-    if status.status not in _SPOKEN_ESCALATION or status.task_id is None:
-        return False
-    # A FAILED that is not final: one person of the hunt list failed, the next is rung.
-    return status.status != HumanCallStatus.FAILED or status.final
 
 
 class EscalationTurns:
@@ -41,13 +31,11 @@ class EscalationTurns:
         self.tasks = tasks
         self.metrics = metrics
 
-    async def on_status(self, msg: Msg) -> None:
-        try:
-            status = loads(EscalationStatus, msg.data)
-        except ValidationError:
-            log.warning("unreadable escalation status", subject=msg.subject)
-            return
-        if not spoken(status) or status.task_id is None:
+    async def take(self, status: EscalationStatus) -> None:
+        """The status's job: speak on it, returning once the turn's sentences are out.
+        The turn id names the task and the status, so a second delivery replays (or
+        resumes) the same reply rather than writing another."""
+        if not status.spoken or status.task_id is None:
             return
         sid = status.session_id
         if self.sessions.not_streaming(sid):
@@ -55,4 +43,7 @@ class EscalationTurns:
             return
         self.metrics.escalations.labels(status.status.value).inc()
         turn = TurnInput(turn_id=escalation_turn_id(status.task_id, status.status.value), text="")
-        self.tasks.spawn(self.runner.turn(sid, turn), name=f"turn:{turn.turn_id}")
+        task = self.tasks.spawn(
+            self.runner.turn(sid, turn), name=f"turn:{turn.turn_id}", awaited=True
+        )
+        await await_turn(task)

@@ -1,19 +1,24 @@
-"""The turns that greet a call. Exactly one replica greets each (the ``agent`` queue group
-hands it the control message); before the greeting the call is recorded on the state
-and, on a new call, the caller recognised by caller ID.
+"""The turns that greet a call. Each greeting is a durable job (``call.<sid>.agent_job``,
+taken by one replica from the ``DL_AGENT_JOBS`` work queue, acked once the greeting is
+said): if that replica dies, another takes the job and greets, and with no agent up the
+job waits for one. Before the greeting the call is recorded on the state and, on a new
+call, the caller recognised by caller ID.
 
 - A new call: the gateway answered its incoming webhook and sent ``CallIncoming``; the
   greeting (``[CALL_STARTED]``) is written at once as turn ``turn_id_for_call(call_sid)``
   while Twilio opens the media stream, and the gateway holds its audio until then. That
   turn carries no ``stream_started``: the gateway stamps it when the stream opens, so the
   greeting is timed from the stream's start. The ``StreamStarted`` that follows says
-  ``greeting_prefetched``: the stream is recorded and the call is not greeted again.
+  ``greeting_prefetched``: the stream is recorded and the call is not greeted again (the
+  gateway holds the greeting only once the ``CallIncoming`` job is stored, so that job
+  writes it even when no agent was up at the webhook).
 - A new call's stream without that greeting (``greeting_prefetched=False``: the stream
   opened on another gateway replica, or after the hold expired; the gateway drops the
   webhook greeting's audio there): once the webhook's greeting is stored (waited for up
-  to :data:`GREETING_WAIT_S` when the ``CallIncoming`` was heard here), its text is said
-  again under ``turn_id_for_stream`` (speech only, no LLM); when there is none, the
-  greeting is written now under that turn, as before the webhook greeting existed.
+  to :data:`GREETING_WAIT_S` when the ``CallIncoming`` was heard here, on the control
+  subject every replica hears), its text is said again under ``turn_id_for_stream``
+  (speech only, no LLM); when there is none, the greeting is written now under that
+  turn, as before the webhook greeting existed.
 - A call back from a person: ``[ESCALATION_RETURNED:<reason>]`` or ``[CALL_RESUMED]``
   when its new stream starts.
 """
@@ -21,6 +26,8 @@ and, on a new call, the caller recognised by caller ID.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from dealerline_common.conversation import (
     CALL_RESUMED,
@@ -42,6 +49,7 @@ from .sessions import Session, Sessions
 from .speaker import TurnVoice
 from .tasks import Tasks
 from .turns import TurnInput, TurnRunner
+from .utterances import await_turn
 
 log = get_logger(__name__)
 
@@ -85,8 +93,11 @@ class Greeter:
 
     # ------------------------------------------------------------------ a new call
 
-    def on_call_incoming(self, incoming: CallIncoming) -> None:
-        """This replica got the incoming call through the queue group: it greets now."""
+    async def incoming(self, incoming: CallIncoming) -> None:
+        """The call's ``CallIncoming`` job: write the greeting now, returning once it is
+        said (the job is acked then). A second delivery (this replica or another took the
+        job and died or failed) takes the same turn again: a stored reply is replayed,
+        and its sentences keep their message ids, so the caller hears one greeting."""
         sid = incoming.session_id
         session = self.sessions.call_incoming(incoming)
         if session is None:
@@ -94,19 +105,19 @@ class Greeter:
             return
         if session.greeting_claimed:
             self.metrics.control_ignored.labels("duplicate_incoming").inc()
-            log.info("duplicate incoming call ignored", session_id=sid)
-            return
-        session.greeting_claimed = True
-        self.greetings.labels("incoming").inc()
+            log.info("incoming call delivered again; its greeting is taken again", session_id=sid)
+        else:
+            session.greeting_claimed = True
+            self.greetings.labels("incoming").inc()
         # No stream_started: the gateway stamps the stream's start on the audio.
         turn = TurnInput(turn_id=turn_id_for_call(incoming.call_sid), text=CALL_STARTED)
-        self.tasks.spawn(self._greet(incoming, turn), name=f"turn:{turn.turn_id}")
+        await self._take(self._greet(incoming, turn), turn.turn_id)
 
     # ------------------------------------------------------------------ a stream
 
-    def on_stream_started(self, started: StreamStarted) -> None:
-        """This replica got the start through the queue group: it greets, unless the
-        gateway holds the greeting written at the webhook."""
+    async def stream_started(self, started: StreamStarted) -> None:
+        """The stream's ``StreamStarted`` job: greet, unless the gateway holds the
+        greeting written at the webhook; returns once the greeting is said."""
         sid = started.session_id
         session = self.sessions.stream_started(started)
         if session is None:
@@ -115,20 +126,23 @@ class Greeter:
             return
         if started.resumed:
             self.greetings.labels("resumed").inc()
-            self._spawn_greeting(started, self._stream_turn(started))
+            turn = self._stream_turn(started)
+            await self._take(self._greet(started, turn), turn.turn_id)
         elif not started.greeting_prefetched:
-            name = f"greet-again:{started.stream_sid}"
-            self.tasks.spawn(self._greet_again(started, session), name=name)
-        elif session.incoming_call_sid == started.call_sid:
+            await self._take(
+                self._greet_again(started, session), f"greet-again:{started.stream_sid}"
+            )
+        else:
+            # The gateway holds the webhook's greeting: the call's CallIncoming job writes
+            # it (the gateway holds it only once that job is stored), here or on another
+            # replica, now or once an agent is up.
             self.greetings.labels("prefetched").inc()
             log.info("greeting held by the gateway", session_id=sid)
-        else:
-            # The gateway holds the webhook's greeting, but its CallIncoming never
-            # reached this replica (e.g. no agent was up then): write it now under the
-            # webhook's turn id; one already stored is replayed (and deduplicated).
-            self.greetings.labels("incoming").inc()
-            turn = TurnInput(turn_id=turn_id_for_call(started.call_sid), text=CALL_STARTED)
-            self._spawn_greeting(started, turn)
+
+    async def _take(self, turn: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run a greeting as an owned task and wait for it (see :func:`await_turn`: one
+        cut short by a barge-in or a hang-up is over; a drain cancels it with us)."""
+        await await_turn(self.tasks.spawn(turn, name=f"turn:{name}", awaited=True))
 
     def _stream_turn(self, started: StreamStarted) -> TurnInput:
         return TurnInput(
@@ -136,9 +150,6 @@ class Greeter:
             text=greeting_marker(started),
             timings=TurnTimings(stream_started=started.at),
         )
-
-    def _spawn_greeting(self, started: StreamStarted, turn: TurnInput) -> None:
-        self.tasks.spawn(self._greet(started, turn), name=f"turn:{turn.turn_id}")
 
     async def _greet(self, call: StreamStarted | CallIncoming, turn: TurnInput) -> None:
         try:

@@ -4,14 +4,17 @@ sentence by sentence on ``call.<sid>.say``.
 
 - Transcripts come from a JetStream work consumer (:mod:`.utterances`) and are acked
   only after the turn's sentences are published.
+- The greetings (an incoming call, before its stream opens, or a started stream:
+  :mod:`.greeting`) and the escalation outcomes the agent speaks (a person accepted, or
+  nobody could be reached: :mod:`.escalation_turns`) are durable jobs too (:mod:`.jobs`,
+  the ``DL_AGENT_JOBS`` work queue), acked once the turn's sentences are published: a
+  replica that dies leaves the job to another, and one asked for while no agent is up
+  waits for one.
 - Control (stream started/stopped, barge-in, key presses) is a core subscription: its
   handler never waits on a turn, so a barge-in is never queued behind one. Every replica
   hears every control message (the one running a turn must see a barge-in or a stop); a
   second subscription in the queue group ``agent`` gets each message on one replica
-  only, which greets an incoming call (before its stream opens) or a started stream
-  (:mod:`.greeting`) and answers a run of key presses (:mod:`.keypad`).
-- Human-call status changes reach one replica (the same queue group), which speaks on
-  acceptance and on final failure (:mod:`.escalation_turns`).
+  only, which answers a run of key presses (:mod:`.keypad`).
 
 The process lifecycle (HTTP endpoints, connect, drain on SIGTERM) is the fleet's shared
 :class:`~dealerline_common.service.BusService`.
@@ -55,9 +58,11 @@ from .escalation_turns import EscalationTurns
 from .graph import build_graph
 from .greeting import Greeter
 from .identify import open_dealership
+from .jobs import AgentJobs
 from .keypad import Keypad
 from .llm import build_llm
 from .metrics import AgentMetrics
+from .mortal import mortal
 from .sessions import Sessions
 from .settings import AgentSettings
 from .tasks import Tasks
@@ -65,6 +70,9 @@ from .turns import TurnInput, TurnParts, TurnResult, TurnRunner
 from .utterances import Utterances
 
 log = get_logger(__name__)
+
+# The agent's durable consumer of DL_AGENT_JOBS (greetings, spoken escalation outcomes).
+AGENT_JOBS_DURABLE = "agent-jobs"
 
 
 class AgentService(BusService):
@@ -95,9 +103,11 @@ class AgentService(BusService):
         self.agent_metrics = AgentMetrics(self.metrics)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.llm = llm or build_llm(settings)
-        self.store = store or state_store_from_url(
+        self._own_store = store or state_store_from_url(
             settings.state_url, namespace=settings.state_namespace, ttl_s=settings.state_ttl_s
         )
+        # What this process writes goes through a view that kill() ends (see .mortal).
+        self.store, self._store_dies = mortal(self._own_store)
         self._owns_dealership = dealership is None
         self.dealership = dealership or open_dealership(settings, self.clock)
         if tools is None:
@@ -112,7 +122,7 @@ class AgentService(BusService):
         self.sessions = Sessions(settings.session_idle_ttl_s, self.agent_metrics)
         self._wire()
         self._control_sub: Subscription | None = None
-        self._consumer: WorkConsumer | None = None
+        self._consumers: list[WorkConsumer] = []
         self._sweeper: asyncio.Task[None] | None = None
 
     def _wire(self) -> None:
@@ -139,6 +149,7 @@ class AgentService(BusService):
             self.runner, self.sessions, self.store, self.dealership, self.tasks, m
         )
         self.escalation_turns = EscalationTurns(self.runner, self.sessions, self.tasks, m)
+        self.jobs = AgentJobs(self.greeter, self.escalation_turns)
         self.keypad = Keypad(self.runner, self.sessions, self.tasks)
 
     # ------------------------------------------------------------------ lifecycle
@@ -147,16 +158,12 @@ class AgentService(BusService):
         s = self.agent_settings
         self._control_sub = await self.bus.subscribe(subjects.ALL_CONTROL, self._on_control)
         # NATS gives each control message to every plain subscriber and to one member of a
-        # queue group: every replica sees barge-ins and stops, one replica greets and
-        # answers each run of key presses.
+        # queue group: every replica sees barge-ins and stops, one replica answers each run
+        # of key presses.
         await self.bus.subscribe(
             subjects.ALL_CONTROL, self._on_control_queued, queue=subjects.GROUP_AGENT
         )
-        # Human-call status changes: one replica speaks on each (no polling).
-        await self.bus.subscribe(
-            subjects.ALL_ESCALATION, self.escalation_turns.on_status, queue=subjects.GROUP_AGENT
-        )
-        self._consumer = await self.bus.work(
+        transcripts = await self.bus.work(
             subjects.ALL_TRANSCRIPTS,
             stream=subjects.STREAM_TRANSCRIPTS,
             durable=subjects.GROUP_AGENT,
@@ -165,6 +172,18 @@ class AgentService(BusService):
             ack_wait_s=s.ack_wait_s,
             name="agent-transcripts",
         )
+        # Greetings and spoken escalation outcomes: one replica takes each, and another
+        # takes it over if that one dies before the turn's sentences are out.
+        jobs = await self.bus.work(
+            subjects.ALL_AGENT_JOBS,
+            stream=subjects.STREAM_AGENT_JOBS,
+            durable=AGENT_JOBS_DURABLE,
+            handler=self.jobs.on_job,
+            concurrency=s.concurrency,
+            ack_wait_s=s.ack_wait_s,
+            name=AGENT_JOBS_DURABLE,
+        )
+        self._consumers = [transcripts, jobs]
         self._sweeper = asyncio.create_task(
             self.sessions.sweep_loop(s.session_sweep_interval_s), name="agent:session-sweep"
         )
@@ -183,12 +202,12 @@ class AgentService(BusService):
         await self._stop_background()
         with contextlib.suppress(Exception):
             await self.bus.stop_consuming(timeout)
-        if self._consumer is not None:
+        consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
             # Without this, nc.drain() waits out its whole timeout on the replies to
             # fetch requests the stopped loops abandoned.
             with contextlib.suppress(Exception):
-                await self._consumer.psub.unsubscribe()
-            self._consumer = None
+                await consumer.psub.unsubscribe()
         await self.tasks.finish(timeout, self.agent_settings.cancel_timeout_s)
 
     async def drain(self) -> None:
@@ -196,9 +215,16 @@ class AgentService(BusService):
         await self._close_clients()
 
     async def kill(self) -> None:
+        """Die like a crashed pod (tests). Its view of the state store dies first, so a
+        turn cancelled below stores nothing (a SIGKILL runs no clean-up). The consumers
+        stop next, so the jobs in flight are neither acked nor handed back (their turns
+        are cancelled with their handlers): another replica takes them after
+        ``ack_wait``. Cancelling the turns first would end their handlers normally, and
+        ack jobs whose turns never finished."""
+        self._store_dies()  # a dead process writes nothing more, not even a cut-short turn
         await self._stop_background()
-        self.tasks.cancel()
         await super().kill()
+        self.tasks.cancel()
         await self._close_clients()
 
     async def _stop_background(self) -> None:
@@ -210,7 +236,7 @@ class AgentService(BusService):
 
     async def _close_clients(self) -> None:
         with contextlib.suppress(Exception):
-            await self.store.close()
+            await self._own_store.close()
         if self._owns_dealership:
             with contextlib.suppress(Exception):
                 await self.dealership.close()
@@ -234,11 +260,11 @@ class AgentService(BusService):
             log.warning("unreadable control message", subject=msg.subject)
             return
         if isinstance(control, StreamStarted):
-            # The greeting is the queue group's; this replica only records the new stream,
+            # The greeting is a job (one replica's); this replica only records the stream,
             # so that it takes the session's transcripts again and knows which stop counts.
             self.sessions.stream_started(control)
         elif isinstance(control, CallIncoming):
-            # Likewise: the greeting is being written (by the queue group's replica), so
+            # Likewise: the greeting is being written (by the replica with the job), so
             # a stream that missed it waits for it rather than writing another.
             self.sessions.call_incoming(control)
         elif isinstance(control, BargeIn):
@@ -247,17 +273,12 @@ class AgentService(BusService):
             self.sessions.stream_stopped(control)
 
     async def _on_control_queued(self, msg: Msg) -> None:
-        """One replica of the queue group: greets an incoming call or a started stream,
-        answers key presses."""
+        """One replica of the queue group: answers key presses (greetings are jobs)."""
         try:
             control = parse_control(msg.data)
         except ValidationError:
             return  # the plain subscription logs it
-        if isinstance(control, CallIncoming):
-            self.greeter.on_call_incoming(control)
-        elif isinstance(control, StreamStarted):
-            self.greeter.on_stream_started(control)
-        elif isinstance(control, KeyPresses):
+        if isinstance(control, KeyPresses):
             self.keypad.on_keys(control)
 
     # ------------------------------------------------------------------ direct use
