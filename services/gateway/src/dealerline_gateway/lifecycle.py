@@ -5,9 +5,11 @@ while the process drains a stream is refused before its token is spent), then
 :meth:`Lifecycle.attach` registers the stream, counts it in ``gateway_active_streams``,
 subscribes to the call's audio (taking over the greeting this process has held since the
 incoming webhook, :mod:`.prefetch`) and command subjects and starts watching for a
-hand-off to the human conference; ``StreamStarted`` goes out on the control subject,
-saying whether the greeting was held here (``greeting_prefetched``: the agent then does
-not greet again) and with the stream's start as ``at``, from which the greeting is timed.
+hand-off to the human conference; ``StreamStarted`` goes out on the control subject and
+as a durable job for the agent (``call.<sid>.agent_job``: the greeting survives an agent
+replica dying), saying whether the greeting was held here (``greeting_prefetched``: the
+agent then does not greet again) and with the stream's start as ``at``, from which the
+greeting is timed.
 
 End: :meth:`Lifecycle.detach` unsubscribes; :meth:`Lifecycle.announce_end` decides whether
 Twilio's stop was a hand-off (:mod:`.handoff`) and publishes ``StreamStopped`` and, unless
@@ -36,6 +38,7 @@ from dealerline_common.messages import (
     CallEndedEvent,
     StreamStarted,
     StreamStopped,
+    agent_job_id,
     from_header,
 )
 
@@ -176,21 +179,29 @@ class Lifecycle:
         return handle
 
     async def announce_start(self, call: StreamCall) -> None:
+        """``StreamStarted`` on the control subject (every agent replica records the
+        stream) and as a durable job on ``call.<sid>.agent_job`` (one replica greets, or
+        sees the greeting is held here; another takes the job over if it dies)."""
         grant = call.grant
+        started = StreamStarted(
+            session_id=call.session_id,
+            call_sid=grant.call_sid,
+            stream_sid=call.stream_sid,
+            resumed=grant.resumed,
+            reason=grant.reason,
+            from_number=call.from_number,
+            to_number=call.to_number,
+            at=self.started_at,
+            greeting_prefetched=self.greeting_prefetched,
+        )
+        bus = self._deps.bus
         with tracing.attached(call.ctx):  # the greeting turn joins the call's trace
-            await self._deps.bus.publish(
-                subjects.control(call.session_id),
-                StreamStarted(
-                    session_id=call.session_id,
-                    call_sid=grant.call_sid,
-                    stream_sid=call.stream_sid,
-                    resumed=grant.resumed,
-                    reason=grant.reason,
-                    from_number=call.from_number,
-                    to_number=call.to_number,
-                    at=self.started_at,
-                    greeting_prefetched=self.greeting_prefetched,
+            await bus.publish(subjects.control(call.session_id), started)
+            await asyncio.wait_for(
+                bus.publish_durable(
+                    subjects.agent_job(call.session_id), started, msg_id=agent_job_id(started)
                 ),
+                self._deps.settings.event_publish_timeout_s,
             )
 
     async def detach(self) -> None:

@@ -2,8 +2,9 @@
 
 - ``POST /api/voice/incoming``: a new call gets a session id and a one-time stream token
   and is answered with ``<Connect><Stream>``; before answering, the call's audio is held
-  (:mod:`.prefetch`) and ``CallIncoming`` asks the agent for the greeting, so that it is
-  ready when the stream opens. A CallSid is admitted once (:mod:`.admissions`): the same
+  (:mod:`.prefetch`) and ``CallIncoming`` asks the agent for the greeting (a durable job
+  on ``call.<sid>.agent_job``, and a copy on the control subject), so that it is ready
+  when the stream opens. A CallSid is admitted once (:mod:`.admissions`): the same
   call asking again, or a replay of the signed request, gets the very same answer (same
   session, same one-time token), on any replica;
 - ``POST /api/voice/return-to-ai``: the call comes back from the human conference to a
@@ -25,7 +26,7 @@ from twilio.twiml.voice_response import Connect, Dial, Stream, VoiceResponse
 
 from dealerline_common import subjects, tracing
 from dealerline_common.logs import get_logger, mask_phone
-from dealerline_common.messages import CallIncoming, CallStartedEvent, Wire, new_id
+from dealerline_common.messages import CallIncoming, CallStartedEvent, Wire, agent_job_id, new_id
 
 from .admissions import Admission
 from .gateway import Gateway
@@ -233,18 +234,32 @@ async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
         from_number=grant.from_number,
         to_number=grant.to_number,
     )
-    try:
-        with tracing.attached(tracing.context_with(span)):
+    timeout_s = gw.settings.event_publish_timeout_s
+    with tracing.attached(tracing.context_with(span)):
+        try:
+            # The greeting is a durable job (whichever agent replica is up, now or later,
+            # writes it); the copy on the control subject tells every replica it is on
+            # its way, so a stream that missed it waits for it rather than writing another.
             await asyncio.wait_for(
-                gw.bus.publish(subjects.control(sid), incoming),
-                gw.settings.event_publish_timeout_s,
+                gw.bus.publish_durable(
+                    subjects.agent_job(sid), incoming, msg_id=agent_job_id(incoming)
+                ),
+                timeout_s,
             )
-    except Exception as exc:  # TimeoutError included
-        gw.gm.event_publish_failures.labels("CallIncoming").inc()
-        log.warning(
-            "call incoming not published; greeting at stream start", session_id=sid, error=repr(exc)
-        )
-        await gw.prefetches.cancel(sid)
+        except Exception as exc:  # TimeoutError included
+            gw.gm.event_publish_failures.labels("CallIncoming").inc()
+            log.warning(
+                "call incoming not published; greeting at stream start",
+                session_id=sid,
+                error=repr(exc),
+            )
+            await gw.prefetches.cancel(sid)
+            return
+        try:
+            await asyncio.wait_for(gw.bus.publish(subjects.control(sid), incoming), timeout_s)
+        except Exception as exc:  # the greeting is asked for all the same
+            gw.gm.event_publish_failures.labels("CallIncoming").inc()
+            log.warning("call incoming not announced", session_id=sid, error=repr(exc))
 
 
 def _call_span(grant: StreamGrant) -> tracing.Span:
