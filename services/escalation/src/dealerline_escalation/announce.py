@@ -1,7 +1,9 @@
 """Announcing an escalation's changes: the metrics and the log line of each, the agent's
 notifications, the task record, ``EscalationStatus`` on ``call.<sid>.escalation`` (the
-agent reacts at once), ``HumanStatusEvent`` on ``call.<sid>.events`` (the dashboard), and
-the caller's hang-up once the gateway no longer sees their call."""
+gateway and the dashboard react at once), the same status as a durable job on
+``call.<sid>.agent_job`` when the agent speaks on it (the turn survives an agent replica
+dying), ``HumanStatusEvent`` on ``call.<sid>.events`` (the dashboard), and the caller's
+hang-up once the gateway no longer sees their call."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dealerline_common.messages import (
     EscalationStatus,
     HumanCallStatus,
     HumanStatusEvent,
+    agent_job_id,
 )
 from dealerline_common.state import BackgroundTask, Notification, TaskStatus
 from dealerline_common.state_store import StateStore
@@ -170,14 +173,29 @@ class Announcer:
             "final": change.final,
             "reason": change.reason,
         }
+        status = EscalationStatus(**fields)
         try:
-            await self.bus.publish(subjects.escalation(sid), EscalationStatus(**fields))
+            await self.bus.publish(subjects.escalation(sid), status)
         except Exception:
             log.exception("escalation status not published", session_id=sid)
+        if status.spoken:
+            await self._ask_agent(status)
         try:
             await self.bus.publish_durable(subjects.events(sid), HumanStatusEvent(**fields))
         except Exception:
             log.exception("human_status event not published", session_id=sid)
+
+    async def _ask_agent(self, status: EscalationStatus) -> None:
+        """The agent's turn on this status, as durable work (a job on
+        ``call.<sid>.agent_job``): it is taken even if the agent replica that would have
+        spoken dies, or no agent is up right now. A status sent again is a duplicate."""
+        sid = status.session_id
+        try:
+            await self.bus.publish_durable(
+                subjects.agent_job(sid), status, msg_id=agent_job_id(status)
+            )
+        except Exception:
+            log.exception("escalation status not given to the agent", session_id=sid)
 
     async def call_ended(self, session_id: str) -> None:
         """The caller hung up while handed off to the conference, where the gateway no
