@@ -1,0 +1,123 @@
+"""The callers of a chaos run: a few simulated callers (the Twilio simulator, real audio)
+placing calls one after another until told to stop, each saying a few lines and waiting
+for each reply to be played to its end before the next, however long a fault delays it.
+
+Every line is recorded with the utterance the gateway made of it (from :class:`BusWatch`),
+so the tally can tell, line by line, whether the caller got its reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+
+from dealerline_sim.call import Call
+from dealerline_sim.chaos_watch import BusWatch
+from dealerline_sim.phone import PhoneSimulator
+from dealerline_sim.twiml import SimulatorError
+
+# Lines the demo scenario answers without ending the call (one books through the tools).
+LINES: tuple[str, ...] = (
+    "What services do you offer?",
+    "How much does a tire rotation cost?",
+    "What are your hours on Saturday?",
+    "Hi, I would like to book an oil change for my car.",
+    "Hold on a second please.",
+)
+DEALERSHIP = "+18005550100"
+
+
+@dataclass
+class LineRecord:
+    """One line a caller said, and the utterance id the gateway gave it (None: not seen)."""
+
+    call: Call
+    text: str
+    utterance_id: str | None = None
+    waited_out: bool = False  # the reply was not seen played within the turn timeout
+
+
+@dataclass
+class ChaosCallers:
+    sim: PhoneSimulator
+    watch: BusWatch
+    count: int
+    lines_per_call: int = 3
+    turn_timeout_s: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    calls: list[Call] = field(default_factory=list)
+    lines: list[LineRecord] = field(default_factory=list)
+    greetings_missing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        await self.sim.prepare(*LINES)
+
+    async def run(self) -> None:
+        """Run every caller until :attr:`stop` is set; each finishes its line first."""
+        await asyncio.gather(*(self._caller(i) for i in range(self.count)))
+
+    async def _caller(self, index: int) -> None:
+        while not self.stop.is_set():
+            try:
+                await self._one_call()
+            except (SimulatorError, OSError, TimeoutError) as exc:
+                self.errors.append(f"caller {index}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(1.0)
+
+    async def _one_call(self) -> None:
+        number = f"+1415555{self.rng.randrange(10000):04d}"  # never printed or logged
+        call = await self.sim.place_call(number, DEALERSHIP)
+        self.calls.append(call)
+        async with call:
+            if not await self._heard_greeting(call):
+                self.greetings_missing += 1
+            for line in self.rng.sample(LINES, min(self.lines_per_call, len(LINES))):
+                if self.stop.is_set() or call.closed.is_set():
+                    break
+                await self._turn(call, line)
+
+    async def _heard_greeting(self, call: Call) -> bool:
+        deadline = time.monotonic() + self.turn_timeout_s
+        while not any(not e.cleared for e in call.mark_echoes):
+            if time.monotonic() > deadline or call.closed.is_set():
+                return False
+            await asyncio.sleep(0.1)
+        await _quiet(call, 1.0)
+        return True
+
+    async def _turn(self, call: Call, text: str) -> None:
+        record = LineRecord(call, text)
+        self.lines.append(record)
+        started = time.monotonic()
+        await call.say(text)
+        deadline = started + self.turn_timeout_s
+        while time.monotonic() < deadline and not call.closed.is_set():
+            if record.utterance_id is None:
+                seen = self.watch.utterance_for(call.call_sid, started)
+                record.utterance_id = seen.utterance_id if seen is not None else None
+            if record.utterance_id is not None:
+                seen_turn = self.watch.turns[record.utterance_id]
+                if seen_turn.played_at is not None:
+                    break
+            elif _heard_reply_and_quiet(call, 3.0):
+                break  # the watch missed it (it was away during a NATS restart)
+            await asyncio.sleep(0.1)
+        else:
+            record.waited_out = not call.closed.is_set()
+        await _quiet(call, 0.8)
+
+
+def _heard_reply_and_quiet(call: Call, quiet_s: float) -> bool:
+    playout = call.playout
+    loop_now = asyncio.get_running_loop().time()
+    return playout.reply_bytes > 0 and playout.idle and loop_now - playout.last_activity > quiet_s
+
+
+async def _quiet(call: Call, quiet_s: float) -> None:
+    with contextlib.suppress(TimeoutError, SimulatorError):
+        await call.wait_until_quiet(quiet_s, 20.0)
