@@ -71,6 +71,7 @@ class Reply:
         self.splitter = splitter
         self.voice = voice
         self.parts: list[str] = []  # everything said
+        self.said: list[str] = []  # sentences an earlier delivery said (a resumed reply)
         self.step_parts: list[str] = []  # what the LLM step in progress said
         self.steps_done = 0
 
@@ -80,6 +81,15 @@ class Reply:
     def unfinished_step(self) -> str:
         """The words of the LLM step still in progress (a cut-short turn keeps them)."""
         return "".join(self.step_parts).strip()
+
+    async def resume(self, said: list[str]) -> None:
+        """Start after the sentences an earlier delivery of the turn said: they are the
+        reply's beginning, spoken again under their own ids (nothing is heard twice)."""
+        if not said:
+            return
+        self.said = list(said)
+        self.parts.append(" ".join(said) + " ")
+        await self.voice.resume(said)
 
     async def run(self, stream: AsyncIterator[tuple[str, Any]]) -> None:
         async for mode, payload in stream:

@@ -1,7 +1,12 @@
 """Speaking a turn: each sentence is published on ``call.<sid>.say`` as soon as it is
 ready, then a closing ``last=True`` message that says what the turn asks the caller for
 (``expects``). Each carries ``Nats-Msg-Id`` ``<turn>:<seq>``, so a redelivered or
-replayed turn publishes nothing twice."""
+replayed turn publishes nothing twice.
+
+With a state store, each sentence is noted there (``note_reply``) before it is published:
+an agent that dies mid-reply leaves the words the caller may have heard, and the replica
+that takes the turn over continues after them (:mod:`.resume`) instead of starting a
+second, differently worded reply."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import Say, TurnTimings, now
 from dealerline_common.speculation import Expects
+from dealerline_common.state_store import StateStore
 
 from .metrics import AgentMetrics
 
@@ -27,6 +33,8 @@ class TurnVoice:
         turn_id: str,
         utterance_id: str | None,
         timings: TurnTimings,
+        *,
+        store: StateStore | None = None,
     ) -> None:
         self.bus = bus
         self.metrics = metrics
@@ -34,6 +42,7 @@ class TurnVoice:
         self.turn_id = turn_id
         self.utterance_id = utterance_id
         self.timings = timings
+        self.store = store  # notes each sentence before it goes out; None: not noted
         self.seq = 0  # sentences said so far
         self.spoken: list[str] = []  # their texts
 
@@ -43,6 +52,18 @@ class TurnVoice:
         return " ".join(self.spoken)
 
     async def say(self, text: str) -> None:
+        if text and self.store is not None:
+            await self.store.note_reply(self.session_id, self.turn_id, self.seq, text)
+        await self._say(text)
+
+    async def resume(self, said: Iterable[str]) -> None:
+        """Take over a reply an earlier delivery started: its noted sentences count as
+        said, and are published again under their own ids (the stream drops those it
+        already has, so one noted but never published still reaches the caller)."""
+        for sentence in said:
+            await self._say(sentence)
+
+    async def _say(self, text: str) -> None:
         if self.seq == 0 and text:
             self.timings.first_sentence = now()
             if self.timings.llm_request is not None:

@@ -3,8 +3,9 @@ stream, an escalation status, key presses).
 
 Turns of one session run one at a time (the session's lock); sessions run concurrently.
 A turn: joins background results into the state, replays itself if its reply is already
-stored (a redelivered transcript), streams the graph's reply out sentence by sentence
-(:mod:`.reply`), commits what it added to the state store, closes its speech with what it
+stored (a redelivered transcript), continues the reply an earlier delivery started if its
+sentences were noted but the turn never committed (:mod:`.resume`), streams the graph's
+reply out sentence by sentence (:mod:`.reply`), commits what it added to the state store, closes its speech with what it
 asks the caller for (:mod:`.expects`), then announces it (:mod:`.announce`) and, if the
 caller said goodbye, asks the gateway to hang up.
 """
@@ -45,6 +46,7 @@ from .graph import Graph
 from .history import from_dicts, text_of, turn_artifacts, turn_reply
 from .metrics import AgentMetrics
 from .reply import Reply
+from .resume import continuation_note, keep_said
 from .sentences import SentenceSplitter, split_sentences
 from .sessions import Session, Sessions
 from .settings import AgentSettings
@@ -133,7 +135,10 @@ class TurnRunner:
         history = from_dicts(state.messages)
         if any(isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn.turn_id) for m in history):
             return await self._replay(session, turn, history, state)
-        if not turn.text and not state.pending_notifications:
+        said = await self.p.store.noted_reply(sid, turn.turn_id)
+        if said:
+            log.info("turn resumed", session_id=sid, turn_id=turn.turn_id, said=len(said))
+        elif not turn.text and not state.pending_notifications:
             # A proactive turn whose news an earlier turn already told: say nothing, but
             # end the turn so whoever waits for it to have played is not kept waiting;
             # the question the agent asked last still stands.
@@ -146,7 +151,7 @@ class TurnRunner:
         session.turns += 1
         session.last_turn_id = turn.turn_id
         session.generating = True
-        record, reply = await self._generate(session, turn, state, history)
+        record, reply = await self._generate(session, turn, state, history, said)
         session.generating = False
         expects = expects_for(reply.voice.text, previous_reply(history, turn.turn_id))
         await self._finish(session, turn, record, reply, expects)
@@ -160,6 +165,7 @@ class TurnRunner:
             turn.turn_id,
             turn.utterance_id,
             turn.timings,
+            store=self.p.store,
         )
 
     async def _replay(
@@ -188,8 +194,10 @@ class TurnRunner:
         turn: TurnInput,
         state: ConversationState,
         history: list[BaseMessage],
+        said: list[str],
     ) -> tuple[TurnRecord, Reply]:
-        """Stream the graph's reply out; a cut-short turn still keeps what it did."""
+        """Stream the graph's reply out (after ``said``, the sentences an earlier delivery
+        of the turn noted); a cut-short turn still keeps what it did."""
         sid = session.session_id
         record = TurnRecord(turn.turn_id)
         new_input: list[BaseMessage] = []
@@ -198,9 +206,16 @@ class TurnRunner:
             record.add(new_input)
         splitter = SentenceSplitter()
         reply = Reply(record, turn.timings, self.p.metrics, splitter, self._voice(session, turn))
-        inputs = {"messages": [*history, *new_input], "session_id": sid, "turn_id": turn.turn_id}
+        # The continuation request is the turn's input, not part of what it adds.
+        note = [continuation_note(turn.turn_id, said)] if said else []
+        inputs = {
+            "messages": [*history, *new_input, *note],
+            "session_id": sid,
+            "turn_id": turn.turn_id,
+        }
         token = current_turn.set(record)
         try:
+            await reply.resume(said)
             stream = self.p.graph.astream(
                 inputs, self._config(sid, turn, state), stream_mode=["messages", "updates"]
             )
@@ -210,6 +225,7 @@ class TurnRunner:
             raise
         finally:
             current_turn.reset(token)
+        keep_said(record, reply.said)
         return record, reply
 
     def _config(self, sid: str, turn: TurnInput, state: ConversationState) -> RunnableConfig:
@@ -239,6 +255,7 @@ class TurnRunner:
         if partial_words:
             message_id = ai_message_id(record.turn_id, reply.steps_done)
             record.add([AIMessage(content=partial_words, id=message_id)])
+        keep_said(record, reply.said)
         with contextlib.suppress(Exception):
             await asyncio.shield(self._commit_and_announce(sid, record))
 
