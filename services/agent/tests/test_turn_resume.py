@@ -59,6 +59,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 HOURS_HEAD = "We open at eight on weekdays. Saturdays we open at nine."
 HOURS_TAIL = " Sundays we are closed. Is there anything else I can help with?"
 HOURS = HOURS_HEAD + HOURS_TAIL
+LOOK = "Let me look at the calendar."  # said before the model calls the hours tool
 
 
 def scenario(pause_ms: float) -> Scenario:
@@ -73,6 +74,12 @@ def scenario(pause_ms: float) -> Scenario:
                         {"text": HOURS_TAIL, "delay_ms": pause_ms},
                     ],
                 },
+                {
+                    "match": "are you open",
+                    "reply": LOOK,
+                    "tool_calls": [{"name": "get_dealership_hours", "arguments": {}}],
+                },
+                {"match": "HOURS:", "on": "tool", "reply": HOURS},
             ],
         }
     )
@@ -256,6 +263,40 @@ async def test_a_delivery_with_noted_sentences_continues_after_them(
             assert len(notes) == 1 and "Saturdays we open at nine." in notes[0]["content"]
             history = (await store.get_state(caller.sid)).messages
             assert not any(CONTINUE_MARK in str(m["data"].get("content")) for m in history)
+        finally:
+            await agent.drain()
+            await bus.close()
+
+
+async def test_a_takeover_after_a_tool_step_runs_the_reading_tool_again_and_says_the_rest(
+    nats_server: NatsServer, dealer_db: str
+) -> None:
+    """The first owner said the words before its tool call and the first sentence after
+    it; its tool result was never stored. The new owner's model calls the (read-only) tool
+    again, says nothing of the first step and the rest of the second."""
+    store = MemoryStateStore()
+    async with ScriptedLLM(scenario(0)) as llm:
+        agent = AgentService(settings_for(nats_server, llm, dealer_db), store=store)
+        bus = Bus(nats_server.url, name="test", file_storage=False)
+        await bus.connect()
+        await agent.start()
+        try:
+            caller = Caller(bus, "sess_tool")
+            await caller.start()
+            t = caller.transcript("are you open on saturday")
+            turn_id = turn_id_for_utterance(t.utterance_id)
+            await store.note_reply(caller.sid, turn_id, 0, LOOK)
+            await store.note_reply(caller.sid, turn_id, 1, "We open at eight on weekdays.")
+            await bus.publish_durable(subjects.transcript(caller.sid), t)
+            await eventually(
+                lambda: _has_reply(store, caller.sid, turn_id), "the turn is committed"
+            )
+            says = await kept_says(bus, caller.sid, turn_id)
+            committed = await committed_reply(store, caller.sid, turn_id)
+            assert assert_one_reply(says, committed) == words(f"{LOOK} {HOURS}")
+            history = from_dicts((await store.get_state(caller.sid)).messages)
+            tools = [m for m in history if m.type == "tool"]
+            assert len(tools) == 1 and "HOURS:" in str(tools[0].content)
         finally:
             await agent.drain()
             await bus.close()
