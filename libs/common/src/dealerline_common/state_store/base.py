@@ -1,7 +1,8 @@
 """The state store interface: an optimistic-locked document per session plus side keys
-for background results, the read-mutate-write cycle with bounded retries that every
-store shares (:meth:`StateStore.update`), and counters of events within a rolling window
-shared by every process (:meth:`StateStore.count_in_window`)."""
+for background results, the read-mutate-write cycle that every store shares
+(:meth:`StateStore.update`, lost races retried until a deadline: :mod:`.policy`), a reply
+log per turn, and counters of events within a rolling window shared by every process
+(:meth:`StateStore.count_in_window`)."""
 
 from __future__ import annotations
 
@@ -11,47 +12,34 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-
 from ..logs import get_logger
 from ..state import BackgroundTask, ConversationState, Notification
-from .errors import LostRace, StateConflictError
-from .keys import SessionKeys, check_id
+from .errors import LostRace
+from .keys import SessionKeys, check_id, check_namespace, check_session_id
+from .policy import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_CONFLICT_DEADLINE_S,
+    FIRST_CONFLICT_BACKOFF_S,
+    RetryPolicy,
+    until_won,
+)
 
 __all__ = [
-    "DEFAULT_RETRIES",
     "DEFAULT_TTL_S",
     "Mutator",
     "StateStore",
     "WindowCount",
+    "apply",
     "check_reply",
     "check_window",
     "contiguous_reply",
-    "lost_race_retrying",
 ]
 
 log = get_logger(__name__)
 
 DEFAULT_TTL_S = 86400.0
-DEFAULT_RETRIES = 3  # a write that loses a race is retried up to 3 times
 
 Mutator = Callable[[ConversationState], None | Awaitable[None]]
-
-
-def lost_race_retrying(attempts: int, backoff_s: float) -> AsyncRetrying:
-    """Retry an optimistic attempt that raised :class:`LostRace`, ``attempts`` in all,
-    with a short random backoff (at most ``backoff_s``) so racing writers spread out."""
-    return AsyncRetrying(
-        retry=retry_if_exception_type(LostRace),
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=backoff_s / 8, max=backoff_s),
-        reraise=True,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +59,20 @@ def check_window(window_s: float, event: str | None, limit: int | None) -> None:
         raise ValueError(f"event must be a non-empty string or None, got {event!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+
+
+async def apply(
+    mutate: Mutator, current: ConversationState | None, session_id: str
+) -> ConversationState:
+    """``mutate`` (sync or async) applied to the stored state (or a new one), refusing a
+    change of session id."""
+    draft = current or ConversationState(session_id=session_id)
+    result = mutate(draft)
+    if inspect.isawaitable(result):
+        await result
+    if draft.session_id != session_id:
+        raise ValueError(f"mutate changed session_id {session_id!r} -> {draft.session_id!r}")
+    return draft
 
 
 def check_reply(turn_id: str, seq: int, text: str) -> None:
@@ -94,8 +96,12 @@ class StateStore(abc.ABC):
     """The conversation state store: optimistic-locked document + atomic side keys.
 
     Every key of a session expires ``ttl_s`` after the session's last write, so a call that
-    ends without cleanup never leaks. ``retries`` is how many times :meth:`update` (and the
-    sync) re-reads and tries again after losing to a concurrent writer.
+    ends without cleanup never leaks. A write that loses to a concurrent writer
+    (:meth:`update` and the sync) re-reads and tries again for up to
+    ``conflict_deadline_s``, waiting a random time of at most 2 ms, then 4 ms, ...
+    up to ``backoff_s`` between attempts; ``retries``, if given, also caps the number of
+    retries. The ``namespace`` prefixes every key and may not contain braces (a session's
+    keys carry the session id as their Redis Cluster hash tag: :mod:`.keys`).
     """
 
     def __init__(
@@ -103,22 +109,28 @@ class StateStore(abc.ABC):
         *,
         namespace: str = "",
         ttl_s: float = DEFAULT_TTL_S,
-        retries: int = DEFAULT_RETRIES,
-        backoff_s: float = 0.05,
+        retries: int | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        conflict_deadline_s: float = DEFAULT_CONFLICT_DEADLINE_S,
     ) -> None:
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries!r}")
-        if backoff_s < 0:
-            raise ValueError(f"backoff_s must be >= 0, got {backoff_s!r}")
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be >= 0 or None, got {retries!r}")
+        check_namespace(namespace)
         self.namespace = namespace
         self.ttl_s = float(ttl_s)
         self.retries = retries
         self.backoff_s = backoff_s
+        self.conflicts = RetryPolicy(
+            deadline_s=conflict_deadline_s,
+            first_s=min(FIRST_CONFLICT_BACKOFF_S, backoff_s),
+            cap_s=backoff_s,
+            attempts=None if retries is None else 1 + retries,
+        )
 
     def keys(self, session_id: str) -> SessionKeys:
-        check_id("session_id", session_id)
+        check_session_id(session_id)
         return SessionKeys.of(self.namespace, session_id)
 
     # -- the document --------------------------------------------------------------------
@@ -149,34 +161,22 @@ class StateStore(abc.ABC):
 
         On a lost race the state is re-read and ``mutate`` runs again on the new copy, so it
         must be a function of the state it is given (no side effects that must not repeat).
-        Creates the document if absent. Raises :class:`StateConflictError` after
-        ``1 + retries`` attempts; an exception from ``mutate`` propagates, nothing written.
+        Creates the document if absent. Raises :class:`StateConflictError` once the store's
+        ``conflict_deadline_s`` has passed (or ``1 + retries`` attempts, if given, here or
+        to the store); an exception from ``mutate`` propagates, nothing written.
         """
-        check_id("session_id", session_id)
-        attempts = 1 + (self.retries if retries is None else retries)
-        if attempts < 1:
+        check_session_id(session_id)
+        if retries is not None and retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
-        try:
-            async for attempt in lost_race_retrying(attempts, self.backoff_s):
-                with attempt:
-                    return await self._update_once(session_id, mutate)
-        except LostRace:
-            log.warning("state_store.conflict_exhausted", session_id=session_id, attempts=attempts)
-            raise StateConflictError(
-                f"state of session {session_id!r} changed under every one of "
-                f"{attempts} attempts to update it"
-            ) from None
-        raise AssertionError("unreachable: tenacity either returned or raised")
+        policy = self.conflicts if retries is None else self.conflicts.with_attempts(1 + retries)
+        return await until_won(
+            policy, session_id, "update it", lambda: self._update_once(session_id, mutate)
+        )
 
     async def _update_once(self, session_id: str, mutate: Mutator) -> ConversationState:
         """One read-mutate-write attempt; raises :class:`LostRace` if another writer won."""
         current, version = await self.get_state_with_version(session_id)
-        draft = current or ConversationState(session_id=session_id)
-        result = mutate(draft)
-        if inspect.isawaitable(result):
-            await result
-        if draft.session_id != session_id:
-            raise ValueError(f"mutate changed session_id {session_id!r} -> {draft.session_id!r}")
+        draft = await apply(mutate, current, session_id)
         if not await self.set_state_if_version(draft, version):
             log.debug("state_store.conflict", session_id=session_id, version=version)
             raise LostRace

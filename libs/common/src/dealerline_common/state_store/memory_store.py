@@ -13,7 +13,6 @@ from ..logs import get_logger
 from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
 from .base import (
-    DEFAULT_RETRIES,
     DEFAULT_TTL_S,
     StateStore,
     WindowCount,
@@ -23,6 +22,7 @@ from .base import (
 )
 from .keys import SessionKeys, check_id, window_key
 from .merge import merge_notifications, merge_tasks
+from .policy import DEFAULT_BACKOFF_S, DEFAULT_CONFLICT_DEADLINE_S
 from .stored import (
     next_version,
     parse_notifications,
@@ -65,11 +65,18 @@ class MemoryStateStore(StateStore):
         *,
         namespace: str = "",
         ttl_s: float = DEFAULT_TTL_S,
-        retries: int = DEFAULT_RETRIES,
-        backoff_s: float = 0.05,
+        retries: int | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        conflict_deadline_s: float = DEFAULT_CONFLICT_DEADLINE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(namespace=namespace, ttl_s=ttl_s, retries=retries, backoff_s=backoff_s)
+        super().__init__(
+            namespace=namespace,
+            ttl_s=ttl_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            conflict_deadline_s=conflict_deadline_s,
+        )
         self._clock = clock
         self._data: dict[str, _Entry] = {}
         self._lock = asyncio.Lock()

@@ -1,43 +1,56 @@
-"""The production state store: Redis, optimistic locking with WATCH/MULTI/EXEC, every
-key of a session given a fresh TTL by each write, connection errors retried a bounded
-number of times and then raised as :class:`StateStoreUnavailable`."""
+"""The production state store: Redis, optimistic locking by a server-side compare-and-set
+(one Lua step, one round trip), every key of a session given a fresh TTL by each write,
+connection errors retried until a deadline and then raised as
+:class:`StateStoreUnavailable`."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState
 
 from ..logs import get_logger
-from ..messages import now
 from ..state import BackgroundTask, ConversationState, Notification
 from .base import (
-    DEFAULT_RETRIES,
     DEFAULT_TTL_S,
+    Mutator,
     StateStore,
     WindowCount,
+    apply,
     check_reply,
     check_window,
     contiguous_reply,
-    lost_race_retrying,
 )
-from .errors import LostRace, StateConflictError, StateStoreError, StateStoreUnavailable
+from .errors import LostRace, StateStoreError, StateStoreUnavailable
 from .keys import SessionKeys, check_id, window_key
+from .lease import LEASE_S, Lease, write_in_turn
 from .merge import merge_notifications, merge_tasks
+from .policy import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_CONFLICT_DEADLINE_S,
+    DEFAULT_UNAVAILABLE_DEADLINE_S,
+    FIRST_UNAVAILABLE_BACKOFF_S,
+    UNAVAILABLE_BACKOFF_S,
+    RetryPolicy,
+)
+from .scripts import (
+    ACQUIRE_LUA,
+    DELETE_LUA,
+    READ_LUA,
+    REFRESH_LUA,
+    RELEASE_LUA,
+    SET_IF_VERSION_LUA,
+    SYNC_READ_LUA,
+    WINDOW_LUA,
+    session_args,
+)
 from .stored import (
     next_version,
     parse_notifications,
     parse_state_or_new,
     parse_tasks,
     state_with_version,
-    stored_version,
 )
 
 try:  # the Redis client is the optional ``dealerline-common[state]`` extra
@@ -46,7 +59,7 @@ try:  # the Redis client is the optional ``dealerline-common[state]`` extra
     from redis.asyncio.retry import Retry as RedisRetry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import ResponseError, WatchError
+    from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     _REDIS_IMPORT_ERROR: ImportError | None = None
@@ -60,45 +73,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-# Refreshes the TTL of a session's fixed keys (KEYS) and of every record an index names, in
-# one server-side step: no extra round trip for a write and no SCAN. ARGV[1] is the TTL in
-# ms, then pairs (position in KEYS of an index SET, the prefix of the keys it names): the
-# task records and the reply logs.
-_REFRESH_LUA = """
-local ttl = ARGV[1]
-for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
-for i = 2, #ARGV, 2 do
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[tonumber(ARGV[i])])) do
-    redis.call('PEXPIRE', ARGV[i + 1] .. id, ttl)
-  end
-end
-return 1
-"""
-
-
-# A counter of events within a rolling window (count_in_window): a sorted set of event ids
-# scored by the Redis server's own clock in milliseconds (one clock for every replica).
-# KEYS[1] the set; ARGV: window in ms, the event id ('' none), the limit ('' none).
-# Returns {events within the window, 1 if the event is among them}.
-_WINDOW_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local counted = 0
-if ARGV[2] ~= '' then
-  if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-    counted = 1
-  elseif ARGV[3] == '' or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-    redis.call('ZADD', KEYS[1], now, ARGV[2])
-    redis.call('PEXPIRE', KEYS[1], window)
-    counted = 1
-  end
-end
-return {redis.call('ZCARD', KEYS[1]), counted}
-"""
-
-
 def _text(value: bytes | str | None) -> str | None:
     """redis-py types replies as bytes or str; with decode_responses=True they are str."""
     return value.decode() if isinstance(value, bytes) else value
@@ -109,13 +83,16 @@ def _texts(values: Iterable[bytes | str]) -> list[str]:
 
 
 class RedisStateStore(StateStore):
-    """The production store: Redis, optimistic locking with WATCH/MULTI/EXEC.
+    """The production store: Redis, optimistic locking by a compare-and-set in Lua.
 
-    Connection errors are retried here with tenacity (``connect_attempts`` in all, jittered
-    exponential backoff) and then raised as :class:`StateStoreUnavailable`; redis-py's own
-    retry is switched off so the bound is this one. A retry after a connection error never
-    applies a write twice: set_state_if_version recognises its own already-stored payload,
-    notifications are de-duplicated by id at delivery, and the other writes are idempotent.
+    Connection errors (refused, reset, Redis loading its data after a restart, timeouts)
+    are retried here with tenacity for up to ``unavailable_deadline_s`` (and at most
+    ``connect_attempts`` times, if given), with jittered exponential backoff, and then
+    raised as :class:`StateStoreUnavailable`; redis-py's own retry is switched off so the
+    bound is this one. A retry after a connection error never applies a write twice:
+    the compare-and-set recognises its own already-stored payload, notifications are
+    de-duplicated by id at delivery, a reply sentence is set only if absent, and the other
+    writes are idempotent.
     """
 
     def __init__(
@@ -124,21 +101,34 @@ class RedisStateStore(StateStore):
         *,
         namespace: str = "",
         ttl_s: float = DEFAULT_TTL_S,
-        retries: int = DEFAULT_RETRIES,
-        backoff_s: float = 0.05,
-        connect_attempts: int = 4,
+        retries: int | None = None,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        conflict_deadline_s: float = DEFAULT_CONFLICT_DEADLINE_S,
+        unavailable_deadline_s: float = DEFAULT_UNAVAILABLE_DEADLINE_S,
+        connect_attempts: int | None = None,
         socket_timeout_s: float = 5.0,
         client_name: str | None = None,
     ) -> None:
-        super().__init__(namespace=namespace, ttl_s=ttl_s, retries=retries, backoff_s=backoff_s)
+        super().__init__(
+            namespace=namespace,
+            ttl_s=ttl_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            conflict_deadline_s=conflict_deadline_s,
+        )
         if _REDIS_IMPORT_ERROR is not None:
             raise ImportError(
                 "RedisStateStore needs the redis client: install dealerline-common[state]"
             ) from _REDIS_IMPORT_ERROR
-        if connect_attempts < 1:
-            raise ValueError(f"connect_attempts must be >= 1, got {connect_attempts!r}")
+        self.unavailable = RetryPolicy(
+            deadline_s=unavailable_deadline_s,
+            first_s=FIRST_UNAVAILABLE_BACKOFF_S,
+            cap_s=UNAVAILABLE_BACKOFF_S,
+            attempts=connect_attempts,
+        )
         self._ttl_ms = max(1, round(self.ttl_s * 1000))
-        self._connect_attempts = connect_attempts
+        self._lease_ms = round(LEASE_S * 1000)
+        self._baton_ms = 10 * self._lease_ms
         self._redis: Redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -153,12 +143,12 @@ class RedisStateStore(StateStore):
 
     def _refresh(self, pipe: Pipeline, keys: SessionKeys) -> None:
         """Queue, inside the caller's MULTI, the TTL refresh of every key of the session."""
-        fixed = keys.fixed
-        indexes = (
-            *(fixed.index(keys.tasks) + 1, keys.task_prefix),
-            *(fixed.index(keys.replies) + 1, keys.reply_prefix),
-        )
-        pipe.eval(_REFRESH_LUA, len(fixed), *fixed, self._ttl_ms, *indexes)
+        numkeys, args = session_args(keys, self._ttl_ms)
+        pipe.eval(REFRESH_LUA, numkeys, *args)
+
+    async def _session_script(self, script: str, keys: SessionKeys, *extra: str | int) -> Any:
+        numkeys, args = session_args(keys, self._ttl_ms, *extra)
+        return await self._redis.eval(script, numkeys, *args)
 
     async def _get(self, key: str) -> str | None:
         return _text(await self._redis.get(key))
@@ -177,58 +167,110 @@ class RedisStateStore(StateStore):
                 error=repr(exc),
             )
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError)),
-            stop=stop_after_attempt(self._connect_attempts),
-            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        errors = (RedisConnectionError, RedisTimeoutError)
+        attempts = 0
         try:
-            async for attempt in retrying:
+            async for attempt in self.unavailable.retrying(*errors, before_sleep=before_sleep):
                 with attempt:
+                    attempts += 1
                     return await fn()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except errors as exc:
             raise StateStoreUnavailable(
                 f"redis at {self._where} unreachable during {op} for session {session_id!r} "
-                f"after {self._connect_attempts} attempts: {exc}"
+                f"after {attempts} attempts: {exc}"
             ) from exc
         raise AssertionError("unreachable: tenacity either returned or raised")
+
+    # -- the document --------------------------------------------------------------------
 
     async def get_state_with_version(self, session_id: str) -> tuple[ConversationState | None, int]:
         keys = self.keys(session_id)
         raw: str | None = await self._io("get_state", session_id, lambda: self._get(keys.state))
         return state_with_version(raw, keys.state)
 
+    async def _set_if_version(
+        self,
+        op: str,
+        keys: SessionKeys,
+        sid: str,
+        payload: str,
+        expected: int,
+        token: str,
+        *ids: str,
+    ) -> bool:
+        """The compare-and-set (with ``ids`` recorded as delivered; refused while another
+        writer holds the lease), retried on I/O errors."""
+
+        async def cas() -> int:
+            found = await self._session_script(
+                SET_IF_VERSION_LUA, keys, payload, expected, token, self._baton_ms, *ids
+            )
+            return int(found)
+
+        found = await self._io(op, sid, cas)
+        if found < 0:
+            raise StateStoreError(f"stored state at {keys.state!r} is not a versioned document")
+        return found == 1
+
     async def set_state_if_version(self, state: ConversationState, expected_version: int) -> bool:
         keys = self.keys(state.session_id)
         stamped = next_version(state, expected_version)
         payload = stamped.model_dump_json()
+        sid = state.session_id
+        if not await self._set_if_version("set_state", keys, sid, payload, expected_version, ""):
+            return False
+        state.version = stamped.version
+        state.updated_at = stamped.updated_at
+        return True
 
-        async def attempt() -> bool:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(keys.state)
-                    raw = _text(await pipe.get(keys.state))
-                    if raw == payload:
-                        # An earlier attempt's EXEC landed but its reply was lost with the
-                        # connection (payload carries a fresh updated_at, so it is unique).
-                        return True
-                    if stored_version(raw, keys.state) != expected_version:
-                        return False
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                    pipe.set(keys.state, payload, px=self._ttl_ms)
-                    self._refresh(pipe, keys)
-                    await pipe.execute()
-                except WatchError:
-                    return False
-            return True
+    def _lease(self, keys: SessionKeys, sid: str) -> Lease:
+        async def acquire(token: str) -> int:
+            found = await self._io(
+                "lease", sid, lambda: self._session_script(ACQUIRE_LUA, keys, token, self._lease_ms)
+            )
+            return int(found)
 
-        ok = await self._io("set_state", state.session_id, attempt)
-        if ok:
-            state.version = stamped.version
-            state.updated_at = stamped.updated_at
-        return ok
+        async def release(token: str) -> None:
+            await self._io(
+                "lease", sid, lambda: self._session_script(RELEASE_LUA, keys, token, self._baton_ms)
+            )
+
+        async def wait(timeout_s: float) -> None:
+            await self._io("lease", sid, lambda: self._redis.blpop([keys.baton], timeout_s))
+
+        return Lease(acquire, release, wait)
+
+    async def update(
+        self, session_id: str, mutate: Mutator, *, retries: int | None = None
+    ) -> ConversationState:
+        keys = self.keys(session_id)
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        policy = self.conflicts if retries is None else self.conflicts.with_attempts(1 + retries)
+
+        async def attempt(token: str) -> ConversationState:
+            found = await self._io(
+                "get_state", session_id, lambda: self._session_script(READ_LUA, keys, token)
+            )
+            raw, leased = _text(found[0]), int(found[1])
+            if leased:
+                raise LostRace  # another writer's turn: wait for it rather than race it
+            current, version = state_with_version(raw, keys.state)
+            draft = await apply(mutate, current, session_id)
+            stamped = next_version(draft, version)
+            payload = stamped.model_dump_json()
+            if not await self._set_if_version(
+                "set_state", keys, session_id, payload, version, token
+            ):
+                raise LostRace
+            draft.version, draft.updated_at = stamped.version, stamped.updated_at
+            return draft
+
+        return await write_in_turn(
+            policy, self._lease(keys, session_id), session_id, "update it", attempt
+        )
+
+    # -- background results -------------------------------------------------------------
 
     async def push_notification(self, session_id: str, notification: Notification) -> None:
         keys = self.keys(session_id)
@@ -264,6 +306,52 @@ class RedisStateStore(StateStore):
         )
         return None if raw is None else BackgroundTask.model_validate_json(raw)
 
+    async def sync_atomic_updates_to_state(self, session_id: str) -> ConversationState:
+        keys = self.keys(session_id)
+        return await write_in_turn(
+            self.conflicts,
+            self._lease(keys, session_id),
+            session_id,
+            "merge background updates",
+            lambda token: self._sync_once(keys, session_id, token),
+        )
+
+    async def _sync_once(self, keys: SessionKeys, session_id: str, token: str) -> ConversationState:
+        """One sync: a consistent snapshot, the merge, the compare-and-set of the document
+        with the delivered ids; raises LostRace if a concurrent write intervened (a
+        concurrent sync that delivered something also bumped the version) or another
+        writer holds the lease."""
+        snapshot = await self._io(
+            "sync", session_id, lambda: self._session_script(SYNC_READ_LUA, keys, token)
+        )
+        raw, leased, raw_notes, delivered, raw_tasks = snapshot
+        if int(leased):
+            raise LostRace
+        state = parse_state_or_new(_text(raw), keys.state, session_id)
+        expected = state.version
+        tasks = parse_tasks((_text(t) for t in raw_tasks), session_id)
+        notes = parse_notifications(_texts(raw_notes), session_id)
+        new_ids = merge_notifications(state, notes, set(_texts(delivered)))
+        if not new_ids and not merge_tasks(state, tasks):
+            if token:
+                await self._lease(keys, session_id).release(token)
+            return state
+        stamped = next_version(state, expected)
+        payload = stamped.model_dump_json()
+        if not await self._set_if_version(
+            "sync", keys, session_id, payload, expected, token, *new_ids
+        ):
+            raise LostRace
+        log.debug(
+            "state_store.synced",
+            session_id=session_id,
+            notifications=len(new_ids),
+            version=stamped.version,
+        )
+        return stamped
+
+    # -- the reply log ----------------------------------------------------------------------
+
     async def note_reply(self, session_id: str, turn_id: str, seq: int, text: str) -> None:
         keys = self.keys(session_id)
         check_reply(turn_id, seq, text)
@@ -288,66 +376,7 @@ class RedisStateStore(StateStore):
         noted = {_text(k) or "": _text(v) or "" for k, v in found.items()}
         return contiguous_reply({int(k): v for k, v in noted.items() if k.isdigit()})
 
-    async def _sync_once(self, session_id: str) -> ConversationState:
-        """One optimistic sync attempt; raises LostRace if a concurrent write intervened."""
-        keys = self.keys(session_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            # Watching the delivered set too: a concurrent sync that delivered something
-            # makes this attempt fail even if the state document were somehow not rewritten.
-            await pipe.watch(keys.state, keys.delivered)
-            state, new_ids, tasks_changed = await self._read_and_merge(pipe, keys, session_id)
-            if not new_ids and not tasks_changed:
-                return state
-            state.version += 1
-            state.updated_at = now()
-            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-            pipe.set(keys.state, state.model_dump_json(), px=self._ttl_ms)
-            if new_ids:
-                pipe.sadd(keys.delivered, *new_ids)
-            self._refresh(pipe, keys)
-            try:
-                await pipe.execute()
-            except WatchError:
-                raise LostRace from None
-        log.debug(
-            "state_store.synced",
-            session_id=session_id,
-            notifications=len(new_ids),
-            version=state.version,
-        )
-        return state
-
-    async def _read_and_merge(
-        self, pipe: Pipeline, keys: SessionKeys, session_id: str
-    ) -> tuple[ConversationState, list[str], bool]:
-        """Read (under the caller's WATCH) the state and every background result, and merge
-        them: the merged state, the newly delivered notification ids, whether tasks changed."""
-        raw = _text(await pipe.get(keys.state))
-        raw_notes = _texts(await pipe.lrange(keys.notifications, 0, -1))
-        delivered = set(_texts(await pipe.smembers(keys.delivered)))
-        task_ids = sorted(_texts(await pipe.smembers(keys.tasks)))
-        raw_tasks: list[str | None] = (
-            [_text(v) for v in await pipe.mget([keys.task(t) for t in task_ids])]
-            if task_ids
-            else []
-        )
-        state = parse_state_or_new(raw, keys.state, session_id)
-        tasks = parse_tasks(raw_tasks, session_id)
-        new_ids = merge_notifications(state, parse_notifications(raw_notes, session_id), delivered)
-        return state, new_ids, merge_tasks(state, tasks)
-
-    async def sync_atomic_updates_to_state(self, session_id: str) -> ConversationState:
-        attempts = 1 + self.retries
-        try:
-            async for attempt in lost_race_retrying(attempts, self.backoff_s):
-                with attempt:
-                    return await self._io("sync", session_id, lambda: self._sync_once(session_id))
-        except LostRace:
-            raise StateConflictError(
-                f"state of session {session_id!r} changed under every one of "
-                f"{attempts} attempts to merge background updates"
-            ) from None
-        raise AssertionError("unreachable: tenacity either returned or raised")
+    # -- counters shared by every session -------------------------------------------------
 
     async def count_in_window(
         self, name: str, window_s: float, *, event: str | None = None, limit: int | None = None
@@ -362,13 +391,15 @@ class RedisStateStore(StateStore):
 
         async def count() -> WindowCount:
             try:
-                found = await self._redis.eval(_WINDOW_LUA, 1, key, *args)
+                found = await self._redis.eval(WINDOW_LUA, 1, key, *args)
             except ResponseError as exc:  # e.g. the key holds another type
                 raise StateStoreError(f"window counter {key!r} unusable: {exc}") from exc
             n, counted = (int(v) for v in found)
             return WindowCount(count=n, counted=bool(counted))
 
         return await self._io("count_in_window", f"window:{name}", count)
+
+    # -- housekeeping ----------------------------------------------------------------------
 
     async def key_ttls(self, session_id: str) -> dict[str, float]:
         keys = self.keys(session_id)
@@ -396,30 +427,7 @@ class RedisStateStore(StateStore):
 
     async def delete(self, session_id: str) -> None:
         keys = self.keys(session_id)
-
-        async def once() -> bool:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    # Watch the indexes so a record made meanwhile is not left behind.
-                    await pipe.watch(keys.tasks, keys.replies)
-                    task_ids = _texts(await pipe.smembers(keys.tasks))
-                    turn_ids = _texts(await pipe.smembers(keys.replies))
-                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-                    pipe.delete(
-                        *keys.fixed,
-                        *(keys.task(t) for t in task_ids),
-                        *(keys.reply(t) for t in turn_ids),
-                    )
-                    await pipe.execute()
-                except WatchError:
-                    return False
-            return True
-
-        for _ in range(1 + max(self.retries, 3)):
-            if await self._io("delete", session_id, once):
-                return
-        # Whatever was recorded in the race expires with its TTL.
-        log.warning("state_store.delete_raced", session_id=session_id)
+        await self._io("delete", session_id, lambda: self._session_script(DELETE_LUA, keys))
 
     async def close(self) -> None:
         await self._redis.aclose()
