@@ -50,6 +50,16 @@ bench: setup ## End of turn on the dev set (offline) and turn latency, greeting,
 	$(RUN) python bench/eot_bench.py --out artifacts/bench/eot.md --details artifacts/bench/eot.json
 	$(RUN) python -m dealerline_sim.bench --turns 6 --eot artifacts/bench/eot.md --readme README.md
 
+.PHONY: load soak chaos
+load: setup ## Many calls at once: the fleet's turn latency, late frames, errors, CPU/RSS for rising N; the gateway alone on one core (run alone; artifacts/bench/load.md)
+	$(RUN) python bench/load_bench.py --out artifacts/bench/load.md
+
+soak: setup ## 10 concurrent calls for 10 minutes, calls ending and starting: RSS growth, errors, leaked tasks, consumers, KV and Redis keys (artifacts/bench/soak.md)
+	$(RUN) python bench/soak_bench.py --calls $(or $(CALLS),10) --minutes $(or $(MINUTES),10) --out artifacts/bench/soak.md
+
+chaos: setup ## Kill workers, restart NATS and Redis mid-call across concurrent calls: lost or mixed turns, recovery time (artifacts/bench/chaos.md)
+	$(RUN) python bench/chaos_bench.py --out artifacts/bench/chaos.md
+
 .PHONY: bench-hostile
 bench-hostile: setup ## Frame pacing of well-behaved calls alone and beside hostile sockets (run alone; artifacts/bench/hostile.md)
 	$(RUN) python bench/hostile_frames_bench.py --out artifacts/bench/hostile.md
