@@ -4,8 +4,8 @@ write what was lost, duplicated or mixed (see ``dealerline_sim.chaos``).
     .venv/bin/python bench/chaos_bench.py --out artifacts/bench/chaos.md
     .venv/bin/python bench/chaos_bench.py --kills 5 --nats-restarts 1 --redis-restarts 1
 
-Exits 1 when a target is missed (a lost, duplicated or mixed reply, a crashed service, or
-kill → complete p95 over 2 s), so a CI job or a shell loop can tell.
+Exits 1 when a target is missed (a lost, duplicated or mixed reply, a greeting never heard,
+a crashed service, or kill → complete p95 over 2 s), so a CI job or a shell loop can tell.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def _missed(result: ChaosResult) -> list[str]:
             ("duplicated replies", t.duplicated),
             ("mixed replies", t.mixed),
             ("crashed services", result.crashes),
+            ("greetings never heard", range(result.greetings_missing)),
         )
         if items
     ]
@@ -57,6 +58,9 @@ def main() -> int:
     parser.add_argument("--nats-down-s", type=float, default=3.0)
     parser.add_argument("--redis-down-s", type=float, default=3.0)
     parser.add_argument("--replicas", type=int, default=2, help="of stt, tts and agent")
+    parser.add_argument(
+        "--patience-s", type=float, default=20.0, help="a caller gives up on a turn after it"
+    )
     parser.add_argument("--pace", type=float, default=1.0, help="simulated time speed-up")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--log-dir", default="artifacts/chaos/logs")
@@ -70,6 +74,7 @@ def main() -> int:
         nats_down_s=args.nats_down_s,
         redis_down_s=args.redis_down_s,
         replicas=args.replicas,
+        patience_s=args.patience_s,
         pace=args.pace,
         seed=args.seed,
         log_dir=Path(args.log_dir),

@@ -53,6 +53,8 @@ STAGE = {"stt": "stt", "agent": "agent", "tts": "tts"}
 @dataclass
 class ChaosConfig:
     kills: int = 50
+    # The services to kill, in this order (one kill each); None: ``kills`` random ones.
+    kill_plan: tuple[str, ...] | None = None
     nats_restarts: int = 5
     redis_restarts: int = 5
     calls: int = 3  # concurrent callers
@@ -62,7 +64,9 @@ class ChaosConfig:
     gap_s: tuple[float, float] = (2.0, 5.0)  # between two faults
     trigger_delay_s: tuple[float, float] = (0.0, 0.4)  # from the bus message to the kill
     replicas: int = 2  # of stt, tts and agent (one stays up while the other restarts)
-    turn_timeout_s: float = 60.0
+    # A caller who hears no complete reply this long after speaking gives up on the turn
+    # (it counts as lost) and goes on with its next line.
+    patience_s: float = 20.0
     pace: float = 1.0
     seed: int | None = None
     log_dir: Path = Path("artifacts") / "chaos" / "logs"
@@ -120,20 +124,22 @@ class _Chaos:
             return "timer"
 
     async def faults(self) -> None:
-        plan = ["kill"] * self.config.kills
-        plan += ["nats"] * self.config.nats_restarts + ["redis"] * self.config.redis_restarts
+        c = self.config
+        services = list(WEIGHTS)
+        victims = list(c.kill_plan or ())
+        if c.kill_plan is None:
+            victims = self.rng.choices(services, [WEIGHTS[s] for s in services], k=c.kills)
+        plan = [None] * len(victims) + ["nats"] * c.nats_restarts + ["redis"] * c.redis_restarts
         self.rng.shuffle(plan)
         for i, fault in enumerate(plan, 1):
-            await asyncio.sleep(self.rng.uniform(*self.config.gap_s))
-            if fault == "kill":
-                await self.kill_one()
+            await asyncio.sleep(self.rng.uniform(*c.gap_s))
+            if fault is None:
+                await self.kill_one(victims.pop(0))
             else:
                 await self.restart_server(fault)
             self.config.progress(f"fault {i}/{len(plan)}: {self._last_note}")
 
-    async def kill_one(self) -> None:
-        services = list(WEIGHTS)
-        service = self.rng.choices(services, [WEIGHTS[s] for s in services])[0]
+    async def kill_one(self, service: str) -> None:
         spec = self.fleet.specs[service]  # the first process of a service bears its name
         names = [n for n in self.fleet.instances(spec) if n not in self.expected_down]
         if not names:
@@ -226,7 +232,7 @@ async def run_chaos(config: ChaosConfig) -> ChaosResult:
                     watch,
                     config.calls,
                     config.lines_per_call,
-                    config.turn_timeout_s,
+                    config.patience_s,
                     rng=random.Random(chaos.rng.random()),
                 )
                 await callers.prepare()
@@ -251,7 +257,7 @@ async def _run_with_faults(chaos: _Chaos, callers: ChaosCallers) -> None:
     finally:
         callers.stop.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(callers_task, chaos.config.turn_timeout_s * 2)
+            await asyncio.wait_for(callers_task, chaos.config.patience_s * 2)
         stop_watching.set()
         await crash_task
 
@@ -279,7 +285,8 @@ def report_markdown(result: ChaosResult, machine: str, date: str) -> str:
         (
             "run",
             f"{result.elapsed_s / 60:.1f} min, {c.calls} concurrent callers, "
-            f"{result.calls} calls, {t.lines} caller turns, seed {c.seed}",
+            f"{result.calls} calls, {t.lines} caller turns, patience {c.patience_s:.0f} s, "
+            f"seed {c.seed}",
         ),
         ("SIGKILLs (per service)", f"{len(result.kills)} ({per})"),
         ("NATS restarts", f"{result.nats_restarts} (down {c.nats_down_s:.0f} s each)"),

@@ -1,6 +1,7 @@
 """The callers of a chaos run: a few simulated callers (the Twilio simulator, real audio)
 placing calls one after another until told to stop, each saying a few lines and waiting
-for each reply to be played to its end before the next, however long a fault delays it.
+for each reply to be played to its end before the next; one that does not come within
+the caller's patience (``patience_s``) is given up on (a lost turn) and the caller goes on.
 
 Every line is recorded with the utterance the gateway made of it (from :class:`BusWatch`),
 so the tally can tell, line by line, whether the caller got its reply.
@@ -37,7 +38,7 @@ class LineRecord:
     call: Call
     text: str
     utterance_id: str | None = None
-    waited_out: bool = False  # the reply was not seen played within the turn timeout
+    waited_out: bool = False  # no complete reply within the caller's patience: it gave up
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ChaosCallers:
     watch: BusWatch
     count: int
     lines_per_call: int = 3
-    turn_timeout_s: float = 60.0
+    patience_s: float = 20.0
     rng: random.Random = field(default_factory=random.Random)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[Call] = field(default_factory=list)
@@ -82,7 +83,7 @@ class ChaosCallers:
                 await self._turn(call, line)
 
     async def _heard_greeting(self, call: Call) -> bool:
-        deadline = time.monotonic() + self.turn_timeout_s
+        deadline = time.monotonic() + self.patience_s
         while not any(not e.cleared for e in call.mark_echoes):
             if time.monotonic() > deadline or call.closed.is_set():
                 return False
@@ -95,7 +96,7 @@ class ChaosCallers:
         self.lines.append(record)
         started = time.monotonic()
         await call.say(text)
-        deadline = started + self.turn_timeout_s
+        deadline = started + self.patience_s
         while time.monotonic() < deadline and not call.closed.is_set():
             if record.utterance_id is None:
                 seen = self.watch.utterance_for(call.call_sid, started)

@@ -1,7 +1,8 @@
 """Counting a chaos run: for every line a caller said, did it get its reply, once, and was
 what it heard the reply the agent committed?
 
-- **lost**: no reply turn was played to its end for the line: the turn's closing
+- **lost**: no reply turn was played to its end for the line within the caller's
+  patience (the caller gives up after ``patience_s``, 20 s by default): the turn's closing
   ``Say last=True`` seen on the bus and every sentence of it echoed back by the caller's
   Media Stream (a mark echo is Twilio's proof the audio played; mark names are
   ``<turn>:<seq>``).
@@ -131,8 +132,10 @@ def tally_lines(
         heard = marks[id(record.call)]
         turns = _reply_turns(record, watch, heard)
         done = [t for t in turns if _complete(t, watch, heard)]
-        if not done:
+        if not done or record.waited_out:
             why = "no reply turn" if not turns else "reply not played to its end"
+            if done:
+                why = "played only after the caller had given up"
             tally.lost.append(f"{record.text!r} ({why}; utterance {record.utterance_id})")
             continue
         played = [t for t in turns if heard.heard.get(t)]
