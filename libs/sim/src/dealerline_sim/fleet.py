@@ -21,8 +21,8 @@ import contextlib
 import importlib.resources
 import os
 import secrets
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +34,7 @@ import httpx
 
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.net import free_port
+from dealerline_common.state_store.local_redis import RedisServer
 
 DEFAULT_PUBLIC_URL = "https://dealer.example.com"
 
@@ -153,7 +154,7 @@ class Fleet:
     twilio: TwilioAccount | None = None
     # A redis-server of the fleet's own on a free port (never the system one), restartable.
     own_redis: bool = False
-    redis: LocalRedis | None = None
+    redis: RedisServer | None = None
 
     def __post_init__(self) -> None:
         if self.twilio is not None:
@@ -243,7 +244,9 @@ class Fleet:
             self._say(f"dealership database {display_url(self.database_url)}: migrated, seeded")
         if self.state_url is None and self.own_redis:
             assert self.log_dir is not None
-            self.redis = await asyncio.to_thread(LocalRedis(self.log_dir / "redis").start)
+            redis_dir = self.log_dir / "redis"
+            shutil.rmtree(redis_dir, ignore_errors=True)  # an earlier run's data is not ours
+            self.redis = await asyncio.to_thread(RedisServer(dir=redis_dir).start)
             self.state_url = self.redis.url
         if self.state_url is None:
             self.state_url = await _local_redis() or "memory://"
@@ -428,49 +431,6 @@ class Fleet:
             self.redis = None
         if running:
             self._say("fleet stopped")
-
-
-@dataclass
-class LocalRedis:
-    """A redis-server of the fleet's own: a free port, append-only persistence in ``dir``."""
-
-    dir: Path
-    port: int = field(default_factory=free_port)
-    binary: str = "/usr/bin/redis-server"
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> LocalRedis:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--dir", str(self.dir), "--appendonly", "yes", "--save", ""]
-        with (self.dir / "redis.log").open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start listening")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()  # SHUTDOWN: the append-only file is flushed
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 async def _local_redis(url: str = "redis://127.0.0.1:6379/0") -> str | None:
