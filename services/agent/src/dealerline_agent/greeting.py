@@ -121,8 +121,8 @@ class Greeter:
         sid = started.session_id
         session = self.sessions.stream_started(started)
         if session is None:
+            # (counted by the control subscription, which every replica runs)
             log.info("start of a stream that already stopped", session_id=sid)
-            self.metrics.control_ignored.labels("stale_start").inc()
             return
         if started.resumed:
             self.greetings.labels("resumed").inc()

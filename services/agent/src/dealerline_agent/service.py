@@ -262,7 +262,10 @@ class AgentService(BusService):
         if isinstance(control, StreamStarted):
             # The greeting is a job (one replica's); this replica only records the stream,
             # so that it takes the session's transcripts again and knows which stop counts.
-            self.sessions.stream_started(control)
+            # A start handled after its own stop is stale (counted here: a copy of the
+            # start sent again never reaches the job queue, whose msg id drops it).
+            if self.sessions.stream_started(control) is None:
+                self.agent_metrics.control_ignored.labels("stale_start").inc()
         elif isinstance(control, CallIncoming):
             # Likewise: the greeting is being written (by the replica with the job), so
             # a stream that missed it waits for it rather than writing another.
