@@ -547,3 +547,13 @@ async def test_factory_picks_the_store_from_the_url() -> None:
     assert "secret" not in str(err.value)
     with pytest.raises(ValueError, match="ttl_s"):
         state_store_from_url(None, ttl_s=0)
+    # A service passes its policy settings the same way whichever store its URL names; the
+    # in-process store takes the ones it has and ignores the Redis-only ones.
+    policy = {"conflict_deadline_s": 3.0, "unavailable_deadline_s": 5.0, "connect_attempts": 2}
+    memory = state_store_from_url("memory://", **policy)
+    assert isinstance(memory, MemoryStateStore) and memory.conflicts.deadline_s == 3.0
+    redis_store = state_store_from_url(REDIS_URL, **policy)
+    assert isinstance(redis_store, RedisStateStore)
+    assert redis_store.conflicts.deadline_s == 3.0
+    assert redis_store.unavailable.deadline_s == 5.0 and redis_store.unavailable.attempts == 2
+    await redis_store.close()
