@@ -1,7 +1,7 @@
 """Chaos through the real fleet, the short version of ``make chaos``: while three callers
 place calls one after another, each killable worker is SIGKILLed once at a point of a turn
 (and started again), NATS and Redis are each restarted once mid-call; no caller turn is
-lost (unanswered within the caller's 20 s patience), duplicated or mixed, every greeting is
+lost (never answered: the caller waits up to 90 s), duplicated or mixed, every greeting is
 heard and no service crashes. The tally itself is checked first on a made-up run."""
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ async def test_workers_killed_and_nats_and_redis_restarted_mid_call_lose_nothing
         calls=3,
         lines_per_call=3,
         seed=17,
+        # A generous caller: on a loaded 2-core machine a healthy reply can take tens of
+        # seconds; a turn the faults really lost never comes at all.
+        patience_s=90.0,
         log_dir=Path("artifacts") / "e2e-chaos" / "logs",
     )
     result = await run_chaos(config)

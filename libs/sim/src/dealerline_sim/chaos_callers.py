@@ -1,5 +1,6 @@
-"""The callers of a chaos run: a few simulated callers (the Twilio simulator, real audio)
-placing calls one after another until told to stop, each saying a few lines and waiting
+"""The callers of a chaos run: a few simulated callers (the Twilio simulator, real audio;
+crowd's scripts, voices and speeds) placing calls one after another until told to stop,
+each saying a few lines and waiting
 for each reply to be played to its end before the next; one that does not come within
 the caller's patience (``patience_s``) is given up on (a lost turn) and the caller goes on.
 
@@ -15,20 +16,16 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from dealerline_sim import crowd
 from dealerline_sim.call import Call
 from dealerline_sim.chaos_watch import BusWatch
 from dealerline_sim.phone import PhoneSimulator
 from dealerline_sim.twiml import SimulatorError
+from dealerline_sim.voice import synthesize_ulaw
 
-# Lines the demo scenario answers without ending the call (one books through the tools).
-LINES: tuple[str, ...] = (
-    "What services do you offer?",
-    "How much does a tire rotation cost?",
-    "What are your hours on Saturday?",
-    "Hi, I would like to book an oil change for my car.",
-    "Hold on a second please.",
-)
-DEALERSHIP = "+18005550100"
+# The callers are crowd's (varied scripts, voices and speeds); this many of its plans are
+# used in turn, so their speech is synthesized once before the run.
+PLANS = 8
 
 
 @dataclass
@@ -56,7 +53,7 @@ class ChaosCallers:
     errors: list[str] = field(default_factory=list)
 
     async def prepare(self) -> None:
-        await self.sim.prepare(*LINES)
+        await crowd.prepare(crowd.plans(PLANS, self.lines_per_call))
 
     async def run(self) -> None:
         """Run every caller until :attr:`stop` is set; each finishes its line first."""
@@ -71,16 +68,16 @@ class ChaosCallers:
                 await asyncio.sleep(1.0)
 
     async def _one_call(self) -> None:
-        number = f"+1415555{self.rng.randrange(10000):04d}"  # never printed or logged
-        call = await self.sim.place_call(number, DEALERSHIP)
+        plan = crowd.plans(1, self.lines_per_call, first=self.rng.randrange(PLANS))[0]
+        call = await self.sim.place_call(plan.from_number, crowd.DEALER)
         self.calls.append(call)
         async with call:
             if not await self._heard_greeting(call):
                 self.greetings_missing += 1
-            for line in self.rng.sample(LINES, min(self.lines_per_call, len(LINES))):
+            for line in plan.lines:
                 if self.stop.is_set() or call.closed.is_set():
                     break
-                await self._turn(call, line)
+                await self._turn(call, line, plan)
 
     async def _heard_greeting(self, call: Call) -> bool:
         deadline = time.monotonic() + self.patience_s
@@ -91,11 +88,12 @@ class ChaosCallers:
         await _quiet(call, 1.0)
         return True
 
-    async def _turn(self, call: Call, text: str) -> None:
+    async def _turn(self, call: Call, text: str, plan: crowd.CallPlan) -> None:
         record = LineRecord(call, text)
         self.lines.append(record)
+        speech = await synthesize_ulaw(text, plan.voice, plan.speed)  # cached by prepare
         started = time.monotonic()
-        await call.say(text)
+        await call.say_audio(speech, text=text)
         deadline = started + self.patience_s
         while time.monotonic() < deadline and not call.closed.is_set():
             if record.utterance_id is None:
