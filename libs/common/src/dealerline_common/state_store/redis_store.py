@@ -85,6 +85,11 @@ def _texts(values: Iterable[bytes | str]) -> list[str]:
 class RedisStateStore(StateStore):
     """The production store: Redis, optimistic locking by a compare-and-set in Lua.
 
+    A write (:meth:`update`, the sync) tries once optimistically; a writer that loses
+    queues for the session's short write lease and writes holding it (:mod:`.lease`), so
+    fifty writers on one session commit in turn instead of starving one another. Lost
+    races are retried until ``conflict_deadline_s`` (and ``retries``, if given).
+
     Connection errors (refused, reset, Redis loading its data after a restart, timeouts)
     are retried here with tenacity for up to ``unavailable_deadline_s`` (and at most
     ``connect_attempts`` times, if given), with jittered exponential backoff, and then
