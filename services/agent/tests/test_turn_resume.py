@@ -263,6 +263,8 @@ async def test_a_delivery_with_noted_sentences_continues_after_them(
             assert len(notes) == 1 and "Saturdays we open at nine." in notes[0]["content"]
             history = (await store.get_state(caller.sid)).messages
             assert not any(CONTINUE_MARK in str(m["data"].get("content")) for m in history)
+            metrics = agent.metrics.render().decode()
+            assert 'dealerline_agent_turns_total{result="resumed"} 1.0' in metrics
         finally:
             await agent.drain()
             await bus.close()

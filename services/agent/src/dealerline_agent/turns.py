@@ -55,7 +55,8 @@ from .turn_record import TurnRecord, current_turn
 
 log = get_logger(__name__)
 
-TurnResult = Literal["ok", "cancelled", "replayed", "skipped"]
+# "resumed": a redelivered turn that continued the reply an earlier delivery started.
+TurnResult = Literal["ok", "resumed", "cancelled", "replayed", "skipped"]
 
 
 @dataclass
@@ -155,7 +156,7 @@ class TurnRunner:
         session.generating = False
         expects = expects_for(reply.voice.text, previous_reply(history, turn.turn_id))
         await self._finish(session, turn, record, reply, expects)
-        return "ok"
+        return "resumed" if said else "ok"
 
     def _voice(self, session: Session, turn: TurnInput) -> TurnVoice:
         return TurnVoice(
