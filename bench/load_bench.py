@@ -184,6 +184,8 @@ async def gateway_mode(args: argparse.Namespace) -> str:
     _pin(nats.proc.pid, gen_cores)
     log_dir = Path(args.log_dir)
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    if args.gw_lead_ms is not None:  # GatewayProcess passes our environment on
+        os.environ["GATEWAY_PLAYBACK_LEAD_MS"] = f"{args.gw_lead_ms:g}"
     gateway = GatewayProcess(nats.url, log_dir / "load-gateway.log")
     bus = Bus(nats.url, "replay-responder", file_storage=False)
     try:
@@ -212,7 +214,7 @@ async def _ramp(
     await asyncio.sleep(2.0)
     idle = psutil.Process(gateway.proc.pid).memory_info().rss
     rows: list[str] = []
-    best = 0
+    best = previous = 0  # the largest level such that it and every one below had 0 late
     for n in _ints(args.gw_levels):
         stats, cpu, peak, lag = await _gateway_level(gateway, sim, n, speech, args)
         rows.append(
@@ -222,9 +224,11 @@ async def _ramp(
             f"| {(peak - idle) / n / MB:.2f} | {lag:.0f} |"
         )
         print(rows[-1], flush=True)
-        if stats.late or stats.failed:
+        if stats.late == 0 and best == previous:
+            best = n
+        previous = n
+        if stats.failed or stats.late > args.gw_stop_late * max(1, stats.media):
             break
-        best = n
         await asyncio.sleep(2.0)
     return _gateway_report(args, rows, best, idle)
 
@@ -234,7 +238,9 @@ def _gateway_report(args: argparse.Namespace, rows: list[str], best: int, idle: 
         f"### The gateway alone, one core ({dt.date.today().isoformat()}, {machine()})",
         "",
         f"`bench/load_bench.py --mode gateway --gw-levels {args.gw_levels} --gw-seconds "
-        f"{args.gw_seconds:g}`. BENCH HARNESS: no STT, agent or TTS — a replay responder on "
+        f"{args.gw_seconds:g}"
+        + (f" --gw-lead-ms {args.gw_lead_ms:g}" if args.gw_lead_ms is not None else "")
+        + "`. BENCH HARNESS: no STT, agent or TTS — a replay responder on "
         "the bus answers every utterance with the same two pre-synthesized sentences, so "
         "only the gateway's work is measured (caller audio in: 20 ms frames, VAD, end of "
         "turn, utterances out; the reply out: 20 ms frames paced by the gateway, marks). "
@@ -282,6 +288,17 @@ def main() -> None:
     )
     parser.add_argument("--gw-seconds", type=float, default=30.0, help="gateway: s per call")
     parser.add_argument("--gw-ramp", type=float, default=3.0, help="gateway: s to start them all")
+    parser.add_argument(
+        "--gw-stop-late",
+        type=float,
+        default=0.01,
+        help="gateway: stop the ramp after a level with more than this fraction late",
+    )
+    parser.add_argument(
+        "--gw-lead-ms",
+        type=float,
+        help="gateway: GATEWAY_PLAYBACK_LEAD_MS for the gateway (default: its own default)",
+    )
     parser.add_argument("--out", default="artifacts/bench/load.md")
     parser.add_argument("--log-dir", default="artifacts/bench-logs/load")
     args = parser.parse_args()
