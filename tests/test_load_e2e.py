@@ -7,6 +7,8 @@ calls have ended the fleet holds nothing beyond what the design keeps
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,9 +16,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from dealerline_sim.crowd import CrowdResult, FleetDoor, plans, prepare, run_crowd
+from dealerline_sim.crowd import CrowdResult, FleetDoor, FrameClock, plans, prepare, run_crowd
 from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.leftovers import Leftovers, inspect
+from dealerline_sim.procstats import Snapshot, cpu_percent, rss_growth, snapshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -92,3 +95,57 @@ async def test_after_the_calls_only_what_the_design_keeps_is_left(
     assert sum(left.consumers.values()) < CALLS * TURNS, left.consumers
     # Every service reports its live asyncio tasks on /metrics.
     assert {"gateway", "stt", "tts", "agent"} <= set(left.tasks), left.tasks
+
+
+# ----------------------------------------------------------------- the measuring devices
+
+
+def _media(ms: int) -> dict[str, object]:
+    payload = base64.b64encode(bytes(8 * ms)).decode()
+    return {"event": "media", "media": {"payload": payload}}
+
+
+async def test_a_frame_arriving_after_the_audio_before_it_ran_out_is_late() -> None:
+    clock = FrameClock()
+    clock.append(_media(20))
+    await asyncio.sleep(0.2)  # the 20 ms before it ran out long ago
+    clock.append(_media(20))
+    assert (clock.media, clock.late) == (2, 1)
+    assert clock.worst_gap_s > 0.1
+
+
+async def test_audio_sent_ahead_or_a_new_sentence_is_not_late() -> None:
+    clock = FrameClock()
+    for _ in range(100):  # 2 s of audio at once: buffered ahead
+        clock.append(_media(20))
+    await asyncio.sleep(0.1)
+    clock.append(_media(20))
+    clock.append({"event": "mark", "mark": {"name": "s1"}})  # the sentence ends
+    await asyncio.sleep(0.2)
+    clock.append(_media(20))  # the next one starts whenever it is ready
+    assert (clock.media, clock.late) == (102, 0)
+
+
+async def test_rss_growth_is_read_from_the_window_start_to_its_end() -> None:
+    series = [
+        Snapshot(0.0, {}, {"tts": 100 * 1024**2}),
+        Snapshot(60.0, {}, {"tts": 200 * 1024**2, "stt": 50}),
+        Snapshot(120.0, {}, {"tts": 260 * 1024**2, "stt": 60}),
+        Snapshot(180.0, {}, {"tts": 220 * 1024**2, "stt": 55}),
+    ]
+    growth = rss_growth(series, since=60.0)
+    assert growth["tts"].first == 200 * 1024**2
+    assert growth["tts"].peak == 260 * 1024**2
+    assert growth["tts"].percent == pytest.approx(10.0)
+    assert growth["stt"].percent == pytest.approx(10.0)
+
+
+async def test_cpu_percent_of_a_busy_process_between_two_snapshots() -> None:
+    me = {"me": os.getpid()}
+    before = snapshot(me)
+    spin = time.process_time() + 0.3
+    while time.process_time() < spin:  # 0.3 s of CPU, however long that takes
+        pass
+    after = snapshot(me)
+    assert after.rss["me"] > 0
+    assert cpu_percent(before, after)["me"] > 0.0
