@@ -6,7 +6,8 @@ Names follow one scheme across the fleet (all under the ``dealerline_`` namespac
 divides one by the other), ``*_queue_wait_seconds`` from a job's publish to its start,
 ``*_real_time_factor`` (processing time / audio time), ``turn_stage_seconds{stage}`` for
 the per-stage latency of a turn. The metrics here are the ones every service has: bus
-health and the state of a drain. ``deploy/grafana/dealerline.json`` charts them.
+health (reconnects, redeliveries, lost job leases, publish retries and drops) and the
+state of a drain. ``deploy/grafana/dealerline.json`` charts them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ class Metrics:
             "Work messages given back to the group by a draining process, by reason "
             "(draining: pulled as the drain began; deadline: unfinished at its deadline)",
             ["subject_kind", "reason"],
+        )
+        self.jobs_lease_lost = self.counter(
+            "bus_lease_lost_total",
+            "Work jobs cancelled because their in-progress heartbeats went unanswered for "
+            "3/4 of ack_wait (disconnected or stalled): left to another replica",
+            ["subject_kind"],
+        )
+        self.bus_publish_retries = self.counter(
+            "bus_publish_retries_total",
+            "JetStream publishes tried again (NATS or JetStream down or coming back)",
+            ["subject_kind"],
+        )
+        self.bus_publish_dropped = self.counter(
+            "bus_publish_dropped_total",
+            "Core NATS messages dropped: disconnected and the reconnect buffer was full",
+            ["subject_kind"],
         )
         self.draining = self.gauge(
             "service_draining", "1 from SIGTERM until the process exits: no new work taken"

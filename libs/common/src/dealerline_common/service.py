@@ -1,7 +1,8 @@
 """The process lifecycle the fleet's services share.
 
 :class:`BusService` is a service that joins the bus and serves ``/livez``, ``/readyz`` and
-``/metrics``: start (HTTP, bus, streams, the service's own start-up, then ready), drain on
+``/metrics``: start (HTTP, bus and streams, waiting for NATS and JetStream up to
+``nats_start_timeout_s``, the service's own start-up, then ready), drain on
 SIGTERM, and a hard ``kill`` for tests that play a crashed pod. :class:`ModelWorker` adds
 what the speech workers share: a model loaded and warmed off the event loop, a JetStream
 work consumer, and the gauges the autoscaler reads (jobs in flight, capacity).
@@ -36,6 +37,15 @@ from .settings import ServiceSettings, SettingsError, load_settings
 
 log = get_logger(__name__)
 
+# Until ServiceSettings carries them (NATS_START_TIMEOUT_S, NATS_PUBLISH_TIMEOUT_S).
+DEFAULT_START_TIMEOUT_S = 120.0
+DEFAULT_PUBLISH_TIMEOUT_S = 30.0
+
+
+def _seconds(settings: ServiceSettings, name: str, default: float) -> float:
+    value = getattr(settings, name, None)
+    return default if value is None else float(value)
+
 
 class BusService:
     """A service process on the bus with health and metrics endpoints."""
@@ -58,7 +68,11 @@ class BusService:
             self.metrics,
             file_storage=settings.js_file_storage,
             auth=NatsAuth.from_settings(settings),
+            publish_timeout_s=_seconds(
+                settings, "nats_publish_timeout_s", DEFAULT_PUBLISH_TIMEOUT_S
+            ),
         )
+        self.start_timeout_s = _seconds(settings, "nats_start_timeout_s", DEFAULT_START_TIMEOUT_S)
         self.http = HttpServer(
             Starlette(routes=ops_routes(self.health, self.metrics)),
             settings.http_host,
@@ -68,8 +82,8 @@ class BusService:
 
     async def start(self) -> None:
         await self.http.start()
-        await self.bus.connect()
-        await self.bus.ensure_streams()
+        # NATS or its JetStream may come up after us: wait for them (start_timeout_s).
+        await self.bus.start(self.start_timeout_s)
         await self.on_start()
         self.health.ready = True
         log.info(f"{self.name} ready")
@@ -109,7 +123,10 @@ class WorkerSettings(ServiceSettings):
 
     concurrency: int = Field(default=1, ge=1, le=64, description="jobs at once in this process")
     ack_wait_s: float = Field(
-        default=15.0, gt=0, description="a dead worker's job is redelivered after this"
+        default=2.0,
+        gt=0,
+        description="a dead worker's job is redelivered after this (heartbeats keep a live "
+        "one's job; unanswered for 3/4 of it, the job is cancelled and left to another)",
     )
     max_deliver: int = Field(default=3, ge=1, description="attempts before a job is dropped")
 

@@ -22,6 +22,11 @@ still running then are cancelled and handed back too.
 - :mod:`.auth`: :class:`NatsAuth`, the connection's credentials and TLS;
 - :mod:`.permissions`: what each service's NATS user may publish and subscribe to;
 - :mod:`.work`: :class:`WorkConsumer` (pull loops, settling, drain) and :class:`Reject`;
+- :mod:`.lease`: a job's answered in-progress heartbeats, and cancelling it once they
+  went unanswered long enough that another replica may own it;
+- :mod:`.consumers`: a work consumer created, or updated to the service's settings;
+- :mod:`.publish`: durable publishing through an outage, counted core drops;
+- :mod:`.startup`: waiting for NATS and JetStream at start-up;
 - :mod:`.streams`: the fleet's JetStream streams and key-value buckets;
 - :mod:`.received`: reading a delivered message (payload, headers, JetStream stamp).
 """

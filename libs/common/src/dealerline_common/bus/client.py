@@ -1,5 +1,9 @@
 """The :class:`Bus`: one NATS connection for a service, with reconnect, headers, queue
-groups, JetStream publishing with dedup and retry, and work consumers (:mod:`.work`).
+groups, JetStream publishing with dedup and retry through an outage (:mod:`.publish`),
+and work consumers (:mod:`.work`) whose settings follow the service's (:mod:`.consumers`).
+
+:meth:`Bus.start` waits for NATS and JetStream (a service that starts before them comes
+up once they are there, instead of exiting).
 
 Trace context rides in the headers (see :mod:`dealerline_common.tracing`): every publish
 carries the ``traceparent`` of the span active at the time, every handler runs with the
@@ -22,18 +26,16 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from .. import tracing
 from ..logs import get_logger
 from ..messages import Wire
 from ..metrics import Metrics
 from .auth import NatsAuth, inbox_prefix
+from .consumers import ensure_consumer
+from .publish import DropCounter, new_msg_id
+from .publish import publish_durable as _publish_durable
+from .startup import BusConnectError, retry_until
 from .streams import STREAMS, StreamSpec, ensure_streams, key_value
 from .work import Handler, WorkConsumer, default_retry_delay
 
@@ -41,16 +43,8 @@ __all__ = ["Bus", "BusConnectError"]
 
 log = get_logger(__name__)
 
-
-class BusConnectError(ConnectionError):
-    """NATS could not be reached at start-up."""
-
-
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-)
+# One connection try within Bus.start, so that its progress is logged between tries.
+_CONNECT_TRY_S = 5.0
 
 
 class Bus:
@@ -65,13 +59,18 @@ class Bus:
         file_storage: bool = True,
         connect_timeout_s: float = 30.0,
         auth: NatsAuth | None = None,
+        publish_timeout_s: float = 30.0,
     ) -> None:
+        """``publish_timeout_s``: how long :meth:`publish_durable` keeps trying through an
+        outage before it raises."""
         self.servers = [s.strip() for s in servers.split(",") if s.strip()]
         self.name = name
         self.auth = auth or NatsAuth()
         self.metrics = metrics
         self.file_storage = file_storage
         self.connect_timeout_s = connect_timeout_s
+        self.publish_timeout_s = publish_timeout_s
+        self._drops = DropCounter(name, metrics)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._consumers: list[WorkConsumer] = []
@@ -97,8 +96,9 @@ class Bus:
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def connect(self) -> None:
-        """Connect, retrying until ``connect_timeout_s`` (the server may start after us).
+    async def connect(self, timeout_s: float | None = None) -> None:
+        """Connect, retrying until ``timeout_s`` (default ``connect_timeout_s``; the server
+        may start after us).
 
         Also configures the process's tracing from ``OTEL_*`` if nothing did yet (the
         bus is the one thing every service has, so none can forget)."""
@@ -106,6 +106,7 @@ class Bus:
 
         # nats-py retries the first connection itself (max_reconnect_attempts=-1 applies to
         # it too), so the whole attempt is bounded here and turned into one clear error.
+        timeout_s = self.connect_timeout_s if timeout_s is None else timeout_s
         nc = Client()
         options = self.auth.connect_options()
         if self.auth.identified:
@@ -127,14 +128,13 @@ class Bus:
                     error_cb=self._on_error,
                     **options,
                 ),
-                self.connect_timeout_s,
+                timeout_s,
             )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise BusConnectError(
-                f"could not connect to NATS at {','.join(self.servers)} "
-                f"within {self.connect_timeout_s:.0f}s"
+                f"could not connect to NATS at {','.join(self.servers)} within {timeout_s:.0f}s"
             ) from exc
         self._nc = nc
         self._js = self.nc.jetstream(timeout=5.0)
@@ -149,8 +149,25 @@ class Bus:
             self.metrics.bus_disconnects.inc()
         log.warning("bus disconnected", bus=self.name)
 
+    async def start(self, timeout_s: float, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+        """Connect and create the streams, waiting up to ``timeout_s`` for NATS and for
+        JetStream to be ready (a progress line every few seconds), then
+        :class:`BusConnectError`."""
+        end = asyncio.get_running_loop().time() + timeout_s
+
+        async def connect(left: float) -> None:
+            if self._nc is None:
+                await self.connect(min(left, _CONNECT_TRY_S))
+
+        async def streams(_: float) -> None:
+            await self.ensure_streams(specs)
+
+        await retry_until(connect, "NATS", self.name, end)
+        await retry_until(streams, "JetStream", self.name, end)
+
     async def _on_reconnected(self) -> None:
         self.connected.set()
+        self._drops.reset()
         if self.metrics:
             self.metrics.bus_reconnects.inc()
         log.info("bus reconnected", bus=self.name)
@@ -173,10 +190,15 @@ class Bus:
     async def publish(
         self, subject: str, data: bytes | Wire, headers: dict[str, str] | None = None
     ) -> None:
+        """Core NATS: while disconnected nats-py buffers up to its pending buffer; beyond
+        that the message is dropped and counted (``bus_publish_dropped_total``), not raised."""
         payload = data.dumps() if isinstance(data, Wire) else data
         if tracing.enabled():
             headers = tracing.inject(dict(headers or {}))
-        await self.nc.publish(subject, payload, headers=headers or None)
+        try:
+            await self.nc.publish(subject, payload, headers=headers or None)
+        except nats.errors.OutboundBufferLimitError:
+            self._drops.drop(subject)
 
     async def subscribe(
         self,
@@ -235,20 +257,25 @@ class Bus:
         headers: dict[str, str] | None = None,
         msg_id: str | None = None,
     ) -> api.PubAck:
-        """Publish to JetStream and wait for the stream's ack; ``msg_id`` deduplicates."""
+        """Publish to JetStream and wait for the stream's ack; ``msg_id`` deduplicates.
+
+        Through an outage it keeps trying (see :mod:`.publish`) for up to
+        ``publish_timeout_s``, then raises the last error. Without a ``msg_id`` one is made,
+        so the tries of one call are stored once."""
         payload = data.dumps() if isinstance(data, Wire) else data
         hdrs = dict(headers or {})
-        if msg_id:
-            hdrs["Nats-Msg-Id"] = msg_id
+        hdrs["Nats-Msg-Id"] = msg_id or new_msg_id()
         tracing.inject(hdrs)
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(_TRANSIENT),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential(multiplier=0.05, max=1.0),
-            reraise=True,
-        ):
-            with attempt:
-                ack = await self.js.publish(subject, payload, headers=hdrs or None)
+        ack = await _publish_durable(
+            self.nc,
+            self.js,
+            self.connected,
+            subject,
+            payload,
+            hdrs,
+            deadline_s=self.publish_timeout_s,
+            metrics=self.metrics,
+        )
         # nats-py waits for the ack with asyncio.wait_for, which on 3.11 can swallow a
         # cancel that lands as the ack arrives; a cancelled turn must still stop here.
         task = asyncio.current_task()
@@ -264,7 +291,7 @@ class Bus:
         durable: str,
         handler: Handler,
         concurrency: int = 1,
-        ack_wait_s: float = 10.0,
+        ack_wait_s: float = 2.0,
         max_deliver: int = 5,
         name: str | None = None,
         retry_delay_s: Callable[[int], float] | None = None,
@@ -273,9 +300,11 @@ class Bus:
 
         Each of ``concurrency`` loops pulls one message only when it is free, so a busy
         worker never hoards jobs another replica could run. While a handler runs the
-        message is kept alive with in-progress acks; if the process dies, the message is
-        redelivered to another member ``ack_wait_s`` later; if it drains, see
-        :meth:`stop_consuming`. A handler that raises is retried after
+        message is kept alive with answered in-progress acks every ``ack_wait_s / 4``; if
+        the process dies, the message is redelivered to another member ``ack_wait_s``
+        later; a job whose heartbeats go unanswered for ``3/4 ack_wait_s`` is cancelled here
+        (see :mod:`.lease`); if it drains, see :meth:`stop_consuming`. The durable is
+        created, or updated to these settings if it exists with others (:mod:`.consumers`). A handler that raises is retried after
         ``retry_delay_s(attempt)`` seconds (default: a short linear backoff) until
         ``max_deliver`` attempts, then terminated. Each job runs in a consumer span
         (``process <subject>``) whose parent is the publisher's span.
@@ -288,7 +317,13 @@ class Bus:
             filter_subject=subject,
             max_ack_pending=10_000,
         )
-        psub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+
+        async def recover() -> None:
+            await self.ensure_streams()
+            await ensure_consumer(self.js, stream, config)
+
+        await ensure_consumer(self.js, stream, config)
+        psub = await self.js.pull_subscribe_bind(durable=durable, stream=stream)
         consumer = WorkConsumer(
             psub=psub,
             subject=subject,
@@ -300,6 +335,9 @@ class Bus:
             name=name or durable,
             metrics=self.metrics,
             retry_delay_s=retry_delay_s or default_retry_delay,
+            nc=self.nc,
+            connected=self.connected,
+            recover=recover,
         )
         consumer.start()
         self._consumers.append(consumer)

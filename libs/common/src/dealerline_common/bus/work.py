@@ -3,6 +3,16 @@ own consumer span, kept alive while it runs and settled afterwards (ack, nak wit
 retry delay, term for :class:`Reject` or the last attempt, or handed back to another
 replica on a drain).
 
+Each job holds a :class:`~.lease.Lease`: answered in-progress heartbeats every
+``ack_wait / 4``; a job whose heartbeats went unanswered for ``3/4 ack_wait`` (the
+connection is down, or the loop stalled) is cancelled, neither acked nor handed back, and
+counted (``bus_lease_lost_total``): the server gives it to another replica at
+``ack_wait``, and one job never has two owners working at once.
+
+A fetch that fails while connected (the server restarted without its memory-stored
+stream or consumer) calls ``recover`` (the bus recreates the streams and the consumer)
+instead of failing forever; while disconnected the loops wait for the connection.
+
 Drain (:meth:`WorkConsumer.stop`): loops stop pulling, a job that arrives on a pull
 already in flight is handed straight back (nak without delay, so another replica takes it
 now, not after ``ack_wait``), jobs in progress get until the deadline to finish, and those
@@ -17,12 +27,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from .. import tracing
 from ..logs import get_logger
 from ..metrics import Metrics
+from .lease import Lease
 from .received import delivery_attempt
 
 __all__ = ["Handler", "Reject", "WorkConsumer", "default_retry_delay"]
@@ -39,6 +51,10 @@ class Reject(Exception):
 def default_retry_delay(attempt: int) -> float:
     """Seconds before a failed job's next attempt: a short linear backoff."""
     return min(2.0, 0.25 * attempt)
+
+
+async def _call(handler: Handler, msg: Msg) -> None:
+    await handler(msg)
 
 
 def _last_attempt(msg: Msg, max_deliver: int) -> bool:
@@ -61,6 +77,10 @@ class WorkConsumer:
     metrics: Metrics | None = None
     fetch_timeout_s: float = 1.0
     retry_delay_s: Callable[[int], float] = field(default=lambda n: default_retry_delay(n))
+    nc: Client | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    # Recreate the streams and this consumer (a server that restarted without them).
+    recover: Callable[[], Awaitable[None]] | None = None
     in_flight: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -79,17 +99,25 @@ class WorkConsumer:
         return self._stopping.is_set()
 
     async def _loop(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
+            if self.nc is not None and not self.nc.is_connected:
+                # A pull sent now would only sit in the reconnect buffer.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.connected.wait(), self.fetch_timeout_s)
+                continue
             try:
                 msgs = await self.psub.fetch(1, timeout=self.fetch_timeout_s)
             except (nats.errors.TimeoutError, TimeoutError):
+                failures = 0
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
             except Exception as exc:
-                log.warning("fetch failed", consumer=self.name, error=repr(exc))
-                await asyncio.sleep(0.5)
+                failures += 1
+                await self._fetch_failed(exc, failures)
                 continue
+            failures = 0
             for msg in msgs:
                 if self._stopping.is_set() and not _last_attempt(msg, self.max_deliver):
                     # Pulled by a request made before the drain began: not ours to start.
@@ -97,11 +125,21 @@ class WorkConsumer:
                 else:
                     await self._handle(msg)
 
-    async def _keepalive(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(max(0.2, self.ack_wait_s / 3))
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+    async def _fetch_failed(self, exc: Exception, failures: int) -> None:
+        """Back off; if still connected, the stream or the consumer may be gone (a server
+        restarted with memory storage): recreate them."""
+        log.warning("fetch failed", consumer=self.name, error=repr(exc), failures=failures)
+        await asyncio.sleep(min(0.25 * failures, 2.0))
+        if self.recover is None or self._stopping.is_set():
+            return
+        if self.nc is not None and not self.nc.is_connected:
+            return
+        try:
+            await self.recover()
+        except Exception as rexc:
+            log.warning("consumer not recreated yet", consumer=self.name, error=repr(rexc))
+        else:
+            log.info("consumer recreated after fetch errors", consumer=self.name)
 
     async def _handle(self, msg: Msg) -> None:
         self.in_flight += 1
@@ -139,22 +177,32 @@ class WorkConsumer:
             log.info("redelivered job", consumer=self.name, subject=msg.subject, attempt=delivered)
             if self.metrics:
                 self.metrics.jobs_redelivered.labels(self.name).inc()
-        keepalive = asyncio.create_task(self._keepalive(msg), name=f"keepalive:{self.name}")
+        # The handler runs as its own task so that a lost lease cancels it and nothing
+        # else: the loop settles (or rather, does not settle) the job afterwards.
+        job = asyncio.create_task(_call(self.handler, msg), name=f"job:{self.name}")
+        lease = self._lease(msg, job)
+        keepalive = asyncio.create_task(lease.keep(), name=f"lease:{self.name}")
         try:
-            await self.handler(msg)
+            await job
         except Reject as exc:
             log.error("rejected job", consumer=self.name, subject=msg.subject, reason=str(exc))
             if sp is not None:
                 tracing.record_error(sp, exc)
-            with contextlib.suppress(Exception):
-                await msg.term()
+            if not lease.lost:
+                with contextlib.suppress(Exception):
+                    await msg.term()
             return "term"
         except asyncio.CancelledError:
-            if self._hand_back_cancelled and self._stopping.is_set():
+            task = asyncio.current_task()
+            if lease.lost and (task is None or task.cancelling() == 0):
+                return self._lease_lost(msg, lease)
+            if self._hand_back_cancelled and self._stopping.is_set() and not lease.lost:
                 # The drain deadline: give the job back now rather than after ack_wait.
                 await self._hand_back(msg, "deadline")
             raise
         except Exception as exc:
+            if lease.lost:
+                return self._lease_lost(msg, lease)
             last = delivered >= self.max_deliver
             log.exception(
                 "job failed", consumer=self.name, subject=msg.subject, attempt=delivered, final=last
@@ -165,13 +213,33 @@ class WorkConsumer:
                 await (msg.term() if last else msg.nak(delay=self.retry_delay_s(delivered)))
             return "term" if last else "nak"
         else:
+            if lease.lost:  # the handler swallowed the cancel: still not ours to ack
+                return self._lease_lost(msg, lease)
             with contextlib.suppress(Exception):
                 await msg.ack()
             return "ack"
         finally:
+            lease.stop()
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
+
+    def _lease(self, msg: Msg, job: asyncio.Task[None]) -> Lease:
+        nc = self.nc if self.nc is not None else msg._client
+        return Lease(msg, nc, self.connected, self.ack_wait_s, job)
+
+    def _lease_lost(self, msg: Msg, lease: Lease) -> str:
+        """Heartbeats went unanswered too long: another replica owns the job now."""
+        if self.metrics:
+            self.metrics.jobs_lease_lost.labels(self.name).inc()
+        log.warning(
+            "job lease lost: cancelled, left to another replica",
+            consumer=self.name,
+            subject=msg.subject,
+            attempt=delivery_attempt(msg),
+            heartbeats=lease.beats,
+        )
+        return "lease_lost"
 
     async def _hand_back(self, msg: Msg, reason: str) -> None:
         """Nak without delay: the job goes to another member of the group at once."""
