@@ -66,7 +66,10 @@ class AftercallSettings(ServiceSettings):
         default=15.0, gt=0, description="how often unfinished records are looked for"
     )
     record_ack_wait_s: float = Field(
-        default=30.0, gt=0, description="an event whose write died is redelivered after this"
+        default=2.0,
+        gt=0,
+        description="an event whose write died is redelivered after this (writes are "
+        "idempotent; heartbeats keep a live one's)",
     )
     record_max_deliver: int = Field(
         default=20, ge=1, description="writes of one event before it is given up (DB down)"

@@ -100,7 +100,10 @@ class EscalationSettings(TwilioSigningSettings):
         default=32, ge=1, le=64, description="escalations one replica runs at once"
     )
     ack_wait_s: float = Field(
-        default=15.0, gt=0, description="a dead replica's escalation is resumed after this"
+        default=2.0,
+        gt=0,
+        description="a dead replica's escalation is resumed after this (heartbeats keep a "
+        "live one's; unanswered for 3/4 of it, the replica lets go)",
     )
     max_deliver: int = Field(
         default=20, ge=1, description="times an escalation may be resumed by another replica"

@@ -75,7 +75,10 @@ class SttSettings(WorkerSettings):
         default=0, ge=0, description="CTranslate2 threads per job; 0 = its default"
     )
     ack_wait_s: float = Field(
-        default=30.0, gt=0, description="redeliver a job this long after its worker died"
+        default=2.0,
+        gt=0,
+        description="redeliver a job this long after its worker died (heartbeats keep a "
+        "live worker's job; unanswered for 3/4 of it, the job is cancelled)",
     )
     max_deliver: int = Field(default=5, ge=1)
     max_audio_s: float = Field(default=60.0, gt=0, description="longer utterances are rejected")

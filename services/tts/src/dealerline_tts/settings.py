@@ -70,7 +70,10 @@ class TtsSettings(WorkerSettings):
         default=1, ge=1, le=64, description="sentences at once in this process"
     )
     ack_wait_s: float = Field(
-        default=15.0, gt=0, description="redeliver a job this long after its worker died"
+        default=2.0,
+        gt=0,
+        description="redeliver a job this long after its worker died (heartbeats keep a "
+        "live worker's job; unanswered for 3/4 of it, the job is cancelled)",
     )
     max_deliver: int = Field(default=3, ge=1)
     lead_ms: float = Field(default=10.0, ge=0, description="silence kept before the first sound")

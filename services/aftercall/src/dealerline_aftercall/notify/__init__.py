@@ -59,7 +59,9 @@ log = get_logger(__name__)
 EMAIL_DURABLE = "aftercall-email"
 SMS_DURABLE = "aftercall-sms"
 TEXTS_DURABLE = "aftercall-texts"
-_TEXTS_ACK_WAIT_S = 30.0
+# Turning an event into a text job only publishes one (deduplicated by its key): a short
+# wait, so a dead replica's event is picked up at once.
+_TEXTS_ACK_WAIT_S = 2.0
 _TEXTS_MAX_DELIVER = 10
 _APPOINTMENT_TYPE = b'"dealerline.event.appointment.v1"'
 
@@ -138,6 +140,10 @@ class Notifier:
                     # Texts one at a time, in the order they were queued: "booked" and
                     # then "moved" must not reach the caller the other way round.
                     concurrency=s.notify_concurrency if channel == "email" else 1,
+                    # Long on purpose: an SMTP or Twilio send cannot be taken back, so a
+                    # send must not be cancelled by a short NATS blip (the lease is 3/4
+                    # of this) and sent again by another replica; a notice a minute late
+                    # after a crash is harmless.
                     ack_wait_s=max(30.0, s.smtp_timeout_s, s.twilio_timeout_s) * 2,
                     # One spare delivery: a process that dies during the last attempt
                     # leaves the job to be dead-lettered (or sent) by the next one.
