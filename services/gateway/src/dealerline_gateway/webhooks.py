@@ -235,31 +235,26 @@ async def _prefetch_greeting(gw: Gateway, grant: StreamGrant) -> None:
         to_number=grant.to_number,
     )
     timeout_s = gw.settings.event_publish_timeout_s
-    with tracing.attached(tracing.context_with(span)):
-        try:
+    try:
+        with tracing.attached(tracing.context_with(span)):
             # The greeting is a durable job (whichever agent replica is up, now or later,
-            # writes it); the copy on the control subject tells every replica it is on
-            # its way, so a stream that missed it waits for it rather than writing another.
+            # writes it), sent first: the copy on the control subject tells every replica
+            # it is on its way, so a stream that missed it waits for it.
             await asyncio.wait_for(
                 gw.bus.publish_durable(
                     subjects.agent_job(sid), incoming, msg_id=agent_job_id(incoming)
                 ),
                 timeout_s,
             )
-        except Exception as exc:  # TimeoutError included
-            gw.gm.event_publish_failures.labels("CallIncoming").inc()
-            log.warning(
-                "call incoming not published; greeting at stream start",
-                session_id=sid,
-                error=repr(exc),
-            )
-            await gw.prefetches.cancel(sid)
-            return
-        try:
             await asyncio.wait_for(gw.bus.publish(subjects.control(sid), incoming), timeout_s)
-        except Exception as exc:  # the greeting is asked for all the same
-            gw.gm.event_publish_failures.labels("CallIncoming").inc()
-            log.warning("call incoming not announced", session_id=sid, error=repr(exc))
+    except Exception as exc:  # TimeoutError included
+        # Nothing is held: the stream greets at its start (a greeting the job still
+        # writes is dropped there, as on a stream that missed it).
+        gw.gm.event_publish_failures.labels("CallIncoming").inc()
+        log.warning(
+            "call incoming not published; greeting at stream start", session_id=sid, error=repr(exc)
+        )
+        await gw.prefetches.cancel(sid)
 
 
 def _call_span(grant: StreamGrant) -> tracing.Span:
