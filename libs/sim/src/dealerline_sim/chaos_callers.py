@@ -100,8 +100,7 @@ class ChaosCallers:
                 seen = self.watch.utterance_for(call.call_sid, started)
                 record.utterance_id = seen.utterance_id if seen is not None else None
             if record.utterance_id is not None:
-                seen_turn = self.watch.turns[record.utterance_id]
-                if seen_turn.played_at is not None:
+                if self._done(call, record.utterance_id):
                     break
             elif _heard_reply_and_quiet(call, 3.0):
                 break  # the watch missed it (it was away during a NATS restart)
@@ -109,6 +108,16 @@ class ChaosCallers:
         else:
             record.waited_out = not call.closed.is_set()
         await _quiet(call, 0.8)
+
+    def _done(self, call: Call, utterance_id: str) -> bool:
+        """The reply was seen played, or the caller heard every sentence of it (what counts
+        if the watch missed the ``TurnPlayed``)."""
+        seen = self.watch.turns[utterance_id]
+        if seen.played_at is None and seen.heard_at is None:
+            echoed = {e.name for e in call.mark_echoes if not e.cleared}
+            if any(self.watch.heard_all(t, echoed) for t in list(seen.turn_ids)):
+                seen.heard_at = time.monotonic()
+        return seen.played_at is not None or seen.heard_at is not None
 
 
 def _heard_reply_and_quiet(call: Call, quiet_s: float) -> bool:

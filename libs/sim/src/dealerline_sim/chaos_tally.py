@@ -107,12 +107,8 @@ def _reply_turns(record: LineRecord, watch: BusWatch, marks: _CallMarks) -> list
 
 
 def _complete(turn: str, watch: BusWatch, marks: _CallMarks) -> bool:
-    last = watch.last_seq.get(turn)
-    if last is None:
-        return False
     heard = marks.heard.get(turn, Counter())
-    spoken = [seq for seq in range(last) if any(watch.says.get((turn, seq), []))]
-    return all(heard[seq] > 0 for seq in spoken)
+    return watch.heard_all(turn, {f"{turn}:{seq}" for seq, n in heard.items() if n})
 
 
 def _heard_text(turn: str, watch: BusWatch, marks: _CallMarks) -> str:
@@ -164,7 +160,7 @@ def tally_bus(watch: BusWatch, kills: list[KillRecord], tally: Tally) -> None:
     tally.audio_twice = sum(1 for texts in watch.audio.values() if len(texts) > 1)
     for kill in kills:
         for utterance_id in kill.affected:
-            played = watch.turns[utterance_id].played_at
+            played = watch.done_at(utterance_id)
             if played is None:
                 tally.unrecovered += 1
             else:

@@ -44,10 +44,11 @@ class TurnSeen:
     turn_ids: set[str] = field(default_factory=set)
     last_at: float | None = None  # a Say last=True for it
     played_at: float | None = None  # TurnPlayed for one of its turns
+    heard_at: float | None = None  # the caller had heard every sentence of one of them
 
     def stage(self, watch: BusWatch) -> str | None:
         """Where the turn is now: "stt", "agent", "tts", "gateway" (playing) or None (done)."""
-        if self.played_at is not None:
+        if self.played_at is not None or self.heard_at is not None:
             return None
         if self.transcript_at is None:
             return "stt"
@@ -152,6 +153,21 @@ class BusWatch:
     def unsynthesized(self, turn_id: str) -> bool:
         """A sentence of the turn was said but no audio for it was seen yet."""
         return any(key[0] == turn_id and key not in self.audio for key in list(self.says))
+
+    def heard_all(self, turn_id: str, echoed: set[str]) -> bool:
+        """The turn's closing message was seen and every sentence of it is in ``echoed``
+        (the caller's mark echoes, ``<turn>:<seq>``)."""
+        last = self.last_seq.get(turn_id)
+        if last is None:
+            return False
+        spoken = [seq for seq in range(last) if any(self.says.get((turn_id, seq), []))]
+        return all(f"{turn_id}:{seq}" in echoed for seq in spoken)
+
+    def done_at(self, utterance_id: str) -> float | None:
+        """When the reply to the utterance was seen complete (played, or all heard)."""
+        seen = self.turns[utterance_id]
+        times = [t for t in (seen.played_at, seen.heard_at) if t is not None]
+        return min(times) if times else None
 
     def utterance_for(self, call_sid: str, after: float) -> TurnSeen | None:
         """The first utterance of the call seen at or after monotonic time ``after``."""
