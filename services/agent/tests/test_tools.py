@@ -636,6 +636,20 @@ async def test_request_human_agent_publishes_the_hunt_list(h: Harness) -> None:
     assert len(h.published) == 1
 
 
+async def test_a_turn_run_again_asks_for_the_same_escalation(h: Harness) -> None:
+    """An agent that takes over a redelivered turn (its first owner died after asking) asks
+    with the same task id, so the request's msg id makes the stream drop the second one and
+    nobody is rung twice; another turn gets its own."""
+    h.turn_id = "turn-7"
+    first = await h.run("request_human_agent", apply=False, reason="wants a person")
+    again = await h.run("request_human_agent", apply=False, reason="wants a person")
+    h.turn_id = "turn-8"
+    later = await h.run("request_human_agent", apply=False, reason="wants a person")
+    ids = [r.task_id for r in h.published]
+    assert ids[0] == ids[1] != ids[2]
+    assert first[0] == again[0] != later[0]
+
+
 async def test_a_new_escalation_after_a_failed_one(h: Harness) -> None:
     await h.run("request_human_agent", reason="first try")
     h.state.escalation.status = HumanCallStatus.FAILED  # nobody answered

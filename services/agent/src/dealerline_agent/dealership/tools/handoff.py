@@ -57,7 +57,14 @@ async def request_human_agent(ctx: ToolContext, args: HumanArgs) -> Result:
             ToolEffect(),
         )
     reason = " ".join(args.reason.split()) or "caller asked for a person"
-    task_id = uuid.uuid4().hex
+    # From the turn when there is one: a redelivered turn that asks again publishes the same
+    # request (msg id ``escalation:<task_id>``), which the stream drops, instead of ringing
+    # the staff a second time.
+    task_id = (
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{ctx.session_id}|{ctx.turn_id}").hex
+        if ctx.turn_id
+        else uuid.uuid4().hex
+    )
     request = EscalationRequest(
         session_id=ctx.session_id,
         call_sid=state.call_sid or "",
