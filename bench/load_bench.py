@@ -30,6 +30,7 @@ import datetime as dt
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -213,51 +214,89 @@ async def _ramp(
     await _gateway_level(gateway, sim, 2, speech, warm)  # warm-up, not counted
     await asyncio.sleep(2.0)
     idle = psutil.Process(gateway.proc.pid).memory_info().rss
-    rows: list[str] = []
-    best = previous = 0  # the largest level such that it and every one below had 0 late
+    levels: list[GwLevel] = []
     for n in _ints(args.gw_levels):
-        stats, cpu, peak, lag = await _gateway_level(gateway, sim, n, speech, args)
-        rows.append(
-            f"| {n} | {stats.calls} | {len(stats.failed)} | {stats.turns} "
-            f"| {stats.unanswered} | {stats.late} of {stats.media} "
-            f"| {stats.worst_gap_s * 1000:.0f} | {cpu:.0f}% | {peak / MB:.0f} "
-            f"| {(peak - idle) / n / MB:.2f} | {lag:.0f} |"
-        )
-        print(rows[-1], flush=True)
-        if stats.late == 0 and best == previous:
-            best = n
-        previous = n
-        if stats.failed or stats.late > args.gw_stop_late * max(1, stats.media):
+        level = GwLevel(n, *await _gateway_level(gateway, sim, n, speech, args))
+        levels.append(level)
+        print(level.row(idle), flush=True)
+        if level.stats.failed or level.stats.late > args.gw_stop_late * max(1, level.stats.media):
             break
         await asyncio.sleep(2.0)
-    return _gateway_report(args, rows, best, idle)
+    return _gateway_report(args, levels, idle)
 
 
-def _gateway_report(args: argparse.Namespace, rows: list[str], best: int, idle: int) -> str:
+GEN_LAG_MS = 20.0  # a load generator lagging more than one frame makes the caller's clock late
+
+
+@dataclass
+class GwLevel:
+    n: int
+    stats: ReplayStats
+    cpu: float  # gateway CPU % over the level
+    peak: int  # gateway peak RSS, bytes
+    lag: float  # the generator's loop lag p99, ms
+
+    @property
+    def generator_bound(self) -> bool:
+        return self.lag > GEN_LAG_MS
+
+    def row(self, idle: int) -> str:
+        s = self.stats
+        flag = " (generator-bound)" if self.generator_bound else ""
+        return (
+            f"| {self.n} | {s.calls} | {len(s.failed)} | {s.turns} | {s.unanswered} "
+            f"| {s.late} of {s.media} | {s.worst_gap_s * 1000:.0f} | {self.cpu:.0f}% "
+            f"| {self.cpu / self.n:.2f}% | {self.peak / MB:.0f} "
+            f"| {(self.peak - idle) / self.n / MB:.2f} | {self.lag:.0f}{flag} |"
+        )
+
+
+def _verdict(levels: list[GwLevel], idle: int) -> str:
+    best = 0  # the largest level such that it and every one below had 0 late frames
+    for level in levels:
+        if level.stats.late or level.stats.failed:
+            break
+        best = level.n
+    clean = [lv for lv in levels if not lv.generator_bound]
+    text = (
+        f"Idle gateway RSS {idle / MB:.0f} MB. Calls on one gateway core with 0 late frames: "
+        f"**{best or 'none of the levels'}**."
+    )
+    if clean:
+        top = clean[-1]
+        per_call = top.cpu / top.n
+        text += (
+            f" The gateway's CPU per active call at {top.n} calls (the largest level the "
+            f"generator kept up with): {per_call:.2f} % of a core, so one core would carry "
+            f"about {100.0 / per_call:.0f} calls at 100 % (linear projection, not measured)."
+        )
+    return text
+
+
+def _gateway_report(args: argparse.Namespace, levels: list[GwLevel], idle: int) -> str:
+    lead = f" --gw-lead-ms {args.gw_lead_ms:g}" if args.gw_lead_ms is not None else ""
     out = [
         f"### The gateway alone, one core ({dt.date.today().isoformat()}, {machine()})",
         "",
         f"`bench/load_bench.py --mode gateway --gw-levels {args.gw_levels} --gw-seconds "
-        f"{args.gw_seconds:g}"
-        + (f" --gw-lead-ms {args.gw_lead_ms:g}" if args.gw_lead_ms is not None else "")
-        + "`. BENCH HARNESS: no STT, agent or TTS — a replay responder on "
-        "the bus answers every utterance with the same two pre-synthesized sentences, so "
-        "only the gateway's work is measured (caller audio in: 20 ms frames, VAD, end of "
-        "turn, utterances out; the reply out: 20 ms frames paced by the gateway, marks). "
-        "The gateway runs pinned to one core; the callers, NATS and the responder on the "
-        f"other. Each call talks for {args.gw_seconds:g} s: a line, silence until the "
-        "reply has played, again. Late frames measured at the caller as in the fleet mode; "
-        "generator lag: p99 of how late the load generator's own loop woke from a 20 ms "
-        "sleep (when large, the generator, not the gateway, limits the figure).",
+        f"{args.gw_seconds:g}{lead}`. BENCH HARNESS: no STT, agent or TTS — a replay "
+        "responder on the bus answers every utterance with the same two pre-synthesized "
+        "sentences, so only the gateway's work is measured (caller audio in: 20 ms frames, "
+        "VAD, end of turn, utterances out; the reply out: 20 ms media messages "
+        "(`GATEWAY_PLAYBACK_FRAMES_PER_CHUNK=1`, as in the hostile-frames bench) paced by "
+        "the gateway, marks). The gateway runs pinned to one core; the callers, NATS and the "
+        f"responder on the other. Each call talks for {args.gw_seconds:g} s: a line, silence "
+        "until the reply has played, again. Late frames measured at the caller as in the "
+        "fleet mode. Generator lag: p99 of how late the load generator's own loop woke from "
+        f"a 20 ms sleep; above {GEN_LAG_MS:g} ms the generator, not the gateway, makes "
+        "frames look late (such rows are marked generator-bound).",
         "",
         "| calls | ok | failed | caller turns | unanswered | late frames | worst gap ms "
-        "| gateway CPU | peak RSS MB | MB per call | generator lag p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
+        "| gateway CPU | CPU per call | peak RSS MB | MB per call | generator lag p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(level.row(idle) for level in levels),
         "",
-        f"Idle gateway RSS {idle / MB:.0f} MB. Calls on one gateway core with 0 late frames: "
-        f"**{best or 'none of the levels'}**"
-        + (" (the largest level run)." if rows and best == _ints(args.gw_levels)[-1] else "."),
+        _verdict(levels, idle),
     ]
     return "\n".join(out) + "\n"
 
