@@ -17,7 +17,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from dealerline_common import subjects
-from dealerline_common.bus import Bus, BusConnectError, WorkConsumer
+from dealerline_common.bus import Bus, BusAuthError, BusConnectError, NatsAuth, WorkConsumer
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.metrics import Metrics
 from dealerline_common.net import free_port
@@ -328,6 +328,17 @@ async def test_start_gives_up_with_a_clear_error_at_its_deadline() -> None:
     bus = Bus(f"nats://127.0.0.1:{free_port()}", "nobody", file_storage=False)
     with pytest.raises(BusConnectError, match="NATS not ready after"):
         await bus.start(1.5)
+
+
+async def test_start_does_not_wait_out_refused_credentials() -> None:
+    """Waiting cannot fix a wrong password: the first refusal ends the start (a plain
+    BusConnectError would mean it waited out the whole deadline)."""
+    config = 'authorization { users = [ {user: "gateway", password: "right"} ] }'
+    with NatsServer(config=config) as server:
+        wrong = NatsAuth(user="gateway", password="wrong")
+        bus = Bus(server.url, "gateway", file_storage=False, auth=wrong)
+        with pytest.raises(BusAuthError, match="Authorization Violation"):
+            await bus.start(60.0)
 
 
 async def test_a_server_back_without_its_streams_gets_them_and_the_consumer_again(

@@ -34,12 +34,14 @@ still running then are cancelled and handed back too.
 from .auth import NatsAuth
 from .client import Bus, BusConnectError
 from .received import headers_of, msg_payload, published_at
+from .startup import BusAuthError
 from .streams import STREAMS, MiB, StreamSpec
 from .work import Handler, Reject, WorkConsumer
 
 __all__ = [
     "STREAMS",
     "Bus",
+    "BusAuthError",
     "BusConnectError",
     "Handler",
     "MiB",

@@ -35,7 +35,7 @@ from .auth import NatsAuth, inbox_prefix
 from .consumers import ensure_consumer
 from .publish import DropCounter, new_msg_id
 from .publish import publish_durable as _publish_durable
-from .startup import BusConnectError, retry_until
+from .startup import BusAuthError, BusConnectError, retry_until
 from .streams import STREAMS, StreamSpec, ensure_streams, key_value
 from .work import Handler, WorkConsumer, default_retry_delay
 
@@ -45,6 +45,13 @@ log = get_logger(__name__)
 
 # One connection try within Bus.start, so that its progress is logged between tries.
 _CONNECT_TRY_S = 5.0
+
+
+def _refused_credentials(error: Exception | None) -> bool:
+    """The server said no to who we are (nats-py reports it as a plain Error)."""
+    if isinstance(error, nats.errors.AuthorizationError):
+        return True
+    return error is not None and "authorization violation" in str(error).lower()
 
 
 class Bus:
@@ -71,6 +78,7 @@ class Bus:
         self.connect_timeout_s = connect_timeout_s
         self.publish_timeout_s = publish_timeout_s
         self._drops = DropCounter(name, metrics)
+        self._last_error: Exception | None = None
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._consumers: list[WorkConsumer] = []
@@ -133,8 +141,10 @@ class Bus:
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
-            raise BusConnectError(
+            refused = self._last_error
+            raise (BusAuthError if _refused_credentials(refused) else BusConnectError)(
                 f"could not connect to NATS at {','.join(self.servers)} within {timeout_s:.0f}s"
+                + (f" ({refused!r})" if refused is not None else "")
             ) from exc
         self._nc = nc
         self._js = self.nc.jetstream(timeout=5.0)
@@ -173,6 +183,7 @@ class Bus:
         log.info("bus reconnected", bus=self.name)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         if self.connected.is_set():
             log.warning("bus error", bus=self.name, error=repr(exc))
 

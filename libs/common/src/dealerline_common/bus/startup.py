@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from ..logs import get_logger
 
-__all__ = ["BusConnectError", "retry_until"]
+__all__ = ["BusAuthError", "BusConnectError", "retry_until"]
 
 log = get_logger(__name__)
 
@@ -20,6 +20,10 @@ _PROGRESS_EVERY_S = 5.0
 
 class BusConnectError(ConnectionError):
     """NATS (or its JetStream) could not be reached at start-up."""
+
+
+class BusAuthError(BusConnectError):
+    """NATS refused this service's credentials: waiting longer would not help."""
 
 
 async def retry_until(
@@ -37,6 +41,8 @@ async def retry_until(
             if time.monotonic() - started >= _PROGRESS_EVERY_S:
                 log.info(f"{what} ready", bus=bus, waited_s=round(time.monotonic() - started, 1))
             return
+        except BusAuthError:
+            raise
         except Exception as exc:
             if end - loop.time() <= delay:
                 raise BusConnectError(
