@@ -15,14 +15,13 @@ import pytest
 
 from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
-from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import turn_id_for_call, turn_id_for_stream
 from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
-from dealerline_common.messages import CallIncoming, Say
+from dealerline_common.messages import Say
 from dealerline_common.state_store import MemoryStateStore
 from dealerline_sim.agent_caller import Caller
 from dealerline_sim.llm import Scenario, ScriptedLLM
@@ -116,13 +115,7 @@ async def caller(agent: AgentService, test_bus: Bus) -> Caller:
 
 async def incoming(caller: Caller, from_number: str | None = JOHN) -> str:
     """What the gateway publishes when it answers the incoming webhook."""
-    await caller.bus.publish(
-        subjects.control(caller.sid),
-        CallIncoming(
-            session_id=caller.sid, call_sid=CALL, from_number=from_number, to_number="+18005550100"
-        ),
-    )
-    return turn_id_for_call(CALL)
+    return await caller.incoming(CALL, from_number=from_number, to_number="+18005550100")
 
 
 def greetings_asked(llm: ScriptedLLM) -> int:

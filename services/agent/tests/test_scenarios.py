@@ -435,7 +435,7 @@ async def test_asking_for_a_human_requests_an_escalation(world: World, client: B
         task_id=request.task_id,
         attempt=1,
     )
-    await client.publish(subjects.escalation("s_human"), status)
+    await caller.escalation(status)
     turn = escalation_turn_id(request.task_id, "confirmed")
     says = await caller.turn(turn)
     assert [s.text for s in says[:2]] == ["Good news,", "Dana is free."]

@@ -11,13 +11,21 @@ from nats.aio.msg import Msg
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
-from dealerline_common.conversation import turn_id_for_stream, turn_id_for_utterance
+from dealerline_common.conversation import (
+    turn_id_for_call,
+    turn_id_for_stream,
+    turn_id_for_utterance,
+)
 from dealerline_common.messages import (
+    AgentJob,
+    CallIncoming,
+    EscalationStatus,
     Say,
     StreamStarted,
     StreamStopped,
     Transcript,
     TurnTimings,
+    agent_job_id,
     loads,
     parse_event,
 )
@@ -46,14 +54,33 @@ class Caller:
 
         await self.bus.subscribe(subjects.say(self.sid), on_say)
         await self.bus.subscribe(subjects.events(self.sid), on_event)
+        await self.bus.ensure_streams()  # a job may go out before any agent is up
+
+    async def job(self, job: AgentJob) -> None:
+        """``job`` as the agent's durable work (``call.<sid>.agent_job``), as the gateway
+        and the escalation service send it."""
+        await self.bus.publish_durable(subjects.agent_job(self.sid), job, msg_id=agent_job_id(job))
+
+    async def incoming(self, call_sid: str = "CA1", **kw: Any) -> str:
+        """What the gateway sends when it answers the incoming webhook; the greeting's
+        turn id."""
+        incoming = CallIncoming(session_id=self.sid, call_sid=call_sid, **kw)
+        await self.job(incoming)
+        await self.bus.publish(subjects.control(self.sid), incoming)
+        return turn_id_for_call(call_sid)
 
     async def started(self, stream_sid: str = "MZ0001", **kw: Any) -> str:
         kw.setdefault("call_sid", "CA1")
-        await self.bus.publish(
-            subjects.control(self.sid),
-            StreamStarted(session_id=self.sid, stream_sid=stream_sid, **kw),
-        )
+        started = StreamStarted(session_id=self.sid, stream_sid=stream_sid, **kw)
+        await self.bus.publish(subjects.control(self.sid), started)
+        await self.job(started)
         return turn_id_for_stream(stream_sid)
+
+    async def escalation(self, status: EscalationStatus) -> None:
+        """What the escalation service sends on a status change."""
+        await self.bus.publish(subjects.escalation(self.sid), status)
+        if status.spoken:
+            await self.job(status)
 
     async def stopped(self, stream_sid: str | None = "MZ0001") -> None:
         await self.bus.publish(
