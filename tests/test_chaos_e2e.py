@@ -66,6 +66,9 @@ async def test_workers_killed_and_nats_and_redis_restarted_mid_call_lose_nothing
         redis_restarts=1,
         calls=3,
         lines_per_call=3,
+        # One process per worker: the killed one held the turns in flight at its stage, and
+        # they wait for it to come back (or for their redelivery to it).
+        replicas=1,
         seed=17,
         # A generous caller: on a loaded 2-core machine a healthy reply can take tens of
         # seconds; a turn the faults really lost never comes at all.
