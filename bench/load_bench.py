@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--stagger", type=float, default=0.7, help="fleet: s between call starts")
     parser.add_argument("--turn-timeout", type=float, default=60.0, help="fleet: s per reply")
     parser.add_argument(
-        "--gw-levels", default="50,100,200,300,400,500", help="gateway: concurrent calls"
+        "--gw-levels", default="10,20,50,100,200,300,400", help="gateway: concurrent calls"
     )
     parser.add_argument("--gw-seconds", type=float, default=30.0, help="gateway: s per call")
     parser.add_argument("--gw-ramp", type=float, default=3.0, help="gateway: s to start them all")
