@@ -36,6 +36,7 @@ from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
 from dealerline_agent.speaker import TurnVoice
 from dealerline_agent.turn_record import TurnRecord
+from dealerline_agent.turns import TurnInput
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import (
@@ -302,6 +303,41 @@ async def test_a_takeover_after_a_tool_step_runs_the_reading_tool_again_and_says
         finally:
             await agent.drain()
             await bus.close()
+
+
+async def test_only_the_caller_cutting_a_turn_short_stores_it_half_said(
+    nats_server: NatsServer, dealer_db: str
+) -> None:
+    """A turn cancelled for any other reason than the caller (its job's lease lost, the
+    drain deadline) stores nothing, so the replica handed the job resumes it after the
+    noted sentences; a barge-in still keeps the half reply the caller heard."""
+    store = MemoryStateStore()
+    async with ScriptedLLM(scenario(60_000)) as llm:
+        agent = AgentService(settings_for(nats_server, llm, dealer_db), store=store)
+        await agent.start()
+        try:
+            for sid, by_caller in (("sess_lease", False), ("sess_barge", True)):
+                turn = TurnInput(turn_id=f"t-{sid}", text="what are your opening hours")
+                running = asyncio.create_task(agent.runner.turn(sid, turn))
+                await eventually(
+                    lambda sid=sid, turn=turn: _noted(store, sid, turn.turn_id, 2),
+                    "two sentences are noted",
+                )
+                if by_caller:
+                    assert agent.sessions[sid].cancel_running()
+                else:
+                    running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                stored = await committed_reply(store, sid, turn.turn_id)
+                assert words(stored) == (words(HOURS_HEAD) if by_caller else ""), sid
+                assert len(await store.noted_reply(sid, turn.turn_id)) == 2
+        finally:
+            await agent.drain()
+
+
+async def _noted(store: StateStore, sid: str, turn_id: str, n: int) -> bool:
+    return len(await store.noted_reply(sid, turn_id)) >= n
 
 
 async def _has_reply(store: StateStore, sid: str, turn_id: str) -> bool:

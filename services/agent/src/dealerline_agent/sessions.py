@@ -48,15 +48,21 @@ class Session:
     streaming: bool = False  # a stream is up (False once it stopped)
     closed_streams: deque[str] = field(default_factory=lambda: deque(maxlen=_MAX_CLOSED_STREAMS))
     last_activity: float = field(default_factory=time.monotonic)
+    # The running turn was cut short by the caller (barge-in, hang-up): it keeps what it did.
+    # Any other cancel (lost job lease, drain deadline, crash) leaves the turn to the replica
+    # that is handed its job, which resumes after the sentences already noted.
+    cut_short: bool = False
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
     def cancel_running(self) -> bool:
-        """Cancel the turn running now, if any; True when one was."""
+        """Cancel the turn running now because the caller cut it short (barge-in,
+        hang-up), if any; True when one was."""
         task = self.running_task
         if task is None or task.done():
             return False
+        self.cut_short = True
         task.cancel()
         return True
 

@@ -106,6 +106,7 @@ class TurnRunner:
         """Run the turn as the session's running one, counted and timed."""
         session.running_turn_id = turn.turn_id
         session.running_task = asyncio.current_task()
+        session.cut_short = False
         started = time.monotonic()
         result: TurnResult | Literal["error"] = "error"
         try:
@@ -222,7 +223,12 @@ class TurnRunner:
             )
             await reply.run(stream)
         except asyncio.CancelledError:
-            await self._keep_cut_short(sid, record, reply)
+            if session.cut_short:
+                await self._keep_cut_short(sid, record, reply)
+            else:
+                # Not the caller: the job goes to another replica, which resumes after
+                # the noted sentences; storing a half reply here would end it there.
+                log.info("turn abandoned to its next owner", session_id=sid, turn_id=turn.turn_id)
             raise
         finally:
             current_turn.reset(token)
