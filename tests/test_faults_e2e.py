@@ -25,9 +25,9 @@ LINE = "Hi, I would like to book an oil change for my car."
 async def test_a_stt_worker_dying_mid_turn_does_not_lose_the_callers_turn() -> None:
     logs = Path("artifacts") / "e2e-faults" / "logs"
     scripted = LlmChoice(base_url=None, api_key=None, model="scripted", scripted=True)
-    # A short ack_wait so the dead worker's job comes back quickly.
-    env = {"STT_ACK_WAIT_S": "2"}
-    async with Fleet(log_dir=logs, llm=scripted, quiet=True, extra_env=env) as fleet:
+    # No ack_wait forced: the default (2 s, kept alive by heartbeats while a worker lives)
+    # is what brings the dead worker's job back.
+    async with Fleet(log_dir=logs, llm=scripted, quiet=True) as fleet:
         observer = Bus(str(fleet.nats_url), "fault-observer")
         await observer.connect()
         utterances: list[Msg] = []

@@ -97,12 +97,12 @@ class ChaosCallers:
         deadline = started + self.patience_s
         while time.monotonic() < deadline and not call.closed.is_set():
             if record.utterance_id is None:
-                seen = self.watch.utterance_for(call.call_sid, started)
+                seen = self.watch.utterance_for(_session_of(call), started)
                 record.utterance_id = seen.utterance_id if seen is not None else None
             if record.utterance_id is not None:
                 if self._done(call, record.utterance_id):
                     break
-            elif _heard_reply_and_quiet(call, 3.0):
+            elif _heard_reply_and_quiet(call, 10.0):
                 break  # the watch missed it (it was away during a NATS restart)
             await asyncio.sleep(0.1)
         else:
@@ -118,6 +118,11 @@ class ChaosCallers:
             if any(self.watch.heard_all(t, echoed) for t in list(seen.turn_ids)):
                 seen.heard_at = time.monotonic()
         return seen.played_at is not None or seen.heard_at is not None
+
+
+def _session_of(call: Call) -> str:
+    """The session id the gateway gave the call (a parameter of its stream's TwiML)."""
+    return call.custom_parameters.get("session_id", "")
 
 
 def _heard_reply_and_quiet(call: Call, quiet_s: float) -> bool:

@@ -113,8 +113,8 @@ class BusWatch:
 
     async def _on_transcript(self, msg: Msg) -> None:
         t = loads(Transcript, msg.data)
-        seen = self.turns.get(t.utterance_id)
-        if seen is not None and seen.transcript_at is None:
+        seen = self._turn(t.session_id, t.utterance_id)
+        if seen.transcript_at is None:
             seen.transcript_at = time.monotonic()
         self._seen("transcript", t.session_id)
 
@@ -123,14 +123,24 @@ class BusWatch:
         self.says[(say.turn_id, say.seq)].append(say.text)
         if say.utterance_id:
             self.utterance_of_turn[say.turn_id] = say.utterance_id
-            seen = self.turns.get(say.utterance_id)
-            if seen is not None:
-                seen.turn_ids.add(say.turn_id)
-                if say.last and seen.last_at is None:
-                    seen.last_at = time.monotonic()
+            seen = self._turn(say.session_id, say.utterance_id)
+            seen.transcript_at = seen.transcript_at or time.monotonic()
+            seen.turn_ids.add(say.turn_id)
+            if say.last and seen.last_at is None:
+                seen.last_at = time.monotonic()
         if say.last:
             self.last_seq[say.turn_id] = say.seq
         self._seen("say", say.session_id)
+
+    def _turn(self, session_id: str, utterance_id: str) -> TurnSeen:
+        """The utterance's record, made now if its own message was missed (the watch was
+        away during a NATS restart while the gateway's publish rode it out)."""
+        if utterance_id not in self.turns:
+            call_sid = next((c for c, s in self.session_of_call.items() if s == session_id), None)
+            self.turns[utterance_id] = TurnSeen(
+                session_id, utterance_id, call_sid, time.monotonic()
+            )
+        return self.turns[utterance_id]
 
     async def _on_audio(self, msg: Msg) -> None:
         meta = from_header(AudioMeta, _headers(msg))
@@ -169,9 +179,9 @@ class BusWatch:
         times = [t for t in (seen.played_at, seen.heard_at) if t is not None]
         return min(times) if times else None
 
-    def utterance_for(self, call_sid: str, after: float) -> TurnSeen | None:
-        """The first utterance of the call seen at or after monotonic time ``after``."""
-        found = [t for t in self.turns.values() if t.call_sid == call_sid and t.at >= after]
+    def utterance_for(self, session_id: str, after: float) -> TurnSeen | None:
+        """The first utterance of the session seen at or after monotonic time ``after``."""
+        found = [t for t in self.turns.values() if t.session_id == session_id and t.at >= after]
         return min(found, key=lambda t: t.at) if found else None
 
     def in_flight(self, stage: str) -> list[TurnSeen]:
