@@ -21,6 +21,8 @@ from dealerline_common.bus import Bus, BusAuthError, BusConnectError, NatsAuth, 
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.metrics import Metrics
 from dealerline_common.net import free_port
+from dealerline_common.service import BusService
+from dealerline_common.settings import ServiceSettings
 
 SAY = subjects.say("s1")
 
@@ -359,3 +361,60 @@ async def test_a_server_back_without_its_streams_gets_them_and_the_consumer_agai
     info = await bus.js.consumer_info(subjects.STREAM_SAY, "tts")
     assert info.config.ack_wait == 2.0
     await bus.close()
+
+
+async def test_a_job_keeps_its_owner_through_a_short_server_restart(
+    stored_server: NatsServer,
+) -> None:
+    """Heartbeats resume as soon as the connection is back: a restart shorter than the
+    lease leaves the job with its owner (no second delivery to the idle loop beside it),
+    even after the restarted server's own ack wait has passed."""
+    metrics = Metrics()
+    bus = await _bus(stored_server.url, "w", metrics, file_storage=True)
+    deliveries: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(msg: Msg) -> None:
+        deliveries.append(msg.metadata.num_delivered)
+        await release.wait()
+
+    await bus.work(
+        subjects.ALL_SAY,
+        stream=subjects.STREAM_SAY,
+        durable="tts",
+        handler=handler,
+        ack_wait_s=8.0,
+        concurrency=2,
+    )
+    await bus.publish_durable(SAY, b"job", msg_id="t1:0")
+    await _until(lambda: deliveries == [1])
+    reconnects = _value(metrics, "bus_reconnects_total")
+    await asyncio.to_thread(stored_server.restart)
+    await _until(lambda: _value(metrics, "bus_reconnects_total") > reconnects)
+    await asyncio.sleep(12.0)  # past ack_wait from the restart: only heartbeats kept it
+    release.set()
+    await _until_async(lambda: _messages_in(bus, subjects.STREAM_SAY), 0)
+    assert deliveries == [1]
+    assert _value(metrics, "bus_lease_lost_total", subject_kind="tts") == 0
+    await bus.close()
+
+
+class _LateSettings(ServiceSettings):
+    nats_start_timeout_s: float = 90.0
+
+
+async def test_a_service_started_before_nats_comes_up_with_it() -> None:
+    server = NatsServer()
+    settings = _LateSettings(nats_url=server.url, http_port=0, js_file_storage=False)
+    service = BusService(settings)
+    assert service.start_timeout_s == 90.0
+    starting = asyncio.create_task(service.start(), name="service-start")
+    await asyncio.sleep(1.5)
+    assert not starting.done() and not service.health.ready
+    server.start()
+    try:
+        await asyncio.wait_for(starting, 90)
+        assert service.health.ready
+    finally:
+        await service.drain()
+        server.cleanup()
