@@ -298,6 +298,19 @@ async def test_task_records_are_merged_newest_wins(backend: Backend) -> None:
     assert s3.task("t1").status == TaskStatus.RUNNING  # type: ignore[union-attr]
 
 
+async def test_one_sync_merges_a_notification_and_a_task_record_together(
+    backend: Backend,
+) -> None:
+    """An escalation leaves both at once (the status to speak and its task record): the
+    task record is merged in the same sync as the notification, not left behind it."""
+    store, worker, sid = backend.store, backend.other(), _sid()
+    await worker.push_notification(sid, _note("t1:confirmed", name="Alice"))
+    await worker.set_task(sid, BackgroundTask(task_id="t1", kind="escalation", updated_at=1.0))
+    state = await store.sync_atomic_updates_to_state(sid)
+    assert [n.id for n in state.pending_notifications] == ["t1:confirmed"]
+    assert [t.task_id for t in state.pending_tasks] == ["t1"]
+
+
 async def test_sync_keeps_concurrent_document_writes(backend: Backend) -> None:
     store, other, sid = backend.store, backend.other(), _sid()
     await other.update(sid, lambda s: s.messages.append({"n": "a"}))

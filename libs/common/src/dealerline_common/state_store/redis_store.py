@@ -337,7 +337,8 @@ class RedisStateStore(StateStore):
         tasks = parse_tasks((_text(t) for t in raw_tasks), session_id)
         notes = parse_notifications(_texts(raw_notes), session_id)
         new_ids = merge_notifications(state, notes, set(_texts(delivered)))
-        if not new_ids and not merge_tasks(state, tasks):
+        tasks_changed = merge_tasks(state, tasks)  # always: not behind the notifications
+        if not new_ids and not tasks_changed:
             if token:
                 await self._lease(keys, session_id).release(token)
             return state
