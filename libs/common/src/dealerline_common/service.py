@@ -37,15 +37,6 @@ from .settings import ServiceSettings, SettingsError, load_settings
 
 log = get_logger(__name__)
 
-# Until ServiceSettings carries them (NATS_START_TIMEOUT_S, NATS_PUBLISH_TIMEOUT_S).
-DEFAULT_START_TIMEOUT_S = 120.0
-DEFAULT_PUBLISH_TIMEOUT_S = 30.0
-
-
-def _seconds(settings: ServiceSettings, name: str, default: float) -> float:
-    value = getattr(settings, name, None)
-    return default if value is None else float(value)
-
 
 class BusService:
     """A service process on the bus with health and metrics endpoints."""
@@ -68,11 +59,9 @@ class BusService:
             self.metrics,
             file_storage=settings.js_file_storage,
             auth=NatsAuth.from_settings(settings),
-            publish_timeout_s=_seconds(
-                settings, "nats_publish_timeout_s", DEFAULT_PUBLISH_TIMEOUT_S
-            ),
+            publish_timeout_s=settings.nats_publish_timeout_s,
         )
-        self.start_timeout_s = _seconds(settings, "nats_start_timeout_s", DEFAULT_START_TIMEOUT_S)
+        self.start_timeout_s = settings.nats_start_timeout_s
         self.http = HttpServer(
             Starlette(routes=ops_routes(self.health, self.metrics)),
             settings.http_host,

@@ -34,6 +34,16 @@ class ServiceSettings(BaseSettings):
     js_file_storage: bool = Field(
         default=True, description="JetStream streams on disk (True) or in memory"
     )
+    nats_start_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="start: wait this long for NATS and its JetStream, then exit with a clear error",
+    )
+    nats_publish_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a durable publish keeps trying through a NATS outage this long, then fails",
+    )
 
     # NATS authentication and TLS (dealerline_common.bus.auth); unset: an anonymous,
     # plain connection (a local nats-server without authorization).

@@ -104,7 +104,11 @@ class AgentService(BusService):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.llm = llm or build_llm(settings)
         self._own_store = store or state_store_from_url(
-            settings.state_url, namespace=settings.state_namespace, ttl_s=settings.state_ttl_s
+            settings.state_url,
+            namespace=settings.state_namespace,
+            ttl_s=settings.state_ttl_s,
+            conflict_deadline_s=settings.state_conflict_deadline_s,
+            unavailable_deadline_s=settings.state_unavailable_deadline_s,
         )
         # What this process writes goes through a view that kill() ends (see .mortal).
         self.store, self._store_dies = mortal(self._own_store)

@@ -59,6 +59,14 @@ class AgentSettings(ServiceSettings):
     )
     state_ttl_s: float = Field(default=86400.0, gt=0, description="state kept after last write")
     state_namespace: str = Field(default="", description="key prefix in Redis")
+    state_conflict_deadline_s: float = Field(
+        default=10.0, gt=0, description="a state write that keeps losing races is retried this long"
+    )
+    state_unavailable_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Redis unreachable (restart, failover): each state call retries this long",
+    )
 
     dealership_name: str = "Sunrise Motors"
     dealership_timezone: str = "America/Los_Angeles"

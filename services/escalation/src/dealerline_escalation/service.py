@@ -47,7 +47,11 @@ class Service(BusService):
         self.esc_settings = settings
         self._owns_store = store is None
         self.store = store or state_store_from_url(
-            settings.state_url, namespace=settings.state_namespace, ttl_s=settings.state_ttl_s
+            settings.state_url,
+            namespace=settings.state_namespace,
+            ttl_s=settings.state_ttl_s,
+            conflict_deadline_s=settings.state_conflict_deadline_s,
+            unavailable_deadline_s=settings.state_unavailable_deadline_s,
         )
         self.calls: CallControl = calls or self._twilio(settings)
         # Who may be rung: the dealership database's staff, never the bus's word alone.

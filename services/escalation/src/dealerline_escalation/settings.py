@@ -114,6 +114,14 @@ class EscalationSettings(TwilioSigningSettings):
     )
     state_namespace: str = Field(default="", description="key prefix (same as the agent's)")
     state_ttl_s: float = Field(default=86400.0, gt=0)
+    state_conflict_deadline_s: float = Field(
+        default=10.0, gt=0, description="a state write that keeps losing races is retried this long"
+    )
+    state_unavailable_deadline_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Redis unreachable (restart, failover): each state call retries this long",
+    )
 
     @field_validator("public_url", "gateway_public_url", "twilio_api_base_url")
     @classmethod
