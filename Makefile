@@ -60,6 +60,10 @@ soak: setup ## 10 concurrent calls for 10 minutes, calls ending and starting: RS
 chaos: setup ## Kill workers, restart NATS and Redis mid-call across concurrent calls: lost or mixed turns, recovery time (artifacts/bench/chaos.md)
 	$(RUN) python bench/chaos_bench.py --out artifacts/bench/chaos.md
 
+.PHONY: bench-store
+bench-store: setup ## The state store under contention: 50 writers x 1,000 updates on one session (own redis-server), 0 lost (artifacts/bench/state_store.md)
+	$(RUN) python bench/state_store_bench.py --writers 50 --updates 1000 --out artifacts/bench/state_store.md
+
 .PHONY: bench-hostile
 bench-hostile: setup ## Frame pacing of well-behaved calls alone and beside hostile sockets (run alone; artifacts/bench/hostile.md)
 	$(RUN) python bench/hostile_frames_bench.py --out artifacts/bench/hostile.md

@@ -37,6 +37,11 @@ BEHAVIOURS = (
     "masked for staff",
     "staff-only dialing",
     "NATS users",
+    "job leases",
+    "resumes the reply",
+    "agent jobs",
+    "hash tags",
+    "make chaos",
 )
 _OUTSIDE = re.compile(
     r"/work/shared|\.\./shared|TWILIO\.md|ARCHITECTURE\.md|STYLE\.md|deep-dive"
