@@ -265,7 +265,11 @@ async def attack_main(base: str, attackers: int) -> None:
 class GatewayProcess:
     """``python -m dealerline_gateway`` on a free port, logging to a file."""
 
-    def __init__(self, nats_url: str, log_path: Path) -> None:
+    def __init__(
+        self, nats_url: str, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        """``extra_env`` is applied after the defaults (e.g. the product's frames per
+        message, or ``PYTHONPATH`` to run another checkout's gateway)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -277,6 +281,7 @@ class GatewayProcess:
             "GATEWAY_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "GATEWAY_JS_FILE_STORAGE": "false",
             "GATEWAY_PLAYBACK_FRAMES_PER_CHUNK": "1",  # one 20 ms frame per media message
+            **(extra_env or {}),
         }
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(

@@ -187,7 +187,11 @@ async def gateway_mode(args: argparse.Namespace) -> str:
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     if args.gw_lead_ms is not None:  # GatewayProcess passes our environment on
         os.environ["GATEWAY_PLAYBACK_LEAD_MS"] = f"{args.gw_lead_ms:g}"
-    gateway = GatewayProcess(nats.url, log_dir / "load-gateway.log")
+    extra = {"GATEWAY_PLAYBACK_FRAMES_PER_CHUNK": str(args.gw_frames_per_chunk)}
+    for kv in args.gw_env:
+        key, _, value = kv.partition("=")
+        extra[key] = value
+    gateway = GatewayProcess(nats.url, log_dir / "load-gateway.log", extra)
     bus = Bus(nats.url, "replay-responder", file_storage=False)
     try:
         await gateway.ready()
@@ -275,6 +279,8 @@ def _verdict(levels: list[GwLevel], idle: int) -> str:
 
 def _gateway_report(args: argparse.Namespace, levels: list[GwLevel], idle: int) -> str:
     lead = f" --gw-lead-ms {args.gw_lead_ms:g}" if args.gw_lead_ms is not None else ""
+    lead += f" --gw-frames-per-chunk {args.gw_frames_per_chunk}"
+    env = "".join(f"; `{kv}`" for kv in args.gw_env)
     out = [
         f"### The gateway alone, one core ({dt.date.today().isoformat()}, {machine()})",
         "",
@@ -282,9 +288,10 @@ def _gateway_report(args: argparse.Namespace, levels: list[GwLevel], idle: int) 
         f"{args.gw_seconds:g}{lead}`. BENCH HARNESS: no STT, agent or TTS — a replay "
         "responder on the bus answers every utterance with the same two pre-synthesized "
         "sentences, so only the gateway's work is measured (caller audio in: 20 ms frames, "
-        "VAD, end of turn, utterances out; the reply out: 20 ms media messages "
-        "(`GATEWAY_PLAYBACK_FRAMES_PER_CHUNK=1`, as in the hostile-frames bench) paced by "
-        "the gateway, marks). The gateway runs pinned to one core; the callers, NATS and the "
+        "VAD, end of turn with the turn model, utterances out; the reply out: "
+        f"{20 * args.gw_frames_per_chunk} ms media messages "
+        f"(`GATEWAY_PLAYBACK_FRAMES_PER_CHUNK={args.gw_frames_per_chunk}`) paced by "
+        f"the gateway, marks{env}). The gateway runs pinned to one core; the callers, NATS and the "
         f"responder on the other. Each call talks for {args.gw_seconds:g} s: a line, silence "
         "until the reply has played, again. Late frames measured at the caller as in the "
         "fleet mode. Generator lag: p99 of how late the load generator's own loop woke from "
@@ -337,6 +344,21 @@ def main() -> None:
         "--gw-lead-ms",
         type=float,
         help="gateway: GATEWAY_PLAYBACK_LEAD_MS for the gateway (default: its own default)",
+    )
+    parser.add_argument(
+        "--gw-frames-per-chunk",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="gateway: 20 ms frames per outbound media message (2: the product's default)",
+    )
+    parser.add_argument(
+        "--gw-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="gateway: one more environment variable for the gateway (repeatable), e.g. "
+        "PYTHONPATH=<other checkout>/services/gateway/src to measure a baseline",
     )
     parser.add_argument("--out", default="artifacts/bench/load.md")
     parser.add_argument("--log-dir", default="artifacts/bench-logs/load")
