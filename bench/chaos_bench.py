@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--redis-down-s", type=float, default=3.0)
     parser.add_argument("--replicas", type=int, default=2, help="of stt, tts and agent")
     parser.add_argument(
-        "--patience-s", type=float, default=20.0, help="a caller gives up on a turn after it"
+        "--patience-s", type=float, default=90.0, help="a caller gives up on a turn after it"
     )
     parser.add_argument("--pace", type=float, default=1.0, help="simulated time speed-up")
     parser.add_argument("--seed", type=int, default=None)

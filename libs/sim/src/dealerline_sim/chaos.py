@@ -65,8 +65,9 @@ class ChaosConfig:
     trigger_delay_s: tuple[float, float] = (0.0, 0.4)  # from the bus message to the kill
     replicas: int = 2  # of stt, tts and agent (one stays up while the other restarts)
     # A caller who hears no complete reply this long after speaking gives up on the turn
-    # (it counts as lost) and goes on with its next line.
-    patience_s: float = 20.0
+    # (it counts as lost) and goes on with its next line; long, so that a lost turn is one
+    # that never came, and slowness shows in the turn times instead.
+    patience_s: float = 90.0
     pace: float = 1.0
     seed: int | None = None
     log_dir: Path = Path("artifacts") / "chaos" / "logs"
@@ -86,6 +87,7 @@ class ChaosResult:
     greetings_missing: int = 0
     waited_out: int = 0
     caller_errors: list[str] = field(default_factory=list)
+    turn_times_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     @property
@@ -269,12 +271,21 @@ def _fill(
     result.greetings_missing = callers.greetings_missing
     result.waited_out = sum(1 for r in callers.lines if r.waited_out)
     result.caller_errors = callers.errors
+    result.turn_times_s = [r.took_s for r in callers.lines if r.took_s is not None]
     tally_lines(callers.lines, watch, committed, result.tally)
     tally_bus(watch, result.kills, result.tally)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _turn_times(result: ChaosResult) -> str:
+    took = sorted(result.turn_times_s)
+    if not took:
+        return "n/a"
+    p50, p95 = (took[min(len(took) - 1, int(q * len(took)))] for q in (0.5, 0.95))
+    return f"{p50:.1f} s / {p95:.1f} s (n={len(took)})"
 
 
 def report_markdown(result: ChaosResult, machine: str, date: str) -> str:
@@ -291,6 +302,7 @@ def report_markdown(result: ChaosResult, machine: str, date: str) -> str:
         ("SIGKILLs (per service)", f"{len(result.kills)} ({per})"),
         ("NATS restarts", f"{result.nats_restarts} (down {c.nats_down_s:.0f} s each)"),
         ("Redis restarts", f"{result.redis_restarts} (down {c.redis_down_s:.0f} s each)"),
+        ("caller turn: line start → reply heard complete p50 / p95", _turn_times(result)),
         ("lost turns", str(len(t.lost))),
         ("duplicated replies", str(len(t.duplicated))),
         ("mixed replies", str(len(t.mixed))),

@@ -36,6 +36,7 @@ class LineRecord:
     text: str
     utterance_id: str | None = None
     waited_out: bool = False  # no complete reply within the caller's patience: it gave up
+    took_s: float | None = None  # from the start of the line to its reply heard complete
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ChaosCallers:
     watch: BusWatch
     count: int
     lines_per_call: int = 3
-    patience_s: float = 20.0
+    patience_s: float = 90.0
     rng: random.Random = field(default_factory=random.Random)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[Call] = field(default_factory=list)
@@ -101,6 +102,7 @@ class ChaosCallers:
                 record.utterance_id = seen.utterance_id if seen is not None else None
             if record.utterance_id is not None:
                 if self._done(call, record.utterance_id):
+                    record.took_s = time.monotonic() - started
                     break
             elif _heard_reply_and_quiet(call, 10.0):
                 break  # the watch missed it (it was away during a NATS restart)

@@ -2,7 +2,7 @@
 what it heard the reply the agent committed?
 
 - **lost**: no reply turn was played to its end for the line within the caller's
-  patience (the caller gives up after ``patience_s``, 20 s by default): the turn's closing
+  patience (the caller gives up after ``patience_s``, 90 s by default): the turn's closing
   ``Say last=True`` seen on the bus and every sentence of it echoed back by the caller's
   Media Stream (a mark echo is Twilio's proof the audio played; mark names are
   ``<turn>:<seq>``).

@@ -23,6 +23,7 @@ from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import (
     AudioMeta,
+    BargeIn,
     Say,
     Transcript,
     TurnPlayed,
@@ -45,10 +46,11 @@ class TurnSeen:
     last_at: float | None = None  # a Say last=True for it
     played_at: float | None = None  # TurnPlayed for one of its turns
     heard_at: float | None = None  # the caller had heard every sentence of one of them
+    barged_at: float | None = None  # the caller talked over the reply (it was cancelled)
 
     def stage(self, watch: BusWatch) -> str | None:
         """Where the turn is now: "stt", "agent", "tts", "gateway" (playing) or None (done)."""
-        if self.played_at is not None or self.heard_at is not None:
+        if self.played_at is not None or self.heard_at is not None or self.barged_at:
             return None
         if self.transcript_at is None:
             return "stt"
@@ -148,6 +150,11 @@ class BusWatch:
         self._seen("audio", meta.session_id)
 
     async def _on_control(self, msg: Msg) -> None:
+        if b'"dealerline.control.barge_in.v1"' in msg.data:
+            utterance_id = self.utterance_of_turn.get(loads(BargeIn, msg.data).turn_id)
+            if utterance_id in self.turns:
+                self.turns[utterance_id].barged_at = time.monotonic()
+            return
         try:
             played = loads(TurnPlayed, msg.data)
         except ValueError:
