@@ -5,6 +5,8 @@ kind of speech cut off mid-phrase), including what feeding it the wrong rate doe
 from __future__ import annotations
 
 import statistics
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -188,3 +190,41 @@ def test_predict_is_thread_safe(model: SmartTurn, speech: dict[str, bytes]) -> N
 def test_two_threads_agree_with_one(model: SmartTurn, speech: dict[str, bytes]) -> None:
     clip = speech[PAIRS[0][0]]
     assert SmartTurn(threads=2).predict(clip) == pytest.approx(model.predict(clip), abs=1e-3)
+
+
+class _CountingSession:
+    """The real onnxruntime session, counting the runs in flight at once."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def run(self, *args: object) -> object:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.02)  # long enough for the other threads to arrive
+            return self._session.run(*args)  # type: ignore[attr-defined]
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrency_bounds_the_runs_at_once(speech: dict[str, bytes], concurrency: int) -> None:
+    """Runs beyond ``concurrency`` wait for a slot (each run in flight holds its own
+    working memory), and every answer is the same as alone."""
+    model = SmartTurn(threads=1, concurrency=concurrency)
+    clips = [speech[t] for pair in PAIRS for t in pair]
+    alone = [model.predict(c) for c in clips]
+    counting = _CountingSession(model._session)
+    model._session = counting  # type: ignore[assignment]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(model.predict, clips))
+    assert together == alone
+    assert counting.most == concurrency
+    with pytest.raises(ValueError):
+        SmartTurn(concurrency=0)

@@ -87,6 +87,13 @@ class GatewaySettings(TwilioSigningSettings):
         default=None, description="Smart Turn ONNX file (default: the installed v3.2)"
     )
     turn_model_threads: int = Field(default=1, ge=1, le=16)
+    turn_model_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="turn model runs at once (the others queue); each holds ~15 MB while "
+        "running, so more than the gateway's cores only costs memory",
+    )
     probe_timeout_s: float = Field(
         default=2.0, gt=0, description="an stt.probe request waits this long for its answer"
     )

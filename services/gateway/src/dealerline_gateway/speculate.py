@@ -43,7 +43,11 @@ def load_turn_model(settings: GatewaySettings) -> TurnModel | None:
     if settings.end_of_turn != "smart":
         return None
     try:
-        model = SmartTurn(settings.turn_model_path, threads=settings.turn_model_threads)
+        model = SmartTurn(
+            settings.turn_model_path,
+            threads=settings.turn_model_threads,
+            concurrency=settings.turn_model_concurrency,
+        )
     except Exception as exc:
         log.warning(
             "turn model not loaded: turns end on the silence rule",

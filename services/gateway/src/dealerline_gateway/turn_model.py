@@ -24,6 +24,7 @@ or transformers); a test checks them against faster-whisper's ``FeatureExtractor
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -149,19 +150,22 @@ class SmartTurn:
     ``path`` defaults to the file ``make setup`` installed (a :class:`ModelError` says to
     run it when missing). ``threads`` is onnxruntime's intra-op thread count. ``predict``
     may be called from several threads at once (onnxruntime's ``run`` is thread-safe and
-    the features are pure); each call costs one model run on ``threads`` cores. Loading
-    includes one warm-up run.
+    the features are pure); each call costs one model run on ``threads`` cores. At most
+    ``concurrency`` runs go at once (the others wait their turn): every run in flight
+    holds its own working memory (~15 MB, kept by onnxruntime's arena once grown), so
+    more runs at once than cores only costs memory. Loading includes one warm-up run.
     """
 
     name = "smart-turn-v3.2"
 
-    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
+    def __init__(self, path: Path | None = None, threads: int = 1, concurrency: int = 1) -> None:
+        if threads < 1 or concurrency < 1:
+            raise ValueError("threads and concurrency must be at least 1")
         self.path = Path(path) if path is not None else smart_turn_path()
         if not self.path.is_file():
             raise ModelError(f"turn model {self.path} does not exist")
         self.threads = threads
+        self._slots = threading.BoundedSemaphore(concurrency)
         started = time.perf_counter()
         options = ort.SessionOptions()
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -204,7 +208,8 @@ class SmartTurn:
         started = time.perf_counter()
         features = model_features(samples)
         featured = time.perf_counter()
-        (out, *_) = self._session.run(None, {self._input: features})
+        with self._slots:
+            (out, *_) = self._session.run(None, {self._input: features})
         prob = float(np.clip(np.asarray(out, dtype=np.float64).reshape(-1)[0], 0.0, 1.0))
         done = time.perf_counter()
         log.debug(
