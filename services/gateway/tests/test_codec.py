@@ -20,6 +20,7 @@ from dealerline_gateway.codec import (
     encode_clear,
     encode_mark,
     encode_media,
+    media_encoder,
     parse_frame,
 )
 
@@ -157,6 +158,18 @@ def test_outbound_frames_are_compact_json() -> None:
     media = json.loads(encode_media(SID, b"\x11\x22"))
     assert media == {"event": "media", "streamSid": SID, "media": {"payload": "ESI="}}
     assert " " not in encode_media(SID, b"\x00" * 320)
+
+
+@pytest.mark.parametrize("sid", [SID, 'odd "sid" \\ é\n', None])
+def test_a_streams_media_encoder_writes_what_json_would(sid: str | None) -> None:
+    """The per-stream template gives the very text ``json.dumps`` does, whatever the sid."""
+    encode = media_encoder(sid)
+    for payload in (b"", b"\x11\x22", bytes(range(256)), b"\xff" * 320):
+        body = {"event": "media", "streamSid": sid, "media": {"payload": ""}}
+        body["media"] = {"payload": base64.b64encode(payload).decode()}
+        expected = json.dumps(body, separators=(",", ":"))
+        assert encode(payload) == expected == encode_media(sid, payload)
+        assert json.loads(encode(payload))["streamSid"] == sid
 
 
 def test_round_trips() -> None:

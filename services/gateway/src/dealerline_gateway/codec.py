@@ -207,13 +207,21 @@ def _dumps(body: dict[str, Any]) -> str:
 
 def encode_media(stream_sid: str | None, payload: bytes) -> str:
     """Audio for Twilio to play (mu-law, 8 kHz)."""
-    return _dumps(
-        {
-            "event": "media",
-            "streamSid": stream_sid,
-            "media": {"payload": base64.b64encode(payload).decode()},
-        }
-    )
+    return media_encoder(stream_sid)(payload)
+
+
+def media_encoder(stream_sid: str | None) -> Callable[[bytes], str]:
+    """:func:`encode_media` for one stream, its JSON around the payload built once: the
+    text is the same, without a ``json.dumps`` per 20 ms message (base64 needs no
+    escaping)."""
+    head = _dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": ""}})
+    prefix, suffix = head[: -len('"}}')], '"}}'
+    b64encode = base64.b64encode
+
+    def encode(payload: bytes) -> str:
+        return prefix + b64encode(payload).decode("ascii") + suffix
+
+    return encode
 
 
 def encode_mark(stream_sid: str | None, name: str) -> str:

@@ -109,6 +109,7 @@ class Sender:
     async def _send_chunks(self, sentence: Sentence) -> bool:
         """Media then a mark; False when the sentence stopped being playable meanwhile."""
         stream_sid = self._call.stream_sid
+        encode_media = codec.media_encoder(stream_sid)
         for chunk in audio.chunks(sentence.audio, self._per_chunk):
             while True:
                 await self._paced()
@@ -118,7 +119,7 @@ class Sender:
                         return False
                     if self._playback.held:
                         continue  # held while we waited: wait for the resume
-                    await self._send(codec.encode_media(stream_sid, chunk))
+                    await self._send(encode_media(chunk))
                     chunk_ms = audio.duration_ms(chunk)
                     self._played_more(chunk_ms / 1000.0)
                     if self._playback.sent_chunk(sentence, time.time(), chunk_ms):
