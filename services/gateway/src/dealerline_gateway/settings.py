@@ -103,12 +103,16 @@ class GatewaySettings(TwilioSigningSettings):
         default=2, ge=1, le=2, description="media payload = 160 (20 ms) or 320 (40 ms) bytes"
     )
     playback_lead_ms: float = Field(
-        default=0.0,
+        default=60.0,
         ge=0,
         le=60_000,
         description="paced playback: a chunk goes out once Twilio has at most this much left "
-        "to play, so a hold silences the line after at most this plus one chunk (a large "
-        "value sends replies in bursts, e.g. for a simulator playing faster than real time)",
+        "to play, so a hold silences the line after at most this plus one chunk (60 + 40 ms "
+        "by default; a clear on barge-in is at once whatever the lead). With 0, every chunk "
+        "left as the audio before it ran out and any stall of the event loop or the network "
+        "over 20 ms was a gap the caller heard (load bench, 20 calls on one core: 68-88 late "
+        "of 4,800 at 0, none at 40-60 ms when the load generator kept up). A large value "
+        "sends replies in bursts, e.g. for a simulator playing faster than real time",
     )
     barge_probe_ms: float = Field(
         default=240.0, ge=20, description="voiced speech over playback before its words are judged"
