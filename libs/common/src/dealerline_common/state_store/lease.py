@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..logs import get_logger
-from .errors import LostRace, StateConflictError
-from .policy import RetryPolicy
+from .errors import LostRace
+from .policy import RetryPolicy, conflict_exhausted
 
 __all__ = ["LEASE_S", "Lease", "write_in_turn"]
 
@@ -84,15 +84,4 @@ async def write_in_turn(
             raise
     with contextlib.suppress(Exception):
         await lease.release(token)  # if a last attempt lost while holding it
-    waited = time.monotonic() - started
-    log.warning(
-        "state_store.conflict_exhausted",
-        session_id=session_id,
-        op=what,
-        attempts=tries,
-        waited_s=round(waited, 3),
-    )
-    raise StateConflictError(
-        f"state of session {session_id!r} changed under every one of {tries} attempts "
-        f"to {what} ({waited:.1f} s)"
-    )
+    raise conflict_exhausted(session_id, what, tries, started)

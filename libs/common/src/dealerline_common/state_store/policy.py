@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_CONFLICT_DEADLINE_S",
     "DEFAULT_UNAVAILABLE_DEADLINE_S",
     "RetryPolicy",
+    "conflict_exhausted",
     "until_won",
 ]
 
@@ -111,16 +112,24 @@ async def until_won(
                 tries += 1
                 return await attempt()
     except LostRace:
-        waited = time.monotonic() - started
-        log.warning(
-            "state_store.conflict_exhausted",
-            session_id=session_id,
-            op=what,
-            attempts=tries,
-            waited_s=round(waited, 3),
-        )
-        raise StateConflictError(
-            f"state of session {session_id!r} changed under every one of {tries} attempts "
-            f"to {what} ({waited:.1f} s)"
-        ) from None
+        raise conflict_exhausted(session_id, what, tries, started) from None
     raise AssertionError("unreachable: tenacity either returned or raised")
+
+
+def conflict_exhausted(
+    session_id: str, what: str, tries: int, started: float
+) -> StateConflictError:
+    """Log that every attempt to ``what`` lost its race, and the error that says so
+    (``started``: the first attempt's ``time.monotonic()``)."""
+    waited = time.monotonic() - started
+    log.warning(
+        "state_store.conflict_exhausted",
+        session_id=session_id,
+        op=what,
+        attempts=tries,
+        waited_s=round(waited, 3),
+    )
+    return StateConflictError(
+        f"state of session {session_id!r} changed under every one of {tries} attempts "
+        f"to {what} ({waited:.1f} s)"
+    )
