@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +20,6 @@ from dealerline_agent.settings import AgentSettings
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import ai_message_id
-from dealerline_common.db.migrate import upgrade
-from dealerline_common.db.seed import seed
-from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     BargeIn,
@@ -88,19 +84,6 @@ async def test_bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
     await bus.connect()
     yield bus
     await bus.close()
-
-
-def seeded_sqlite(path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{path}"
-    run_sync(upgrade(url))
-    run_sync(seed(url))
-    return url
-
-
-@pytest.fixture(scope="module")
-def dealer_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The demo dealership in a SQLite file, migrated and seeded once for this module."""
-    return seeded_sqlite(tmp_path_factory.mktemp("dealer") / "dealer.db")
 
 
 def agent_settings(nats_server: NatsServer, llm: ScriptedLLM, **kw: Any) -> AgentSettings:

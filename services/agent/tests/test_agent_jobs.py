@@ -19,9 +19,6 @@ from dealerline_agent.service import AgentService
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, Reject
 from dealerline_common.conversation import escalation_turn_id, turn_id_for_call
-from dealerline_common.db.migrate import upgrade
-from dealerline_common.db.seed import seed
-from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import (
     AgentJob,
@@ -59,14 +56,6 @@ def scenario(token_delay_ms: float) -> Scenario:
             "token_delay_ms": token_delay_ms,
         }
     )
-
-
-@pytest.fixture(scope="module")
-def dealer_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('dealer') / 'dealer.db'}"
-    run_sync(upgrade(url))
-    run_sync(seed(url))
-    return url
 
 
 @pytest.fixture

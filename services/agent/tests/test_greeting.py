@@ -17,9 +17,6 @@ from dealerline_agent.service import AgentService
 from dealerline_agent.settings import AgentSettings
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import turn_id_for_call, turn_id_for_stream
-from dealerline_common.db.migrate import upgrade
-from dealerline_common.db.seed import seed
-from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import Say
 from dealerline_common.state_store import MemoryStateStore
@@ -55,14 +52,6 @@ def scenario(greeting_delay_ms: float = 0.0) -> Scenario:
     ]
     rules = [*(Scenario.model_validate({"rules": extra}).rules), *demo.rules]
     return demo.model_copy(update={"rules": rules, "first_token_delay_ms": 0, "token_delay_ms": 1})
-
-
-@pytest.fixture(scope="module")
-def dealer_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('dealer') / 'dealer.db'}"
-    run_sync(upgrade(url))
-    run_sync(seed(url))
-    return url
 
 
 @pytest.fixture(autouse=True)

@@ -44,9 +44,6 @@ from dealerline_common.conversation import (
     turn_id_for_utterance,
     user_message_id,
 )
-from dealerline_common.db.migrate import upgrade
-from dealerline_common.db.seed import seed
-from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.messages import Say, TurnTimings, loads
 from dealerline_common.state_store import MemoryStateStore, StateStore, state_store_from_url
@@ -175,14 +172,6 @@ async def test_the_scripted_llm_understands_the_continuation_request() -> None:
 
 
 # ------------------------------------------------- a takeover, noted sentences in the store
-
-
-@pytest.fixture(scope="module")
-def dealer_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('dealer') / 'dealer.db'}"
-    run_sync(upgrade(url))
-    run_sync(seed(url))
-    return url
 
 
 def settings_for(nats: NatsServer, llm: ScriptedLLM, db: str, **kw: Any) -> AgentSettings:
