@@ -261,7 +261,13 @@ def _verdict(levels: list[GwLevel], idle: int) -> str:
         if level.stats.late or level.stats.failed:
             break
         best = level.n
-    clean = [lv for lv in levels if not lv.generator_bound]
+    # A level whose turns went unanswered was past the core: its CPU per call is low
+    # because work was left undone, so it says nothing about what a call costs.
+    clean = [
+        lv
+        for lv in levels
+        if not lv.generator_bound and not lv.stats.unanswered and not lv.stats.failed
+    ]
     text = (
         f"Idle gateway RSS {idle / MB:.0f} MB. Calls on one gateway core with 0 late frames: "
         f"**{best or 'none of the levels'}**."
@@ -271,8 +277,9 @@ def _verdict(levels: list[GwLevel], idle: int) -> str:
         per_call = top.cpu / top.n
         text += (
             f" The gateway's CPU per active call at {top.n} calls (the largest level the "
-            f"generator kept up with): {per_call:.2f} % of a core, so one core would carry "
-            f"about {100.0 / per_call:.0f} calls at 100 % (linear projection, not measured)."
+            f"generator kept up with and every turn was answered at): {per_call:.2f} % of a "
+            f"core, so one core would carry about {100.0 / per_call:.0f} calls at 100 % "
+            "(linear projection, not measured)."
         )
     return text
 
