@@ -18,7 +18,6 @@ Used by ``make soak`` (``bench/soak_bench.py``) and ``tests/test_load_e2e.py``.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,7 +81,11 @@ async def redis_keys(url: str, namespace: str) -> RedisKeys:
     client = aioredis.from_url(url, decode_responses=True)
     try:
         keys = [k async for k in client.scan_iter(match=f"{namespace}*", count=1000)]
-        ttls = await asyncio.gather(*(client.ttl(k) for k in keys)) if keys else []
+        # One pipeline: a gather of thousands of TTL calls outgrows the connection pool.
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.ttl(key)
+            ttls = await pipe.execute() if keys else []
     finally:
         await client.aclose()
     for key, ttl in zip(keys, ttls, strict=True):
