@@ -15,6 +15,7 @@ import time
 
 import pytest
 from nats.aio.msg import Msg
+from nats.errors import ConnectionReconnectingError
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, BusAuthError, BusConnectError, NatsAuth, WorkConsumer
@@ -305,6 +306,27 @@ async def test_a_durable_publish_gives_up_at_its_deadline() -> None:
         await asyncio.to_thread(server.stop)
         with pytest.raises(Exception):  # noqa: B017  the last transient error
             await bus.publish_durable(SAY, b"lost", msg_id="t1:0")
+        await bus.close(0.5)
+    finally:
+        server.cleanup()
+
+
+async def test_confirm_says_whether_the_server_has_what_was_published() -> None:
+    """A core publish has no ack: ``confirm`` is the worker's proof before it acks its job.
+    With the server up it returns; with the server gone (nats-py reconnecting, its own flush
+    would only push its buffer and return), it raises instead of letting the job be acked
+    for audio nobody will get."""
+    server = NatsServer().start()
+    try:
+        bus = Bus(server.url, "confirmer", file_storage=False)
+        await bus.connect()
+        await bus.publish("call.s1.audio", b"sentence")
+        await bus.confirm()
+        await asyncio.to_thread(server.stop)
+        await _until(lambda: not bus.is_connected)
+        await bus.publish("call.s1.audio", b"into the void")
+        with pytest.raises(ConnectionReconnectingError):
+            await bus.confirm(timeout_s=1.0)
         await bus.close(0.5)
     finally:
         server.cleanup()

@@ -316,6 +316,11 @@ class TtsService(ModelWorker[TextToSpeech]):
         headers = headers_of(msg)
         trace = {k: headers[k] for k in TRACE_HEADERS if k in headers}
         await self.bus.publish(subjects.audio(say.session_id), ulaw, headers=meta.header() | trace)
+        # Core NATS has no ack: before the job is acked, the server must have the audio (a
+        # NATS restart could otherwise swallow it, and the caller would never hear the
+        # sentence). A failed confirm fails the job; the redelivered one publishes again
+        # and the gateway drops the copy it may already have.
+        await self.bus.confirm()
         self.m.jobs.labels("ok" if ulaw else "empty").inc()
         tracing.annotate(audio_ms=meta.duration_ms, synth_ms=meta.synth_ms)
         log.info(

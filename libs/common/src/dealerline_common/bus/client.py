@@ -211,6 +211,18 @@ class Bus:
         except nats.errors.OutboundBufferLimitError:
             self._drops.drop(subject)
 
+    async def confirm(self, timeout_s: float = 5.0) -> None:
+        """Return once the server has everything published so far (a PING answered after
+        it); raise if it does not answer in ``timeout_s``. A worker that publishes its result
+        on core NATS confirms before acking its job: a message written to a connection the
+        server had already dropped (a restart) then fails the job, which is retried, instead
+        of being acked and lost."""
+        nc = self.nc
+        # While reconnecting, nats-py's flush only pushes its buffer and returns: no proof.
+        if not nc.is_connected:
+            raise nats.errors.ConnectionReconnectingError
+        await nc.flush(timeout=max(1, round(timeout_s)))
+
     async def subscribe(
         self,
         subject: str,
