@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import sys
 import time
@@ -205,8 +204,9 @@ class _Chaos:
 
 
 def _fleet(config: ChaosConfig) -> Fleet:
-    scripted = LlmChoice(base_url=None, api_key=None, model="scripted", scripted=True)
-    os.environ.setdefault("SIM_LLM_VARY", "1")  # the scripted LLM rewords a re-run reply
+    # The scripted LLM rewords a re-run reply (only its own process: the caller's
+    # environment is left alone, so nothing else that runs here later varies).
+    scripted = LlmChoice(base_url=None, api_key=None, model="scripted", scripted=True, vary=True)
     replicas = {name: config.replicas for name in ("stt", "tts", "agent")}
     return Fleet(
         log_dir=config.log_dir,

@@ -91,6 +91,9 @@ class LlmChoice:
     api_key: str | None
     model: str
     scripted: bool
+    # The scripted LLM only: word each turn's reply in a random variant (``--vary``), so a
+    # reply generated twice shows (make chaos). Passed to that process alone.
+    vary: bool = False
 
     @classmethod
     def from_env(cls) -> LlmChoice:
@@ -197,7 +200,8 @@ class Fleet:
             self._spawn(
                 "llm",
                 [sys.executable, "-m", "dealerline_sim.llm", "--scenario", str(scenario)]
-                + ["--port", str(port)],
+                + ["--port", str(port)]
+                + (["--vary"] if self.llm.vary else []),
                 port,
                 {},
             )
