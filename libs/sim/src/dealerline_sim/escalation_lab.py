@@ -30,7 +30,14 @@ from pydantic import ValidationError
 
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
-from dealerline_common.messages import EscalationStatus, HumanCallStatus, loads
+from dealerline_common.messages import (
+    EscalationStatus,
+    HumanCallStatus,
+    Say,
+    TurnPlayed,
+    loads,
+    parse_control,
+)
 from dealerline_common.state import ConversationState
 from dealerline_common.state_store import StateStore, state_store_from_url
 
@@ -115,6 +122,48 @@ class StatusLog:
                 await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
 
 
+@dataclass
+class TurnLog:
+    """The agent's turns as the bus shows them, per session: when each turn's first
+    sentence went out (wall time) and which turns the gateway reported played to the end."""
+
+    said_at: dict[str, dict[str, float]] = field(default_factory=dict)
+    played: dict[str, set[str]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_say(self, msg: Msg) -> None:
+        try:
+            say = loads(Say, msg.data)
+        except ValidationError:
+            return
+        self.said_at.setdefault(say.session_id, {}).setdefault(say.turn_id, time.time())
+        self.changed.set()
+
+    async def on_control(self, msg: Msg) -> None:
+        try:
+            message = parse_control(msg.data)
+        except ValidationError:
+            return
+        if isinstance(message, TurnPlayed):
+            self.played.setdefault(message.session_id, set()).add(message.turn_id)
+            self.changed.set()
+
+    async def wait_played(self, session_id: str, after: float, timeout_s: float) -> None:
+        """Wait until a turn that started after wall time ``after`` has played to its end
+        (all its sentences, however long the next one takes to synthesise)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            later = {t for t, at in self.said_at.get(session_id, {}).items() if at > after}
+            if later & self.played.get(session_id, set()):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no turn after the final status played in {timeout_s:.0f}s")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.5))
+
+
 def reached(status: HumanCallStatus) -> Callable[[list[EscalationStatus]], bool]:
     return lambda seen: any(s.status is status for s in seen)
 
@@ -180,6 +229,7 @@ class EscalationLab:
     phone: PhoneSimulator = field(init=False)
     store: StateStore = field(init=False)
     statuses: StatusLog = field(default_factory=StatusLog)
+    turns: TurnLog = field(default_factory=TurnLog)
     staff: list[StaffMember] = field(default_factory=list)
     transcriber: Transcriber = field(default_factory=Transcriber)
 
@@ -223,6 +273,8 @@ class EscalationLab:
             self.bus = Bus(str(self.fleet.nats_url), "escalation-lab")
             await self.bus.connect()
             await self.bus.subscribe(subjects.ALL_ESCALATION, self.statuses.on_msg)
+            await self.bus.subscribe(subjects.ALL_SAY, self.turns.on_say)
+            await self.bus.subscribe(subjects.ALL_CONTROL, self.turns.on_control)
             self.phone = self.sim.phone(
                 self.fleet.gateway_url, self.fleet.public_url, pace=self.pace
             )
@@ -336,8 +388,10 @@ class EscalationLab:
                 await call.wait_for_stream(2, timeout_s=20.0)
                 await call.wait_until_quiet(1.5, 30.0)  # welcomed back by the AI
             else:
-                # Nobody could be reached: the agent says so (a turn after the final status).
+                # Nobody could be reached: the agent says so (a turn after the final status),
+                # heard to its end: a quiet gap alone could fall between two sentences.
                 await _new_audio(call, heard_before, final.at, 30.0)
+                await self.turns.wait_played(sid, final.at, 30.0)
                 await call.wait_until_quiet(1.5, 30.0)
             await call.hangup()
         await asyncio.sleep(0.5)  # the last statuses and events land
