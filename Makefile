@@ -27,7 +27,7 @@ seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default
 	$(RUN) python -m dealerline_common.db seed
 
 run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stops all)
-	$(RUN) python -m dealerline_sim.fleet
+	$(RUN) python -m dealerline_cli.run
 
 demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
 	$(RUN) python -m dealerline_sim.demo --scenario $(or $(SCENARIO),booking)

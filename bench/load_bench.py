@@ -36,12 +36,12 @@ from pathlib import Path
 import psutil
 from hostile_frames_bench import AUTH_TOKEN, PUBLIC_URL, GatewayProcess
 
+from dealerline_cli.fleet import Fleet
 from dealerline_common.bus import Bus
 from dealerline_common.local_nats import NatsServer
 from dealerline_common.logs import configure_logging
 from dealerline_sim.bench import machine, percentile
 from dealerline_sim.crowd import CrowdResult, FleetDoor, plans, prepare, run_crowd
-from dealerline_sim.fleet import Fleet
 from dealerline_sim.phone import PhoneSimulator
 from dealerline_sim.procstats import Sampler, cpu_percent, fleet_pids, snapshot
 from dealerline_sim.replay import LoopLag, ReplayResponder, ReplayStats, replay_call

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from dealerline_cli.fleet import Fleet
 from dealerline_common.logs import configure_logging
 from dealerline_sim.bench import machine, percentile
 from dealerline_sim.crowd import (
@@ -35,7 +36,6 @@ from dealerline_sim.crowd import (
     prepare,
     run_crowd,
 )
-from dealerline_sim.fleet import Fleet
 from dealerline_sim.leftovers import Leftovers, asyncio_tasks, inspect
 from dealerline_sim.procstats import Growth, Sampler, fleet_pids, rss_growth
 

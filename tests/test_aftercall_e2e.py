@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.db.engine import create_engine_from_url, session_factory
@@ -35,7 +36,6 @@ from dealerline_sim.demo import (
     place_scripted_call,
     word_error_rate,
 )
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator, Transcriber, new_sid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

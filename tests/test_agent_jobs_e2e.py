@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import turn_id_for_call
 from dealerline_common.messages import Say, StreamStarted, loads, parse_control
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 pytestmark = pytest.mark.e2e

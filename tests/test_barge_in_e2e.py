@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import Say, TranscriptEvent, loads, parse_event
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 pytestmark = pytest.mark.e2e

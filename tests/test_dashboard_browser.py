@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from dealerline_cli.fleet import LlmChoice
 from dealerline_common.messages import EscalationStatus, HumanCallStatus
 from dealerline_sim.escalation_lab import EscalationLab, reached
-from dealerline_sim.fleet import LlmChoice
 from dealerline_sim.humans import HumanScript
 
 pytestmark = [pytest.mark.e2e]

@@ -17,11 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from dealerline_cli.fleet import SERVICES, Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import Transcript, loads
 from dealerline_sim.demo import word_error_rate
-from dealerline_sim.fleet import SERVICES, Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator, new_sid
 from dealerline_sim.twiml import parse_connect_stream
 

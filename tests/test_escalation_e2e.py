@@ -20,6 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dealerline_cli.fleet import ESCALATION_WEBHOOK_PATHS, LlmChoice
 from dealerline_common.messages import EscalationStatus, HumanCallStatus
 from dealerline_sim.demo import normalise
 from dealerline_sim.escalation_lab import (
@@ -29,7 +30,6 @@ from dealerline_sim.escalation_lab import (
     EscalationLab,
     reached,
 )
-from dealerline_sim.fleet import ESCALATION_WEBHOOK_PATHS, LlmChoice
 from dealerline_sim.humans import HumanScript
 from dealerline_sim.phone import new_sid
 from dealerline_sim.twilio_rest import TwilioSim

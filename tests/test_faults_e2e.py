@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import Transcript, loads
 from dealerline_sim.demo import word_error_rate
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.conversation import turn_id_for_call
@@ -23,7 +24,6 @@ from dealerline_common.messages import (
     parse_control,
     parse_event,
 )
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 pytestmark = pytest.mark.e2e

@@ -20,11 +20,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from dealerline_cli.fleet import SERVICES, Fleet, LlmChoice, TwilioAccount
 from dealerline_common.bus import Bus
 from dealerline_common.db.engine import create_engine_from_url, session_factory
 from dealerline_common.db.models import Appointment, AppointmentStatus, Customer
 from dealerline_sim.agent_caller import Caller
-from dealerline_sim.fleet import SERVICES, Fleet, LlmChoice, TwilioAccount
 from dealerline_sim.twilio_rest import TwilioSim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

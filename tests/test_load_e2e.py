@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_sim.crowd import CrowdResult, FleetDoor, FrameClock, plans, prepare, run_crowd
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.leftovers import Leftovers, inspect
 from dealerline_sim.procstats import Snapshot, cpu_percent, rss_growth, snapshot
 

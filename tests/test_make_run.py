@@ -126,7 +126,7 @@ def make_run(tmp_path: Path) -> Iterator[Running]:
     stderr_path = tmp_path / "fleet.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dealerline_sim.fleet"],
+            [sys.executable, "-m", "dealerline_cli.run"],
             cwd=REPO,
             env=_make_run_env(tmp_path, port, token),
             stdin=subprocess.DEVNULL,

@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dealerline_cli.fleet import SERVICES, Fleet, LlmChoice
 from dealerline_common.metrics import Metrics
 from dealerline_common.ops import HttpServer
-from dealerline_sim.fleet import SERVICES, Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 LINE = "Hi, I would like to book an oil change for my car."

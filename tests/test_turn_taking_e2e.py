@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_common import subjects
 from dealerline_common.bus import Bus, headers_of
 from dealerline_common.entities import normalize_spoken
@@ -36,7 +37,6 @@ from dealerline_common.messages import (
     from_header,
     loads,
 )
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator, TalkOver, run_script
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]

@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dealerline_cli.fleet import Fleet
 from dealerline_common.logs import configure_logging
 
 from .call import Call
@@ -35,7 +36,6 @@ from .call_records import TalkKind
 from .caller_speech import Recorded
 from .demo import STAGES, CallReport, place_scripted_call
 from .devset import DevCase, load
-from .fleet import Fleet
 from .phone import PhoneSimulator, Transcriber
 from .talk_over_bench import Clip, TalkOverStats, interleave, run_talk_overs, stats
 

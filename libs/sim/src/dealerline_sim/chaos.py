@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dealerline_cli.fleet import Fleet, LlmChoice
 from dealerline_sim.chaos_callers import ChaosCallers
 from dealerline_sim.chaos_tally import (
     KillRecord,
@@ -40,7 +41,6 @@ from dealerline_sim.chaos_tally import (
     tally_lines,
 )
 from dealerline_sim.chaos_watch import BusWatch
-from dealerline_sim.fleet import Fleet, LlmChoice
 from dealerline_sim.phone import PhoneSimulator
 
 # Which bus message marks "a turn is on this worker now", and how often each is picked.

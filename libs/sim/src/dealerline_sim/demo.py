@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from dealerline_cli.fleet import Fleet, TwilioAccount
 from dealerline_common import spoken, subjects
 from dealerline_common.bus import Bus, headers_of
 from dealerline_common.logs import configure_logging
@@ -34,7 +35,6 @@ from dealerline_common.speculation import EndOfTurnInfo
 from dealerline_common.spoken import TEENS, TENS, UNITS
 
 from .aftercall_report import format_email, format_record, format_text, wait_for_record
-from .fleet import Fleet, TwilioAccount
 from .mailbox import Mailbox
 from .phone import Call, PhoneSimulator, Transcriber, Turn, run_script
 from .twilio_rest import TwilioSim

@@ -1,7 +1,7 @@
 """Human escalation through the whole fleet, against the simulated Twilio account.
 
 :class:`EscalationLab` starts a :class:`~dealerline_sim.twilio_rest.TwilioSim` and a
-:class:`~dealerline_sim.fleet.Fleet` wired to it: the escalation service rings staff through
+:class:`~dealerline_cli.fleet.Fleet` wired to it: the escalation service rings staff through
 the simulator's REST API with the real twilio client, the simulator hosts the customer's
 call (REST redirects, conferences, return to the AI) and the staff legs (scripted humans),
 and routes every webhook to the service that owns it, signed as Twilio signs them.
@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from dealerline_cli.fleet import Fleet, LlmChoice, TwilioAccount
 from dealerline_common import subjects
 from dealerline_common.bus import Bus
 from dealerline_common.messages import (
@@ -42,7 +43,6 @@ from dealerline_common.state import ConversationState
 from dealerline_common.state_store import StateStore, state_store_from_url
 
 from .conference import Conference
-from .fleet import Fleet, LlmChoice, TwilioAccount
 from .humans import HumanScript
 from .legs import CallLeg
 from .phone import Call, PhoneSimulator, Transcriber

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 import httpx
 import nats.js.errors
 
+from dealerline_cli.fleet import Fleet
 from dealerline_common.bus import Bus
-
-from .fleet import Fleet
 
 __all__ = ["Leftovers", "asyncio_tasks", "inspect", "kv_keys", "redis_keys"]
 

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import psutil
 
-from .fleet import Fleet
+from dealerline_cli.fleet import Fleet
 
 __all__ = [
     "Growth",
