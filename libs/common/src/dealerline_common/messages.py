@@ -126,6 +126,10 @@ class Say(Wire):
     # What the turn asks the caller for, on its closing (``last``) message: the gateway
     # waits for that entity to be complete before it ends the caller's next turn.
     expects: Expects | None = None
+    # The voice the dealership's profile asks for (a name in the TTS worker's voice pack,
+    # e.g. "af_heart"); None = the worker's default. A worker without that voice speaks
+    # with its default and logs that once.
+    voice: str | None = Field(default=None, max_length=64)
 
 
 class AudioMeta(Wire):
