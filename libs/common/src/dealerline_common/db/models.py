@@ -49,6 +49,7 @@ from .phone import normalize_phone
 from .types import UTCDateTime
 
 __all__ = [
+    "DEFAULT_ASSISTANT_NAME",
     "NAMING_CONVENTION",
     "Appointment",
     "AppointmentStatus",
@@ -93,6 +94,9 @@ def _updated() -> Mapped[datetime]:
     )
 
 
+DEFAULT_ASSISTANT_NAME = "Ava"
+
+
 class DealershipProfile(Base):
     """The dealership itself (one row)."""
 
@@ -104,6 +108,14 @@ class DealershipProfile(Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     timezone: Mapped[str] = mapped_column(String(64))  # IANA name, e.g. America/Los_Angeles
     service_desk_email: Mapped[str | None] = mapped_column(String(320))
+    # The receptionist callers talk to: her name ("This is Ava"), a short persona the
+    # prompt adds (tone, style), and the Kokoro voice id she speaks with (None: the TTS
+    # service's default voice).
+    assistant_name: Mapped[str] = mapped_column(
+        String(60), default=DEFAULT_ASSISTANT_NAME, server_default=DEFAULT_ASSISTANT_NAME
+    )
+    persona: Mapped[str | None] = mapped_column(Text)
+    voice: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
