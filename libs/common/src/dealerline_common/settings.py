@@ -4,10 +4,18 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix`` (``
 ``STT_``, ``TTS_``, ``AGENT_``, ``ESCALATION_``, ``DASHBOARD_``). :func:`load_settings`
 turns pydantic's validation error into one line that names the environment variables to
 set, so a pod that starts without its configuration says exactly what is missing.
+
+Every settings class here also reads an env file (:class:`EnvFileSettings`): ``.env`` in the
+working directory, or the file ``DEALERLINE_ENV_FILE`` names. Precedence, highest first:
+values passed to the class, real environment variables, the env file, the defaults. A
+missing ``.env`` is fine; a ``DEALERLINE_ENV_FILE`` that names no file is a
+:class:`SettingsError` (``DEALERLINE_ENV_FILE=/dev/null`` reads none).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -18,7 +26,39 @@ class SettingsError(RuntimeError):
     """Raised at start-up when the environment does not configure the service."""
 
 
-class ServiceSettings(BaseSettings):
+ENV_FILE_VAR = "DEALERLINE_ENV_FILE"
+DEFAULT_ENV_FILE = ".env"
+
+
+def env_file() -> Path:
+    """The env file settings read: ``$DEALERLINE_ENV_FILE``, else ``.env`` in the working
+    directory (which need not exist). Raises SettingsError when ``DEALERLINE_ENV_FILE``
+    names a path that does not exist (a typo there would otherwise go unnoticed)."""
+    named = os.environ.get(ENV_FILE_VAR, "").strip()
+    if not named:
+        return Path(DEFAULT_ENV_FILE)
+    path = Path(named).expanduser()
+    if not path.exists():
+        raise SettingsError(f"{ENV_FILE_VAR}={named}: no such file")
+    if path.is_dir():
+        raise SettingsError(f"{ENV_FILE_VAR}={named} is a folder, not an env file")
+    return path
+
+
+class EnvFileSettings(BaseSettings):
+    """Settings that also read :func:`env_file` (real environment variables win over it).
+
+    The file is looked up when the settings are built, not when the class is defined, so
+    a process that changes directory or sets ``DEALERLINE_ENV_FILE`` first is honoured.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        if "_env_file" not in values:
+            values["_env_file"] = env_file()
+        super().__init__(**values)
+
+
+class ServiceSettings(EnvFileSettings):
     model_config = SettingsConfigDict(
         env_prefix="DL_", env_ignore_empty=True, extra="ignore", frozen=True
     )

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from ..settings import EnvFileSettings
 
 __all__ = [
     "SQLITE_IMMEDIATE",
@@ -48,9 +50,9 @@ SQLITE_IMMEDIATE = "dealerline_sqlite_immediate"
 _SQLITE_BUSY_TIMEOUT_S = 15.0
 
 
-class DatabaseSettings(BaseSettings):
+class DatabaseSettings(EnvFileSettings):
     """``DATABASE_URL`` (unprefixed: every service that opens the database reads the same
-    variable)."""
+    variable; also from the env file, see :mod:`dealerline_common.settings`)."""
 
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
 
