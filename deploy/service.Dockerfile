@@ -12,7 +12,7 @@
 # Vite + React) from its package-lock.json in a Node stage; only its static files (dist)
 # reach the runtime image, at /app/web (DASHBOARD_WEB_DIR).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:22-bookworm-slim
 ARG WEB_UI=false
 
 FROM ${NODE_IMAGE} AS web-true

@@ -355,7 +355,7 @@ def test_dashboard_image_builds_and_serves_the_web_ui() -> None:
     sources; the runtime image gets the build output (vite's outDir) at the folder
     DASHBOARD_WEB_DIR names, a setting the dashboard really reads."""
     dockerfile = dockerfile_of("dashboard-api")
-    assert dockerfile.global_args["NODE_IMAGE"] == "node:20-bookworm-slim"
+    assert dockerfile.global_args["NODE_IMAGE"] == "node:22-bookworm-slim"
     assert dockerfile.stage("web").base == "web-true"
     web = dockerfile.stage("web-true")
     assert web.base == "${NODE_IMAGE}"
