@@ -4,11 +4,14 @@
 - :mod:`.engine`: ``DATABASE_URL``, async engines and sessions (PostgreSQL or SQLite);
 - :mod:`.migrate`: Alembic migrations shipped inside this package;
 - :mod:`.seed`: idempotent loading of a YAML file (the demo dealership);
+- :mod:`.dealership_io`: the dealership's data in and out, YAML or CSV, with removal
+  (:func:`import_dealership`, :func:`export_dealership`; docs/dealership-data.md);
 - :mod:`.testing`: pytest fixtures (a migrated empty database, SQLite and PostgreSQL).
 
 Command line: ``python -m dealerline_common.db {upgrade,seed,reset,current} [--url URL]``.
 """
 
+from .dealership_io import DealershipDataError, export_dealership, import_dealership
 from .engine import (
     SQLITE_IMMEDIATE,
     create_engine_from_url,
@@ -23,6 +26,7 @@ from .seed import DEMO_FILE, SeedError, SeedReport, reset, seed
 
 __all__ = [
     "DEMO_FILE",
+    "DealershipDataError",
     "SQLITE_IMMEDIATE",
     "InvalidPhone",
     "SeedError",
@@ -33,7 +37,9 @@ __all__ = [
     "default_database_url",
     "display_url",
     "downgrade",
+    "export_dealership",
     "head_revision",
+    "import_dealership",
     "normalize_phone",
     "reset",
     "seed",

@@ -35,7 +35,16 @@ from .seed_tables import (
     seed_staff,
 )
 
-__all__ = ["DEMO_FILE", "SeedError", "SeedFile", "SeedReport", "load_seed_file", "reset", "seed"]
+__all__ = [
+    "DEMO_FILE",
+    "SeedError",
+    "SeedFile",
+    "SeedReport",
+    "apply_file",
+    "load_seed_file",
+    "reset",
+    "seed",
+]
 
 
 async def seed(
@@ -59,7 +68,7 @@ async def seed(
         async with session_factory(engine)() as session:
             await session.connection(execution_options={SQLITE_IMMEDIATE: True})
             try:
-                await _apply(session, spec, today, tz, report, say)
+                await apply_file(session, spec, today, tz, report, say)
                 await session.commit()
             except BaseException:
                 await session.rollback()
@@ -69,7 +78,7 @@ async def seed(
     return report
 
 
-async def _apply(
+async def apply_file(
     session: AsyncSession,
     spec: SeedFile,
     today: date,
@@ -77,6 +86,7 @@ async def _apply(
     report: SeedReport,
     say: Callable[[str], None],
 ) -> None:
+    """Add and update every row ``spec`` lists (nothing is removed), in ``session``."""
     await seed_profile(session, spec.dealership, report)
     say(f"dealership: {spec.dealership.name} ({spec.dealership.timezone})")
     await seed_hours(session, spec, report)

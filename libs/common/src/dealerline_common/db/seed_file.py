@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from .models import DEFAULT_ASSISTANT_NAME
 from .phone import normalize_phone
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "StaffSpec",
     "VehicleSpec",
     "load_seed_file",
+    "validate_seed_data",
 ]
 
 DEMO_FILE = Path(__file__).resolve().parent / "demo_dealership.yaml"
@@ -85,6 +87,9 @@ class DealershipSpec(_Spec):
     address: str | None = None
     phone: Phone | None = None
     service_desk_email: str | None = None
+    assistant_name: str = Field(default=DEFAULT_ASSISTANT_NAME, min_length=1, max_length=60)
+    persona: str | None = None
+    voice: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
     @field_validator("timezone")
     @classmethod
@@ -259,6 +264,7 @@ class SeedFile(_Spec):
         _unique("bays", [b.name for b in self.bays])
         _unique("service_types", [s.name for s in self.service_types])
         _unique("staff phones", [s.phone for s in self.staff])
+        _unique("staff emails", [s.email.lower() for s in self.staff if s.email])
         _unique("faq questions", [f.question for f in self.faq])
         _unique("customer phones", [c.phone for c in self.customers])
         _unique("appointment keys", [a.key for a in self.appointments])
@@ -293,19 +299,52 @@ def _unique(what: str, values: list[Any]) -> None:
 
 
 def load_seed_file(path: str | Path) -> SeedFile:
-    """Parse and validate a seed file, or SeedError naming the file and the problem."""
+    """Parse and validate a seed file, or SeedError naming the file, the line and the
+    problem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SeedError(f"cannot read {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
     except yaml.YAMLError as exc:
         raise SeedError(f"{path.name}: not valid YAML: {exc}") from None
+
+    def where(loc: tuple[int | str, ...]) -> str:
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = _yaml_line(root, loc)
+        return f"line {line}, {dotted}" if line else dotted
+
+    return validate_seed_data(data, path.name, where)
+
+
+def validate_seed_data(
+    data: Any, source: str, where: Callable[[tuple[int | str, ...]], str]
+) -> SeedFile:
+    """``data`` (the parsed file) as a :class:`SeedFile`, or SeedError listing every
+    problem, each placed by ``where`` (a path in the file → words a person can find)."""
+    if not isinstance(data, dict):
+        raise SeedError(f"{source}: expected a mapping with a `dealership:` section at the top")
     try:
         return SeedFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise SeedError(f"{path.name}: {problems}") from None
+        problems = "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SeedError(f"{source}: {problems}") from None
+
+
+def _yaml_line(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The line (1-based) of the deepest node along ``loc`` in the composed YAML."""
+    line = node.start_mark.line + 1 if node is not None and loc else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            node = node.value[key] if 0 <= key < len(node.value) else None
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line

@@ -1,6 +1,6 @@
-"""What a seed run changed, table by table (:class:`SeedReport`), and the one way rows
-are written: only the fields that differ (:func:`sync_fields`), so seeding twice changes
-nothing."""
+"""What a seed or an import changed, table by table (:class:`SeedReport`), and the one way
+rows are written: only the fields that differ (:func:`sync_fields`), so seeding twice
+changes nothing."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class Counts:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0
 
     def count(self, *, added: bool, changed: bool) -> None:
         if added:
@@ -27,21 +28,27 @@ class Counts:
 
 @dataclass
 class SeedReport:
+    """Rows added, updated, unchanged and removed per table (``report["staff"].added``),
+    and ``notes``: what an import did instead of removing a row (a service kept inactive
+    because appointments name it, …)."""
+
     tables: dict[str, Counts] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def __getitem__(self, table: str) -> Counts:
         return self.tables.setdefault(table, Counts())
 
     @property
     def changed(self) -> int:
-        """Rows added or updated (0 when the database already matched the file)."""
-        return sum(c.added + c.updated for c in self.tables.values())
+        """Rows added, updated or removed (0 when the database already matched the file)."""
+        return sum(c.added + c.updated + c.removed for c in self.tables.values())
 
     def lines(self) -> list[str]:
-        return [
-            f"  {name}: {c.added} added, {c.updated} updated, {c.unchanged} unchanged"
-            for name, c in self.tables.items()
-        ]
+        out = []
+        for name, c in self.tables.items():
+            line = f"  {name}: {c.added} added, {c.updated} updated, {c.unchanged} unchanged"
+            out.append(line + (f", {c.removed} removed" if c.removed else ""))
+        return out + [f"  note: {note}" for note in self.notes]
 
 
 def sync_fields(row: Any, values: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """Writing a seed file's reference data: the dealership profile, opening hours, holidays,
 bays, service types, staff, FAQ, customers and their vehicles. Each row is matched by its
-natural key (weekday, holiday date, bay/service name, staff/customer phone, VIN, FAQ
-question), only differing fields are written, and nothing absent from the file is
+natural key (weekday, holiday date, bay/service name, staff phone or else email,
+customer phone, VIN, FAQ question), only differing fields are written, and nothing absent from the file is
 deleted."""
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .seed_file import (
 from .seed_report import SeedReport, sync_fields
 
 __all__ = [
+    "match_staff",
     "seed_bays",
     "seed_customers",
     "seed_faq",
@@ -54,6 +55,9 @@ async def seed_profile(session: AsyncSession, s: DealershipSpec, report: SeedRep
         "address": s.address,
         "phone": s.phone,
         "service_desk_email": s.service_desk_email,
+        "assistant_name": s.assistant_name,
+        "persona": s.persona,
+        "voice": s.voice,
     }
     added = row is None
     if row is None:
@@ -144,15 +148,34 @@ async def seed_services(
     return rows
 
 
-async def seed_staff(session: AsyncSession, spec: SeedFile, report: SeedReport) -> None:
-    rows = {r.phone: r for r in (await session.execute(select(Staff))).scalars()}
+def match_staff(spec: SeedFile, rows: list[Staff]) -> list[Staff | None]:
+    """The existing row each of the file's staff is (by phone, else by email; a row is
+    matched once at most), None for a new person."""
+    by_phone = {r.phone: r for r in rows}
+    by_email = {r.email.lower(): r for r in rows if r.email}
+    taken: set[int] = set()
+    out: list[Staff | None] = []
     for s in spec.staff:
-        row = rows.get(s.phone)
+        row = by_phone.get(s.phone)
+        if row is None and s.email:
+            row = by_email.get(s.email.lower())
+        if row is not None and id(row) in taken:
+            row = None
+        if row is not None:
+            taken.add(id(row))
+        out.append(row)
+    return out
+
+
+async def seed_staff(session: AsyncSession, spec: SeedFile, report: SeedReport) -> None:
+    existing = list((await session.execute(select(Staff).order_by(Staff.id))).scalars())
+    for s, row in zip(spec.staff, match_staff(spec, existing), strict=True):
         added = row is None
         if row is None:
             row = Staff(phone=s.phone)
             session.add(row)
         values = {
+            "phone": s.phone,
             "name": s.name,
             "role": s.role,
             "email": s.email,
