@@ -179,7 +179,7 @@ async def _delete(session: AsyncSession, model: Any, ids: list[int], report: Rep
 
 async def _appointment_counts(session: AsyncSession, column: Any) -> dict[int, int]:
     rows = await session.execute(select(column, func.count()).group_by(column))
-    return {key: count for key, count in rows.tuples()}
+    return {key: count for key, count in rows.all()}
 
 
 async def _refuse_booked_bays(session: AsyncSession, bays: list[ServiceBay]) -> None:

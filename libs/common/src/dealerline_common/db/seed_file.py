@@ -330,8 +330,20 @@ def validate_seed_data(
     try:
         return SeedFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SeedError(f"{source}: {problems}") from None
+        raise SeedError(f"{source}: {'; '.join(_problems(exc, where))}") from None
+
+
+def _problems(exc: ValidationError, where: Callable[[tuple[int | str, ...]], str]) -> list[str]:
+    """One line per problem; a union's member names (``literal['closed']``) are left out
+    of the path, and "should be 'closed'" only shows when nothing else was wrong there."""
+    found: list[tuple[tuple[int | str, ...], bool, str]] = []
+    for e in exc.errors():
+        tags = [p for p in e["loc"] if isinstance(p, str) and ("[" in p or "(" in p)]
+        loc = tuple(p for p in e["loc"] if p not in tags)
+        literal = any(t.startswith("literal[") for t in tags)
+        found.append((loc, literal, e["msg"].removeprefix("Value error, ")))
+    other = {loc for loc, literal, _msg in found if not literal}
+    return [f"{where(loc)}: {msg}" for loc, literal, msg in found if not (literal and loc in other)]
 
 
 def _yaml_line(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
