@@ -35,7 +35,16 @@ from dealerline_dashboard.accounts import UnknownStaff, set_password
 from dealerline_dashboard.auth import ISSUER, TokenIssuer
 
 PUBLIC = {"/api/auth/login"}
-PATH_VALUES = {"session_id": "sess_abc123", "staff_id": "1", "callback_id": "1"}
+PATH_VALUES = {
+    "session_id": "sess_abc123",
+    "staff_id": "1",
+    "callback_id": "1",
+    "weekday": "1",
+    "holiday_id": "1",
+    "bay_id": "1",
+    "service_id": "1",
+    "faq_id": "1",
+}
 BODIES = {"PUT": {"on_duty": False}, "PATCH": {"on_duty": False}, "POST": {}}
 
 

@@ -46,6 +46,13 @@ async def test_openapi_documents_every_rest_route(dash: Dash) -> None:
         "/api/staff/{staff_id}",
         "/api/callbacks",
         "/api/callbacks/{callback_id}/done",
+        "/api/admin/profile",
+        "/api/admin/hours/{weekday}",
+        "/api/admin/holidays/{holiday_id}",
+        "/api/admin/bays/{bay_id}",
+        "/api/admin/services/{service_id}",
+        "/api/admin/staff/{staff_id}",
+        "/api/admin/faq/{faq_id}",
     ):
         assert path in paths, path
     assert "HTTPBearer" in schema["components"]["securitySchemes"]

@@ -11,7 +11,18 @@ from starlette.routing import BaseRoute
 
 from .dashboard import Dashboard
 from .response_masking import MaskResponses
-from .routes import auth, callbacks, calls, escalations, sockets, staff, web
+from .routes import (
+    admin,
+    admin_catalog,
+    admin_staff,
+    auth,
+    callbacks,
+    calls,
+    escalations,
+    sockets,
+    staff,
+    web,
+)
 from .routes.deps import AUTH_ERRORS
 
 API_DESCRIPTION = """REST API of the dealerline sales dashboards (see `API.md`).
@@ -37,7 +48,8 @@ def build_app(dash: Dashboard, ops: list[BaseRoute]) -> FastAPI:
     app.add_middleware(MaskResponses)
     app.state.dash = dash
     app.state.web_dir = dash.settings.web_dir.resolve()
-    for area in (auth, calls, escalations, staff, callbacks, sockets):
+    areas = (auth, calls, escalations, staff, callbacks, admin, admin_catalog, admin_staff, sockets)
+    for area in areas:
         app.include_router(area.router)
     app.router.routes.extend(ops)
     # Last: the web UI answers every path nothing above took.

@@ -28,6 +28,7 @@ from dealerline_common.logs import get_logger
 from dealerline_common.messages import EscalationStatus, StaffDutyChanged, loads
 from dealerline_common.metrics import Metrics
 
+from .admin_store import AdminStore
 from .auth import TokenIssuer
 from .events import EventReader, Frame, event_frame
 from .limits import LoginLimits, counters_from_url, parse_networks
@@ -48,6 +49,7 @@ class Dashboard:
         self.database_url = settings.database_url or database_url_from_env()
         self.engine = create_engine_from_url(self.database_url)
         self.store = Store(make_sessions(self.engine), settings.dealership_timezone)
+        self.admin = AdminStore(self.store.sessions)
         self.view = LiveView(stale_call_s=settings.stale_call_s, window_s=settings.replay_window_s)
         self.hub = Hub()
         self.call_clients: set[WsClient] = set()

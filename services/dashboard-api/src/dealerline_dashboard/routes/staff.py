@@ -52,14 +52,19 @@ async def change_staff(
         role=role,
     )
     if duty_changed:
-        change = StaffDutyChanged(staff_id=staff.id, name=staff.name, on_duty=staff.on_duty)
-        try:
-            await dash.bus.publish(subjects.STAFF_DUTY, change)
-        except Exception:
-            # The database is the truth (the next hunt list reads it); running
-            # escalations only hear of it through the bus.
-            log.exception("duty change not published", staff_id=staff.id)
+        await publish_duty(dash, staff.id, staff.name, staff.on_duty)
     return staff_json(staff, who.viewer)
+
+
+async def publish_duty(dash: Dashboard, staff_id: int, name: str, on_duty: bool) -> None:
+    """Tell the fleet (running escalations, the other dashboards) of a duty change."""
+    change = StaffDutyChanged(staff_id=staff_id, name=name, on_duty=on_duty)
+    try:
+        await dash.bus.publish(subjects.STAFF_DUTY, change)
+    except Exception:
+        # The database is the truth (the next hunt list reads it); running
+        # escalations only hear of it through the bus.
+        log.exception("duty change not published", staff_id=staff_id)
 
 
 @router.put("/api/staff/me/duty", response_model=StaffOut)
