@@ -26,6 +26,8 @@ def _ca(d: Path, name: str) -> None:
     _openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
         "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "1", "-subj", f"/CN={name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         cwd=d,
     )  # fmt: skip
 
@@ -36,7 +38,9 @@ def _signed(d: Path, name: str, ca: str, ext: str) -> None:
         "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
         cwd=d,
     )  # fmt: skip
-    (d / f"{name}.ext").write_text(ext)
+    # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA needs keyUsage, a leaf its
+    # issuer's key identifier.
+    (d / f"{name}.ext").write_text(f"authorityKeyIdentifier=keyid,issuer\n{ext}")
     _openssl(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext",
