@@ -98,6 +98,8 @@ def state_snapshot(session: Session, state: ConversationState) -> dict[str, Any]
 class Announcer:
     def __init__(self, bus: Bus, timezone: str) -> None:
         self.bus = bus
+        # The dealership's timezone for the times events carry: the fallback until a turn
+        # reads the profile, then the profile's (the turn runner sets it).
         self.zone = ZoneInfo(timezone)
 
     async def caller_said(self, sid: str, turn_id: str, text: str) -> None:

@@ -123,9 +123,10 @@ class Nodes:
             if isinstance(m, HumanMessage)
             and m.id in (user_message_id(turn_id), notify_message_id(turn_id))
         )
-        ctx_block = context_for(self.clock(), self.settings.dealership_timezone, ctx.state)
+        # The dealership's name, timezone, assistant and persona: the profile this turn read.
+        ctx_block = context_for(self.clock(), ctx.timezone, ctx.state)
         update["system_prompt"] = build_system_prompt(
-            self.settings.dealership_name, ctx_block
+            ctx.dealership_name, ctx_block, assistant=ctx.assistant_name, persona=ctx.persona
         ) + marker_instructions(new_input)
         update["steps"] = 0
         return update

@@ -206,6 +206,7 @@ class Greeter:
                     turn_id,
                     None,
                     TurnTimings(stream_started=started.at),
+                    voice=(await self.runner.profile()).voice,
                 )
                 await voice.say_all(split_sentences(text))
                 await voice.end()

@@ -30,7 +30,12 @@ log = get_logger(__name__)
 def open_dealership(settings: AgentSettings, clock: Callable[[], datetime]) -> Dealership:
     url = settings.database_url or database_url_from_env()
     engine = create_engine_from_url(url)
-    return Dealership(session_factory(engine), clock)
+    return Dealership(
+        session_factory(engine),
+        clock,
+        default_timezone=settings.dealership_timezone,
+        default_name=settings.dealership_name,
+    )
 
 
 async def identify_caller(

@@ -8,6 +8,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from dealerline_common.conversation import CALL_RESUMED, CALL_STARTED, markers_in
+from dealerline_common.db.models import DEFAULT_ASSISTANT_NAME
 from dealerline_common.state import ConversationState, HumanCallStatus
 
 from .dealership.identity import caller_id_matches
@@ -118,14 +119,34 @@ def _escalation_line(state: ConversationState) -> str:
     return text
 
 
-def build_system_prompt(dealership: str, ctx: TurnContext) -> str:
-    today = ctx.today
-    return f"""You are the phone receptionist of {dealership}, a car dealership. You answer \
-callers for sales and the service department: booking, moving and cancelling service \
-appointments, answering questions about services, prices, hours and vehicles, and \
-connecting callers with the team. Be warm, calm and efficient, like a friendly person at \
-the front desk.
+def _intro(dealership: str, assistant: str, persona: str | None) -> str:
+    """Who the agent is: the profile's assistant at the profile's dealership, in the
+    dealership's own words when it wrote a persona."""
+    text = f"""You are {assistant}, the phone receptionist of {dealership}, a car dealership. \
+You answer callers for sales and the service department: booking, moving and cancelling \
+service appointments, answering questions about services, prices, hours and vehicles, \
+and connecting callers with the team. Be warm, calm and efficient, like a friendly person \
+at the front desk.
+"""
+    if persona and persona.strip():
+        text += f"""
+PERSONA (how {dealership} wants you to come across; the rules below still hold):
+{persona.strip()}
+"""
+    return text
 
+
+def build_system_prompt(
+    dealership: str,
+    ctx: TurnContext,
+    *,
+    assistant: str = DEFAULT_ASSISTANT_NAME,
+    persona: str | None = None,
+) -> str:
+    today = ctx.today
+    return (
+        _intro(dealership, assistant, persona)
+        + f"""
 VOICE RULES (everything you write is spoken aloud by a text-to-speech voice):
 - Speak in short, natural sentences; one or two sentences per reply is usually enough.
 - Ask one question at a time.
@@ -154,14 +175,23 @@ CONTEXT:
 INTERFACE: {ctx.interface}
 TODAY: {today:%Y-%m-%d} ({today:%A}), local time {today:%H:%M}
 DEALERSHIP: {dealership}
+YOU: {assistant}
 CUSTOMER: {ctx.customer}
 BOOKING: {ctx.booking}
 APPOINTMENT: {ctx.appointment}
 ESCALATION: {ctx.escalation}
 
-MARKERS (sent in place of a caller message; never repeat a marker aloud):
-- {CALL_STARTED}: the call has just been answered. Greet the caller warmly, name \
-{dealership}, and offer to help (by name if the CUSTOMER line knows them).
+"""
+        + _markers(dealership, assistant)
+    )
+
+
+def _markers(dealership: str, assistant: str) -> str:
+    """What each marker (a caller message the agent's own machinery sends) means."""
+    return f"""MARKERS (sent in place of a caller message; never repeat a marker aloud):
+- {CALL_STARTED}: the call has just been answered. Greet the caller warmly: thank them \
+for calling {dealership}, say you are {assistant}, and offer to help (by name if the \
+CUSTOMER line knows them).
 - {CALL_RESUMED}: the caller is back with you after being away (for example on hold). \
 Briefly say you are back with them and offer help.
 - [ESCALATION_RETURNED:<reason>]: the caller is back with you after a team member, or \

@@ -68,8 +68,14 @@ class AgentSettings(ServiceSettings):
         description="Redis unreachable (restart, failover): each state call retries this long",
     )
 
-    dealership_name: str = "Sunrise Motors"
-    dealership_timezone: str = "America/Los_Angeles"
+    # The dealership's name, timezone, assistant and voice come from the database's
+    # profile row, read at each turn; these two hold only while it has none (or is down).
+    dealership_name: str = Field(
+        default="Sunrise Motors", description="fallback while the database has no profile"
+    )
+    dealership_timezone: str = Field(
+        default="America/Los_Angeles", description="fallback while the database has no profile"
+    )
 
     ack_wait_s: float = Field(
         default=2.0,

@@ -35,6 +35,7 @@ class TurnVoice:
         timings: TurnTimings,
         *,
         store: StateStore | None = None,
+        voice: str | None = None,
     ) -> None:
         self.bus = bus
         self.metrics = metrics
@@ -43,6 +44,7 @@ class TurnVoice:
         self.utterance_id = utterance_id
         self.timings = timings
         self.store = store  # notes each sentence before it goes out; None: not noted
+        self.voice = voice  # the profile's TTS voice; None: the TTS service's default
         self.seq = 0  # sentences said so far
         self.spoken: list[str] = []  # their texts
 
@@ -94,6 +96,7 @@ class TurnVoice:
             last=last,
             timings=self.timings.model_copy(),
             expects=expects,
+            voice=self.voice,
         )
         await self.bus.publish_durable(
             subjects.say(self.session_id), say, msg_id=f"{self.turn_id}:{self.seq}"

@@ -16,13 +16,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
+from sqlalchemy.exc import SQLAlchemyError
 
 from dealerline_common import tracing
 from dealerline_common.bus import Bus
@@ -41,6 +43,7 @@ from .dealership.context import ToolContext
 from .dealership.effects import ToolEffect
 from .dealership.limits import CustomerLimits
 from .dealership.repo import Dealership
+from .dealership.views import Profile
 from .expects import expects_for
 from .graph import Graph
 from .history import from_dicts, text_of, turn_artifacts, turn_reply
@@ -135,8 +138,9 @@ class TurnRunner:
         # Background results (escalation outcomes) join the state first, exactly once.
         state = await self.p.store.sync_atomic_updates_to_state(sid)
         history = from_dicts(state.messages)
+        profile = await self.profile()
         if any(isinstance(m, AIMessage) and is_turn_ai_id(m.id, turn.turn_id) for m in history):
-            return await self._replay(session, turn, history, state)
+            return await self._replay(session, turn, history, state, profile)
         said = await self.p.store.noted_reply(sid, turn.turn_id)
         if said:
             log.info("turn resumed", session_id=sid, turn_id=turn.turn_id, said=len(said))
@@ -145,7 +149,7 @@ class TurnRunner:
             # end the turn so whoever waits for it to have played is not kept waiting;
             # the question the agent asked last still stands.
             standing = expects_for(previous_reply(history, turn.turn_id) or "")
-            await self._voice(session, turn).end(expects=standing)
+            await self._voice(session, turn, profile).end(expects=standing)
             log.info("nothing new to say", session_id=sid, turn_id=turn.turn_id)
             return "skipped"
         if turn.caller_text:
@@ -153,13 +157,30 @@ class TurnRunner:
         session.turns += 1
         session.last_turn_id = turn.turn_id
         session.generating = True
-        record, reply = await self._generate(session, turn, state, history, said)
+        record, reply = await self._generate(session, turn, state, history, said, profile)
         session.generating = False
         expects = expects_for(reply.voice.text, previous_reply(history, turn.turn_id))
         await self._finish(session, turn, record, reply, expects)
         return "resumed" if said else "ok"
 
-    def _voice(self, session: Session, turn: TurnInput) -> TurnVoice:
+    async def profile(self) -> Profile:
+        """The dealership's profile for a turn, read afresh (a manager's change holds from
+        the next turn); the settings' name and timezone while the database has no profile
+        or cannot be read, so the caller is still answered."""
+        s = self.p.settings
+        try:
+            profile = await self.p.dealership.profile()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("dealership profile unreadable, using the fallback", error=repr(exc))
+            return Profile(name=s.dealership_name, timezone=s.dealership_timezone)
+        try:
+            self.p.announcer.zone = ZoneInfo(profile.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("dealership timezone unknown, using the fallback", zone=profile.timezone)
+            return replace(profile, timezone=s.dealership_timezone)
+        return profile
+
+    def _voice(self, session: Session, turn: TurnInput, profile: Profile) -> TurnVoice:
         return TurnVoice(
             self.p.bus,
             self.p.metrics,
@@ -168,6 +189,7 @@ class TurnRunner:
             turn.utterance_id,
             turn.timings,
             store=self.p.store,
+            voice=profile.voice,
         )
 
     async def _replay(
@@ -176,10 +198,11 @@ class TurnRunner:
         turn: TurnInput,
         history: list[BaseMessage],
         state: ConversationState,
+        profile: Profile,
     ) -> TurnResult:
         """A redelivered turn whose reply is already in the history: speak it again under
         the same message ids (the stream drops what it already has)."""
-        voice = self._voice(session, turn)
+        voice = self._voice(session, turn, profile)
         reply = turn_reply(history, turn.turn_id)
         await voice.say_all(split_sentences(reply))
         await voice.end(expects=expects_for(voice.text, previous_reply(history, turn.turn_id)))
@@ -197,6 +220,7 @@ class TurnRunner:
         state: ConversationState,
         history: list[BaseMessage],
         said: list[str],
+        profile: Profile,
     ) -> tuple[TurnRecord, Reply]:
         """Stream the graph's reply out (after ``said``, the sentences an earlier delivery
         of the turn noted); a cut-short turn still keeps what it did."""
@@ -207,7 +231,8 @@ class TurnRunner:
             new_input.append(HumanMessage(content=turn.text, id=user_message_id(turn.turn_id)))
             record.add(new_input)
         splitter = SentenceSplitter()
-        reply = Reply(record, turn.timings, self.p.metrics, splitter, self._voice(session, turn))
+        voice = self._voice(session, turn, profile)
+        reply = Reply(record, turn.timings, self.p.metrics, splitter, voice)
         # The continuation request is the turn's input, not part of what it adds.
         note = [continuation_note(turn.turn_id, said)] if said else []
         inputs = {
@@ -219,7 +244,9 @@ class TurnRunner:
         try:
             await reply.resume(said)
             stream = self.p.graph.astream(
-                inputs, self._config(sid, turn, state), stream_mode=["messages", "updates"]
+                inputs,
+                self._config(sid, turn, state, profile),
+                stream_mode=["messages", "updates"],
             )
             await reply.run(stream)
         except asyncio.CancelledError:
@@ -235,18 +262,22 @@ class TurnRunner:
         keep_said(record, reply.said)
         return record, reply
 
-    def _config(self, sid: str, turn: TurnInput, state: ConversationState) -> RunnableConfig:
+    def _config(
+        self, sid: str, turn: TurnInput, state: ConversationState, profile: Profile
+    ) -> RunnableConfig:
         rules = self.p.settings.identity_rules()
         ctx = ToolContext(
             session_id=sid,
             state=state.model_copy(deep=True),
             repo=self.p.dealership,
             clock=self.p.clock,
-            timezone=self.p.settings.dealership_timezone,
+            timezone=profile.timezone,
             publish_escalation=partial(request_escalation, self.p.bus),
             turn_id=turn.turn_id,
             publish_notification=partial(publish_notification, self.p.bus),
-            dealership_name=self.p.settings.dealership_name,
+            dealership_name=profile.name,
+            assistant_name=profile.assistant_name,
+            persona=profile.persona,
             identity_rules=rules,
             limits=CustomerLimits(self.p.store, rules, self.p.metrics),
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from dealerline_common.db.models import DEFAULT_ASSISTANT_NAME
 from dealerline_common.messages import EscalationRequest, NotificationJob
 from dealerline_common.state import ConversationState
 
@@ -42,6 +43,9 @@ class ToolContext:
     # code, a notice that contact details changed. None: not wired (tools say so).
     publish_notification: Callable[[NotificationJob], Awaitable[None]] | None = None
     dealership_name: str = "the dealership"
+    # Who answers (the profile's assistant) and how (its persona), for the prompt.
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
+    persona: str | None = None
     identity_rules: IdentityRules = field(default_factory=IdentityRules)
     # Wrong facts and texted codes per customer across calls and replicas (the state
     # store's counters). None: not wired (unit tests of one call); the service always is.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, time
 
+from dealerline_common.db.models import DEFAULT_ASSISTANT_NAME
 from dealerline_common.state import AppointmentInfo
 
 __all__ = [
@@ -35,11 +36,16 @@ def clock_text(t: time) -> str:
 
 @dataclass(frozen=True)
 class Profile:
+    """The dealership's profile row: who callers reach and who answers them."""
+
     name: str
     timezone: str
     address: str | None = None
     phone: str | None = None
     service_desk_email: str | None = None
+    assistant_name: str = DEFAULT_ASSISTANT_NAME
+    persona: str | None = None
+    voice: str | None = None  # a Kokoro voice id; None: the TTS service's default
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,11 @@ class Dealership:
         slot_minutes: int = 30,
         min_notice: timedelta = timedelta(hours=1),
         default_timezone: str = "America/Los_Angeles",
+        default_name: str = "the dealership",
     ) -> None:
         self.store = Store(session_factory, clock)
-        self.calendar = Calendar(self.store, default_timezone)
+        # The defaults hold only while the database has no dealership profile.
+        self.calendar = Calendar(self.store, default_timezone, default_name)
         self.catalog = Catalog(self.store)
         self.customers = Customers(self.store)
         self.vehicles = Vehicles(self.store)

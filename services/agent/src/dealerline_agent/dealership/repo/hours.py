@@ -19,23 +19,31 @@ __all__ = ["Calendar", "hours_on"]
 class Calendar:
     """When the dealership is open, in its own timezone."""
 
-    def __init__(self, store: Store, default_timezone: str) -> None:
+    def __init__(
+        self, store: Store, default_timezone: str, default_name: str = "the dealership"
+    ) -> None:
         self.store = store
         self.default_timezone = default_timezone
+        self.default_name = default_name
 
     async def profile(self) -> Profile:
+        """The profile row as it is now (read afresh each time: a manager's change holds
+        from the next read on); the defaults when the database has no profile yet."""
         async with self.store.reading() as session:
             row = (
                 await session.execute(select(DealershipProfile).order_by(DealershipProfile.id))
             ).scalar()
         if row is None:
-            return Profile(name="", timezone=self.default_timezone)
+            return Profile(name=self.default_name, timezone=self.default_timezone)
         return Profile(
             name=row.name,
             timezone=row.timezone,
             address=row.address,
             phone=row.phone,
             service_desk_email=row.service_desk_email,
+            assistant_name=row.assistant_name,
+            persona=row.persona,
+            voice=row.voice,
         )
 
     async def timezone(self) -> ZoneInfo:
