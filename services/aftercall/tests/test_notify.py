@@ -453,6 +453,37 @@ async def test_confirmation_texts_for_booking_rescheduling_and_cancelling(
     assert app.count("sent", "sms") == 3
 
 
+async def test_texts_use_the_profile_as_it_is_now(
+    run_notifier: Callable[..., Any],
+    sessions: async_sessionmaker[AsyncSession],
+    twilio: TwilioSim,
+) -> None:
+    """A manager renames the dealership and moves its timezone: the next text says the new
+    name and the new local time, with no restart."""
+    store = MemoryStateStore()
+    assert await store.set_state_if_version(
+        ConversationState(session_id="call1", caller_phone=CALLER), 0
+    )
+    appt = await _appointment(sessions)
+    app: Running = await run_notifier(store=store)
+    start = "2026-12-01T17:00:00+00:00"
+    await app.bus.publish_durable(subjects.events("call1"), event("call1", appt, "booked", start))
+    await twilio.wait_for_messages(1, to=CALLER)
+    async with sessions() as s, s.begin():
+        profile = (await s.execute(select(DealershipProfile))).scalar_one()
+        profile.name, profile.timezone = "Harbor Point Motors", "America/New_York"
+    await app.bus.publish_durable(
+        subjects.events("call1"), event("call1", appt, "cancelled", start)
+    )
+    texts = await twilio.wait_for_messages(2, to=CALLER)
+    assert texts[0].body.startswith("Sunrise Motors: your Conventional Oil Change is booked")
+    assert "Tue Dec 1 at 9:00 AM" in texts[0].body
+    assert texts[1].body == (
+        "Harbor Point Motors: your Conventional Oil Change on Tue Dec 1 at 12:00 PM is "
+        "cancelled. Call us any time to book again."
+    )
+
+
 async def test_redelivered_appointment_event_sends_no_second_text(
     run_notifier: Callable[..., Any],
     sessions: async_sessionmaker[AsyncSession],
