@@ -91,6 +91,12 @@ class DealershipSpec(_Spec):
     persona: str | None = None
     voice: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
 
+    @field_validator("persona", "voice", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        # A YAML block (persona: |) ends in a newline; an empty persona is no persona.
+        return (value.strip() or None) if isinstance(value, str) else value
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
