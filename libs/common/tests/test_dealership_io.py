@@ -376,3 +376,17 @@ async def test_bad_yaml_names_the_line(sqlite_db_url: str, tmp_path: Path) -> No
         await import_dealership(sqlite_db_url, path, today=TODAY)
     with pytest.raises(DealershipDataError, match="does not exist"):
         await import_dealership(sqlite_db_url, tmp_path / "nowhere", today=TODAY)
+
+
+async def test_the_demo_file_imports_with_its_customers_and_an_empty_database_cannot_export(
+    sqlite_db_url: str, tmp_path: Path
+) -> None:
+    from dealerline_common.db import DEMO_FILE
+
+    with pytest.raises(DealershipDataError, match="no dealership profile to export"):
+        await export_dealership(sqlite_db_url, tmp_path / "nothing.yaml")
+    report = await import_dealership(sqlite_db_url, DEMO_FILE, today=TODAY)
+    assert (report["customers"].added, report["appointments"].added) == (5, 4)
+    assert (await _rows(sqlite_db_url, DealershipProfile))[0].assistant_name == "Ava"
+    with pytest.raises(DealershipDataError, match=r"give a \.yaml/\.yml file or a folder"):
+        await import_dealership(sqlite_db_url, Path(__file__), today=TODAY)
