@@ -60,6 +60,7 @@ async def say(
     text: str,
     last: bool = False,
     expects: Any = None,
+    voice: str | None = None,
 ) -> None:
     message = Say(
         session_id=session_id,
@@ -70,6 +71,7 @@ async def say(
         last=last,
         timings=TurnTimings(first_sentence=now()) if seq == 0 else TurnTimings(),
         expects=expects,
+        voice=voice,
     )
     await client.publish_durable(subjects.say(session_id), message)
 
@@ -591,3 +593,38 @@ async def test_a_prewarmed_phrase_is_what_kokoro_says(
     assert (closing.last, closing.expects) == (True, "datetime")
     assert sample(service, "tts_cache_total", result="hit") == 1
     assert sample(service, "tts_cache_total", result="miss") == 0
+
+
+# ---------------------------------------------------------------------- the Say's voice
+
+
+async def test_a_sentence_is_spoken_in_the_voice_it_asks_for_when_the_model_has_it(
+    start_tts: StartTts,
+    client: Bus,
+    kokoro_engine: KokoroEngine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    default = kokoro_engine.settings.voice
+    other = sorted(kokoro_engine.voices - {default})[0]
+    # The opener is pre-warmed in the default voice: a sentence in another voice must not
+    # be answered with it.
+    service = await start_tts(engine=kokoro_engine, prewarm=["Sure,"])
+    sub = await client.nc.subscribe(subjects.audio("sess-v1"))
+    await say(client, "sess-v1", "turn_1", 0, "Sure,", voice=other)
+    await say(client, "sess-v1", "turn_1", 1, "Sure,", voice=default)
+    await say(client, "sess-v1", "turn_1", 2, "Sure,", voice="af_nobody")
+    await say(client, "sess-v1", "turn_1", 3, "Sure,", voice="af_nobody", last=True)
+
+    in_other, audio_other = await next_audio(sub)
+    assert in_other.synth_ms > 0  # synthesized, not the default voice's cached phrase
+    assert audio_other == float_to_ulaw(kokoro_engine.synthesize_as("Sure,", other), 24000)
+    in_default, audio_default = await next_audio(sub)
+    assert in_default.synth_ms == 0.0  # the pre-warmed phrase
+    assert audio_default == float_to_ulaw(kokoro_engine.synthesize("Sure,"), 24000)
+    assert audio_default != audio_other
+    for _ in range(2):  # a voice the pack lacks: the default voice, logged once
+        _meta, audio = await next_audio(sub)
+        assert audio == audio_default
+    assert service.unknown_voices == {"af_nobody"}
+    assert capsys.readouterr().out.count("a voice the model does not have") == 1
+    assert service.phrases.get("Sure,", other) == audio_other  # kept under its own voice

@@ -251,3 +251,18 @@ def test_phrase_cache_saves_and_loads_its_phrases(tmp_path: Path) -> None:
     for broken in (b"", b"garbage", data[:-1], data + b"x", data[:12] + b"{" + data[13:]):
         path.write_bytes(broken)
         assert PhraseCache("jf_alpha", 1.0).load(path) == 0, broken[:20]
+
+
+def test_phrase_cache_keeps_other_voices_apart_and_saves_only_its_own(tmp_path: Path) -> None:
+    cache = PhraseCache("jf_alpha", 1.0)
+    cache.put("Sure,", b"default")
+    cache.put("Sure,", b"english", voice="af_heart")
+    assert cache.get("Sure,") == b"default" == cache.get("Sure,", "jf_alpha")
+    assert cache.get("Sure,", "af_heart") == b"english"
+    assert cache.get("Sure,", "bf_emma") is None
+    assert len(cache) == 2
+    path = tmp_path / "jf_alpha.phrases"  # the file's name says the worker's own voice
+    cache.save(path)
+    again = PhraseCache("jf_alpha", 1.0)
+    assert again.load(path) == 1
+    assert again.get("Sure,") == b"default" and again.get("Sure,", "af_heart") is None

@@ -35,6 +35,15 @@ class TextToSpeech(Protocol):
         ...
 
 
+class MultiVoice(Protocol):
+    """An engine that can also speak in other voices than its default one (a ``Say`` asks
+    for the dealership's voice); ``synthesize(text)`` stays the default voice."""
+
+    def has_voice(self, voice: str) -> bool: ...
+
+    def synthesize_as(self, text: str, voice: str) -> Float32Array: ...
+
+
 class NothingToSay(ValueError):
     """The text produced no phonemes (only punctuation, symbols Kokoro cannot say)."""
 
@@ -95,10 +104,11 @@ class KokoroEngine:
             str(model_path), sess_options=options, providers=self.providers
         )
         self.kokoro = Kokoro.from_session(session, str(voices_path))
-        if settings.voice not in self.kokoro.get_voices():
+        self.voices = frozenset(self.kokoro.get_voices())
+        if settings.voice not in self.voices:
             raise RuntimeError(
                 f"TTS_VOICE={settings.voice!r} is not in {voices_path} "
-                f"(it has {', '.join(self.kokoro.get_voices())})"
+                f"(it has {', '.join(sorted(self.voices))})"
             )
         self.identity = _identity(settings, model_path, voices_path, session.get_providers())
         log.info(
@@ -109,13 +119,19 @@ class KokoroEngine:
             load_s=round(time.perf_counter() - started, 2),
         )
 
+    def has_voice(self, voice: str) -> bool:
+        return voice in self.voices
+
     def synthesize(self, text: str) -> Float32Array:
+        return self.synthesize_as(text, self.settings.voice)
+
+    def synthesize_as(self, text: str, voice: str) -> Float32Array:
         s = self.settings
         phonemes = self.kokoro.tokenizer.phonemize(text, s.lang)
         if not phonemes.strip():
             raise NothingToSay(f"no phonemes in {text!r}")
         audio, rate = self.kokoro.create(
-            phonemes, voice=s.voice, speed=s.speed, lang=s.lang, is_phonemes=True
+            phonemes, voice=voice, speed=s.speed, lang=s.lang, is_phonemes=True
         )
         return trim_silence(np.asarray(audio, dtype=np.float32), rate, s.lead_ms, s.tail_ms)
 

@@ -5,7 +5,8 @@ you."): the agent cuts it off its first sentence so it can be spoken at once, an
 cache makes it free. Kokoro is deterministic for one text, voice and speed, so a cached
 phrase is exactly what synthesis would make again.
 
-Keys are (normalised text, voice, speed); only texts of at most ``max_chars`` characters
+Keys are (normalised text, voice, speed): the worker's voice unless a ``Say`` asks for
+another one the model has (the dealership's profile); only texts of at most ``max_chars`` characters
 are kept, at most ``max_entries`` of them and ``max_bytes`` of audio in all, the least
 recently used going first. The worker fills it before it takes work (``TTS_PREWARM``) and
 with every short sentence it synthesizes. Not thread-safe: the worker uses it from its
@@ -59,18 +60,19 @@ class PhraseCache:
         self._items: OrderedDict[PhraseKey, bytes] = OrderedDict()
         self._bytes = 0
 
-    def key(self, text: str) -> PhraseKey | None:
-        """The key of an already normalised text, or None when it is too long to keep."""
+    def key(self, text: str, voice: str | None = None) -> PhraseKey | None:
+        """The key of an already normalised text in ``voice`` (None: the cache's own), or
+        None when it is too long to keep."""
         text = text.strip()
         if not text or len(text) > self.max_chars or self.max_entries == 0:
             return None
-        return PhraseKey(text, self.voice, self.speed)
+        return PhraseKey(text, voice or self.voice, self.speed)
 
     def cacheable(self, text: str) -> bool:
         return self.key(text) is not None
 
-    def get(self, text: str) -> bytes | None:
-        key = self.key(text)
+    def get(self, text: str, voice: str | None = None) -> bytes | None:
+        key = self.key(text, voice)
         if key is None:
             return None
         audio = self._items.get(key)
@@ -78,10 +80,11 @@ class PhraseCache:
             self._items.move_to_end(key)
         return audio
 
-    def put(self, text: str, audio: bytes) -> bool:
-        """Keep ``audio`` for ``text``; returns whether it was kept (empty audio, a long
-        text or audio larger than the whole budget is not)."""
-        key = self.key(text)
+    def put(self, text: str, audio: bytes, voice: str | None = None) -> bool:
+        """Keep ``audio`` for ``text`` in ``voice`` (None: the cache's own); returns whether
+        it was kept (empty audio, a long text or audio larger than the whole budget is
+        not)."""
+        key = self.key(text, voice)
         if key is None or not audio or len(audio) > self.max_bytes:
             return False
         old = self._items.pop(key, None)
@@ -107,9 +110,10 @@ class PhraseCache:
         return self._bytes
 
     def save(self, path: Path) -> None:
-        """Write every phrase held to ``path`` (atomically: a reader sees the old file or
-        the new one, never half of one)."""
-        items = list(self._items.items())
+        """Write every phrase held in the cache's own voice to ``path`` (atomically: a
+        reader sees the old file or the new one, never half of one); the file's name says
+        the voice, so phrases in other voices are not kept in it."""
+        items = [(k, audio) for k, audio in self._items.items() if k.voice == self.voice]
         index = json.dumps([[k.text, len(audio)] for k, audio in items]).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -32,6 +32,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -59,7 +60,7 @@ from dealerline_common.service import ModelWorker
 from dealerline_common.speculation import EXPECTS
 
 from .cancel import CancelledTurns
-from .engine import KokoroEngine, NothingToSay, TextToSpeech
+from .engine import KokoroEngine, MultiVoice, NothingToSay, TextToSpeech
 from .phrase_cache import PhraseCache
 from .settings import TtsSettings
 from .text import normalize_text
@@ -139,6 +140,8 @@ class TtsService(ModelWorker[TextToSpeech]):
         self.m = TtsMetrics(self.metrics)
         self.cancelled = CancelledTurns(settings.cancel_ttl_s, settings.cancel_capacity)
         self.control: Subscription | None = None
+        # Voices a ``Say`` asked for that the model does not have: logged once each.
+        self.unknown_voices: set[str] = set()
         self.phrases = PhraseCache(
             settings.voice,
             settings.speed,
@@ -388,17 +391,18 @@ class TtsService(ModelWorker[TextToSpeech]):
         text = normalize_text(say.text)
         if not text:
             return b"", 0.0
+        voice = self._voice_for(engine, say)
         if not self.phrases.cacheable(text):
             self.m.cache.labels("bypass").inc()
         else:
-            cached = self.phrases.get(text)
+            cached = self.phrases.get(text, voice)
             self.m.cache.labels("miss" if cached is None else "hit").inc()
             if cached is not None:
                 tracing.annotate(cache="hit")
                 return cached, 0.0
         clock = time.perf_counter()
         try:
-            ulaw = await asyncio.to_thread(_synthesize, engine, text)
+            ulaw = await asyncio.to_thread(_synthesize, engine, text, voice)
         except NothingToSay:
             log.warning("nothing to say", session_id=say.session_id, text=say.text[:80])
             ulaw = b""
@@ -409,9 +413,29 @@ class TtsService(ModelWorker[TextToSpeech]):
         self.m.synth.observe(synth_s)
         if ulaw:
             self.m.rtf.observe(synth_s / (len(ulaw) / SAMPLE_RATE))
-            if self.phrases.put(text, ulaw):
+            if self.phrases.put(text, ulaw, voice):
                 self._cache_gauges()
         return ulaw, synth_s
+
+    def _voice_for(self, engine: TextToSpeech, say: Say) -> str | None:
+        """The voice the sentence asks for (the dealership's), when it is not the worker's
+        default and the model has it; None = the default. A voice the model lacks is
+        logged once, and the sentence is spoken in the default voice."""
+        wanted = say.voice
+        if not wanted or wanted == self.settings.voice:
+            return None
+        has_voice = getattr(engine, "has_voice", None)
+        if callable(has_voice) and has_voice(wanted):
+            return wanted
+        if wanted not in self.unknown_voices and len(self.unknown_voices) < 64:
+            self.unknown_voices.add(wanted)
+            log.warning(
+                "asked for a voice the model does not have; speaking with the default",
+                voice=wanted,
+                default=self.settings.voice,
+                session_id=say.session_id,
+            )
+        return None
 
     def _validate(self, msg: Msg) -> Say:
         """The sentence, or Reject: such a message can never succeed."""
@@ -432,8 +456,14 @@ class TtsService(ModelWorker[TextToSpeech]):
         return say
 
 
-def _synthesize(engine: TextToSpeech, text: str) -> bytes:
-    return float_to_ulaw(engine.synthesize(text), engine.sample_rate)
+def _synthesize(engine: TextToSpeech, text: str, voice: str | None = None) -> bytes:
+    """``text`` as the mu-law audio the worker publishes: ``voice`` (an engine's other
+    voice, see ``MultiVoice``) or the engine's default one."""
+    if voice is None:
+        audio = engine.synthesize(text)
+    else:
+        audio = cast(MultiVoice, engine).synthesize_as(text, voice)
+    return float_to_ulaw(audio, engine.sample_rate)
 
 
 def salvage_say(data: bytes, subject: str) -> Say | None:
