@@ -76,6 +76,13 @@ bench-store: setup ## The state store under contention: 50 writers x 1,000 updat
 bench-hostile: setup ## Frame pacing of well-behaved calls alone and beside hostile sockets (run alone; artifacts/bench/hostile.md)
 	$(RUN) python bench/hostile_frames_bench.py --out artifacts/bench/hostile.md
 
+.PHONY: voices bench-voices
+voices: setup ## Fetch the official English Kokoro voices (and model) into var/models/kokoro-en, sha256 checked; prints the TTS_* settings (FROM_DIR=folder: files copied in by hand)
+	$(RUN) dealerline voices $(if $(FROM_DIR),--from-dir $(FROM_DIR)) $(if $(VOICE),--voice $(VOICE))
+
+bench-voices: setup ## Every bundled voice through the phone band and Whisper: WER per voice (run alone; artifacts/bench/voices.md)
+	$(RUN) python bench/voices_bench.py --out artifacts/bench/voices.md --details artifacts/bench/voices.json
+
 clean: ## Remove the virtual environment and caches
 	rm -rf .venv .uv-installed .pytest_cache .mypy_cache .ruff_cache artifacts
 	rm -rf $(WEB)/node_modules $(WEB)/dist
