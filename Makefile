@@ -15,6 +15,7 @@ RUN := $(UV) run --frozen
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "The operator's command behind them: .venv/bin/dealerline --help (settings: .env, see .env.example)"
 
 .PHONY: .uv-installed
 .uv-installed: $(filter $(UV_PINNED),$(UV))
@@ -38,7 +39,17 @@ run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stop
 	$(RUN) python -m dealerline_cli.run
 
 demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
-	$(RUN) python -m dealerline_sim.demo --scenario $(or $(SCENARIO),booking)
+	$(RUN) dealerline demo --scenario $(or $(SCENARIO),booking)
+
+.PHONY: import export
+import: .uv-installed ## Load the dealership's data (FILE=dealership.yaml or a folder of CSVs); rows not in it are removed unless KEEP_MISSING=1
+	@test -n "$(FILE)" || { echo "usage: make import FILE=dealership.yaml (or a folder of CSV files) [KEEP_MISSING=1]"; exit 2; }
+	$(RUN) dealerline migrate
+	$(RUN) dealerline import '$(FILE)' $(if $(KEEP_MISSING),--keep-missing)
+
+export: .uv-installed ## Save the dealership's data to FILE=dealership.yaml (or a folder of CSVs) to edit and import
+	@test -n "$(FILE)" || { echo "usage: make export FILE=dealership.yaml (or a folder for CSV files)"; exit 2; }
+	$(RUN) dealerline export '$(FILE)'
 
 lint: setup ## ruff format check, ruff lint, the import contracts (import-linter) and the size rules
 	$(RUN) ruff format --check .
