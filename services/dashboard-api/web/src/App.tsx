@@ -6,7 +6,9 @@ import { navigate, useRoute } from "./router";
 import type { Route } from "./router";
 import { SalesFeedProvider } from "./salesFeed";
 import type { Staff } from "./types";
+import Admin from "./pages/Admin";
 import CallView from "./pages/CallView";
+import Callbacks from "./pages/Callbacks";
 import History from "./pages/History";
 import LiveCalls from "./pages/LiveCalls";
 import Login from "./pages/Login";
@@ -26,7 +28,7 @@ function NavLink({ to, label, active }: { to: string; label: string; active: boo
   );
 }
 
-function Page({ route }: { route: Route }) {
+function Page({ route, staff }: { route: Route; staff: Staff }) {
   switch (route.page) {
     case "call":
       return <CallView key={route.sessionId} sessionId={route.sessionId} />;
@@ -34,6 +36,16 @@ function Page({ route }: { route: Route }) {
       return <SalesView />;
     case "history":
       return <History />;
+    case "callbacks":
+      return <Callbacks />;
+    case "admin":
+      if (staff.role !== "manager")
+        return (
+          <p data-testid="admin-refused" className="text-slate-600">
+            The admin pages are for managers.
+          </p>
+        );
+      return <Admin section={route.section} />;
     default:
       return <LiveCalls />;
   }
@@ -69,6 +81,10 @@ export default function App() {
             />
             <NavLink to="/sales" label="Sales" active={route.page === "sales"} />
             <NavLink to="/history" label="History" active={route.page === "history"} />
+            <NavLink to="/callbacks" label="Callbacks" active={route.page === "callbacks"} />
+            {staff.role === "manager" && (
+              <NavLink to="/admin" label="Admin" active={route.page === "admin"} />
+            )}
             <span className="ml-auto text-sm text-slate-300" data-testid="signed-in-as">
               {staff.name} · {staff.role}
             </span>
@@ -83,7 +99,7 @@ export default function App() {
           </div>
         </header>
         <main className="mx-auto max-w-6xl px-4 py-4">
-          <Page route={route} />
+          <Page route={route} staff={staff} />
         </main>
       </div>
     </SalesFeedProvider>

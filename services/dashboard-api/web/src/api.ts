@@ -46,10 +46,27 @@ export function signOut(): void {
   listeners.forEach((l) => l());
 }
 
+interface FieldError {
+  loc?: (string | number)[];
+  msg?: string;
+}
+
+/** A 422's list of field errors as one line: `phone: too few digits for a phone number`. */
+export function fieldErrors(detail: FieldError[]): string {
+  return detail
+    .map((e) => {
+      const where = (e.loc ?? []).filter((p) => p !== "body").join(".");
+      const msg = (e.msg ?? "invalid").replace(/^Value error, /, "");
+      return where ? `${where}: ${msg}` : msg;
+    })
+    .join("; ");
+}
+
 async function detailOf(resp: Response): Promise<string> {
   try {
     const body = (await resp.json()) as { detail?: unknown };
     if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return fieldErrors(body.detail as FieldError[]);
     if (body.detail !== undefined) return JSON.stringify(body.detail);
   } catch {
     // not JSON
@@ -68,7 +85,13 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
     throw new ApiError(401, "Your session has ended, please sign in again.");
   }
   if (!resp.ok) throw new ApiError(resp.status, await detailOf(resp));
+  if (resp.status === 204) return undefined as T;
   return (await resp.json()) as T;
+}
+
+/** `api` with a JSON body. */
+export function send<T>(method: string, path: string, body?: unknown): Promise<T> {
+  return api<T>(path, { method, body: body === undefined ? undefined : JSON.stringify(body) });
 }
 
 export async function login(email: string, password: string): Promise<Staff> {

@@ -1,5 +1,6 @@
-// A tiny hash router: `#/`, `#/calls/<id>`, `#/sales`, `#/history`, `#/login`. A hash
-// keeps every page at the one `/` the backend serves, so reloads never need the server.
+// A tiny hash router: `#/`, `#/calls/<id>`, `#/sales`, `#/history`, `#/callbacks`,
+// `#/admin/<section>`, `#/login`. A hash keeps every page at the one `/` the backend
+// serves, so reloads never need the server.
 import { useEffect, useState } from "react";
 
 export type Route =
@@ -7,6 +8,8 @@ export type Route =
   | { page: "call"; sessionId: string }
   | { page: "sales" }
   | { page: "history" }
+  | { page: "callbacks" }
+  | { page: "admin"; section: string }
   | { page: "login" };
 
 export function parseHash(hash: string): Route {
@@ -15,6 +18,9 @@ export function parseHash(hash: string): Route {
   if (call) return { page: "call", sessionId: decodeURIComponent(call[1]) };
   if (path === "/sales") return { page: "sales" };
   if (path === "/history") return { page: "history" };
+  if (path === "/callbacks") return { page: "callbacks" };
+  const admin = /^\/admin(?:\/([a-z]+))?$/.exec(path);
+  if (admin) return { page: "admin", section: admin[1] ?? "profile" };
   if (path === "/login") return { page: "login" };
   return { page: "live" };
 }

@@ -89,3 +89,56 @@ export interface Snapshot {
   escalations: Escalation[];
   staff: Staff[];
 }
+
+export interface Callback {
+  id: number;
+  session_id: string;
+  name: string | null;
+  phone: string | null;
+  preferred_window: string;
+  reason: string;
+  status: "open" | "done" | string;
+  created_at: number | null;
+  done_at: number | null;
+  done_by: number | null;
+  done_by_name: string | null;
+}
+
+// The admin area's rows (API.md, "Admin").
+
+export interface Profile {
+  name: string;
+  address: string | null;
+  phone: string | null;
+  timezone: string;
+  service_desk_email: string | null;
+  assistant_name: string;
+  persona: string | null;
+  voice: string | null;
+}
+
+export interface Hours {
+  weekday: number;
+  day: string;
+  closed: boolean;
+  opens_at: string | null;
+  closes_at: string | null;
+}
+
+export interface Bay {
+  id: number;
+  name: string;
+  capacity: number;
+  services: string[];
+}
+
+export interface AdminStaff {
+  id: number;
+  name: string;
+  phone: string;
+  role: string;
+  email: string | null;
+  on_duty: boolean;
+  hunt_order: number;
+  has_login: boolean;
+}
