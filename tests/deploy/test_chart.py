@@ -908,6 +908,14 @@ def test_a_route_to_a_disabled_service_is_refused(helm: Helm) -> None:
         (["serviceOverrides.agent.secretEnv.AGENT_X=nope"], "secretEnv"),
         (["serviceOverrides.stt.drainTimeoutSeconds=0"], "drainTimeoutSeconds"),
         (["migrations.service=nope"], "migrations.service"),
+        (
+            [
+                "serviceOverrides.tts.voicePack.existingClaim=voices",
+                "serviceOverrides.tts.env.TTS_VOICE=af_bella",
+            ],
+            "voicePack.existingClaim sets TTS_VOICE; remove it from env",
+        ),
+        (["serviceOverrides.tts.voicePack.voice=Heart"], "voicePack.voice"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(
@@ -932,6 +940,59 @@ def test_models_from_an_init_step(helm: Helm) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["models"]
     assert {m["mountPath"] for m in init["volumeMounts"]} >= {"/models"}
+
+
+def test_the_english_voice_pack_from_a_claim(
+    helm: Helm, rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tts.voicePack.existingClaim` mounts the files `dealerline voices` fetched, read-only,
+    and points the TTS worker's settings at them; without it, the embedded voices."""
+    docs = helm.template(
+        ["values-cpu-trial.yaml"],
+        [
+            *VALUE_SET_ARGS["cpu-trial"],
+            "serviceOverrides.tts.voicePack.existingClaim=dealerline-voices",
+            "serviceOverrides.tts.voicePack.subPath=kokoro-en",
+            "serviceOverrides.tts.voicePack.voice=bf_emma",
+        ],
+    )
+    tts = deployments(docs)["tts"]
+    container = main_container(tts)
+    volumes = {v["name"]: v for v in tts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["voice-pack"]["persistentVolumeClaim"] == {
+        "claimName": "dealerline-voices",
+        "readOnly": True,
+    }
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["voice-pack"] == {
+        "name": "voice-pack",
+        "mountPath": "/voices",
+        "subPath": "kokoro-en",
+        "readOnly": True,
+    }
+    settings = settings_from("tts", container, monkeypatch)
+    assert settings.voices_path == "/voices/voices-v1.0.bin"
+    assert settings.model_path == "/voices/kokoro-v1.0.int8.onnx"
+    assert settings.voice == "bf_emma"
+    for name, dep in deployments(docs).items():  # only the TTS worker gets it
+        pod = dep["spec"]["template"]["spec"]
+        assert name == "tts" or "voice-pack" not in {v["name"] for v in pod["volumes"]}
+
+    # The embedded model with the English voices: no TTS_MODEL_PATH.
+    docs = helm.template(
+        sets=[
+            "serviceOverrides.tts.voicePack.existingClaim=voices",
+            "serviceOverrides.tts.voicePack.modelFile=",
+        ]
+    )
+    env = env_of(main_container(deployments(docs)["tts"]))
+    assert "TTS_MODEL_PATH" not in env and env["TTS_VOICE"] == "af_heart"
+
+    # By default: the embedded voices, nothing mounted.
+    for value_set in ("defaults", "cpu-trial"):
+        tts = deployments(rendered[value_set])["tts"]
+        assert "voice-pack" not in {v["name"] for v in tts["spec"]["template"]["spec"]["volumes"]}
+        assert "TTS_VOICES_PATH" not in env_of(main_container(tts))
 
 
 def test_values_are_documented_helm_docs_style() -> None:
