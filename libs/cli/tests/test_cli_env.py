@@ -50,3 +50,51 @@ def test_a_missing_dealerline_env_file_is_a_one_line_error(cli: Cli, tmp_path: P
     assert result.returncode == 2
     assert "DEALERLINE_ENV_FILE=" in cli.one_line_error(result)
     assert not list(tmp_path.glob("*.db"))
+
+
+# The unprefixed names `dealerline run` reads itself (and hands to the right services).
+_RUN_READS = (
+    "DEALERLINE_DATA_DIR",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_FROM_NUMBER",
+    "DATABASE_URL",
+    "REDIS_URL",
+)
+_SETTINGS = {
+    "GATEWAY_": "dealerline_gateway.settings:GatewaySettings",
+    "STT_": "dealerline_stt.settings:SttSettings",
+    "TTS_": "dealerline_tts.settings:TtsSettings",
+    "AGENT_": "dealerline_agent.settings:AgentSettings",
+    "ESCALATION_": "dealerline_escalation.settings:EscalationSettings",
+    "DASHBOARD_": "dealerline_dashboard.settings:DashboardSettings",
+    "AFTERCALL_": "dealerline_aftercall.settings:AftercallSettings",
+}
+
+
+def test_env_example_names_only_real_settings() -> None:
+    """Every variable .env.example names (set or commented out) is one a service's settings
+    class has, or one `dealerline run` reads; the file parses as an env file."""
+    import importlib
+    import re
+
+    from dotenv import dotenv_values
+
+    example = Path(__file__).resolve().parents[3] / ".env.example"
+    assert dotenv_values(example)["AGENT_LLM_MODEL"]
+    names = set(re.findall(r"(?:^|#\s*|\s)([A-Z][A-Z0-9_]+)=", example.read_text(), re.M))
+    cli_source = "".join(
+        p.read_text() for p in (Path(__file__).resolve().parents[1] / "src").rglob("*.py")
+    )
+    unknown = []
+    for name in sorted(names):
+        prefix = next((p for p in _SETTINGS if name.startswith(p)), None)
+        if prefix is None:
+            if name not in _RUN_READS or f'"{name}"' not in cli_source:
+                unknown.append(name)
+            continue
+        module, cls = _SETTINGS[prefix].split(":")
+        fields = getattr(importlib.import_module(module), cls).model_fields
+        if name.removeprefix(prefix).lower() not in fields:
+            unknown.append(name)
+    assert len(names) > 30 and not unknown, unknown
