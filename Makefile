@@ -31,12 +31,11 @@ setup: .uv-installed ## Install uv, the workspace (all services), nats-server an
 	@$(MAKE) --no-print-directory seed-db
 
 .PHONY: seed-db
-seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default var/dealerline.db) and load the demo data (idempotent)
-	$(RUN) python -m dealerline_common.db upgrade
-	$(RUN) python -m dealerline_common.db seed
+seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default var/dealerline.db); load the demo dealership only into an empty one (never overwrites)
+	$(RUN) python -m dealerline_cli.database
 
-run: setup ## Run the whole fleet plus a local NATS on this machine (Ctrl-C stops all)
-	$(RUN) python -m dealerline_cli.run
+run: setup ## Run the fleet for real calls on one public port, data kept in var/ (RUN_ARGS="--public-url URL --port N"; Ctrl-C stops all)
+	$(RUN) python -m dealerline_cli.run $(RUN_ARGS)
 
 demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
 	$(RUN) dealerline demo --scenario $(or $(SCENARIO),booking)

@@ -11,6 +11,10 @@ process of a service (``{"stt": 2}`` starts ``stt`` and ``stt-2``), and :meth:`F
 files in the log folder) and :meth:`Fleet.restart_nats` / :meth:`Fleet.restart_redis` stop
 one and start it again on the same port with the same store, mid-call; :meth:`Fleet.pids`
 names every process for samplers.
+
+``make run`` adds what a dealership lives with: ``nats_store_dir`` keeps the JetStream
+store across starts, and ``edge_port`` puts the edge (:mod:`dealerline_cli.edge`) in
+front, one port for every Twilio webhook and the dashboard, routed as the Ingress does.
 """
 
 from __future__ import annotations
@@ -34,17 +38,24 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.net import free_port
 from dealerline_common.state_store.local_redis import RedisServer
 
-DEFAULT_PUBLIC_URL = "https://dealer.example.com"
+# The human leg's webhooks, served by the escalation service (the edge and the Ingress
+# route them there, everything else under /api/voice to the gateway; see deploy/k8s).
+from .edge import ESCALATION_WEBHOOK_PATHS
 
-# The human leg's webhooks, served by the escalation service (an ingress routes these
-# paths there and everything else under /api/voice to the gateway; see deploy/k8s).
-ESCALATION_WEBHOOK_PATHS = (
-    "/api/voice/human-answer",
-    "/api/voice/human-detected",
-    "/api/voice/human-confirmed",
-    "/api/voice/human-status",
-    "/api/voice/conference-status",
-)
+__all__ = [
+    "DEFAULT_PUBLIC_URL",
+    "ESCALATION_WEBHOOK_PATHS",
+    "SERVICES",
+    "Fleet",
+    "LlmChoice",
+    "Proc",
+    "ServiceSpec",
+    "TwilioAccount",
+]
+
+DEFAULT_PUBLIC_URL = "https://dealer.example.com"
+# The edge passes on X-Forwarded-For; the dashboard believes it from the edge alone.
+_EDGE_ADDRESSES = '["127.0.0.1/32", "::1/128"]'
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,12 @@ class Fleet:
     # A redis-server of the fleet's own on a free port (never the system one), restartable.
     own_redis: bool = False
     redis: RedisServer | None = None
+    # The local nats-server's JetStream store: None = a temporary folder, removed at stop.
+    nats_store_dir: Path | None = None
+    # The edge on this port (0: a free one) on ``edge_host``, started once the services
+    # are ready; None: no edge (every service is reached on its own port).
+    edge_port: int | None = None
+    edge_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.twilio is not None:
@@ -169,6 +186,12 @@ class Fleet:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.procs[name].port}"
 
+    @property
+    def edge_url(self) -> str:
+        """The edge, where Twilio (through a tunnel) and the dashboard's users come in."""
+        host = "127.0.0.1" if self.edge_host in ("0.0.0.0", "::", "") else self.edge_host
+        return f"http://{host}:{self.procs['edge'].port}"
+
     async def __aenter__(self) -> Fleet:
         try:
             await self.start()
@@ -185,7 +208,10 @@ class Fleet:
             self.log_dir = Path(tempfile.mkdtemp(prefix="dl-fleet-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.nats_url is None:
-            self.nats = NatsServer().start()
+            store = self.nats_store_dir
+            if store is not None:
+                store.mkdir(parents=True, exist_ok=True)
+            self.nats = NatsServer(store_dir=str(store) if store else None).start()
             self.nats_url = self.nats.url
             self._say(f"nats-server with JetStream on {self.nats_url}")
         if self.llm.scripted:
@@ -219,7 +245,21 @@ class Fleet:
                 for name, spec in self.specs.items()
             )
         )
+        if self.edge_port is not None:
+            await self._start_edge()
         self._say("fleet ready: " + ", ".join(f"{n} :{p.port}" for n, p in self.procs.items()))
+
+    async def _start_edge(self) -> None:
+        missing = [n for n in ("gateway", "escalation", "dashboard-api") if n not in self.procs]
+        if missing:
+            raise ValueError(f"the edge routes to {', '.join(missing)}, which this fleet lacks")
+        port = self.edge_port or free_port()
+        argv = [sys.executable, "-m", "dealerline_cli.edge", "--host", self.edge_host]
+        argv += ["--port", str(port), "--gateway", self.url("gateway")]
+        argv += ["--escalation", self.url("escalation")]
+        argv += ["--dashboard", self.url("dashboard-api")]
+        self._spawn("edge", argv, port, {})
+        await self._wait_http("edge", f"{self.edge_url}/livez", "one public port")
 
     async def _prepare_stores(self) -> None:
         from dealerline_common.db.engine import display_url
@@ -255,6 +295,8 @@ class Fleet:
         """Public URL prefix → local base URL for everything Twilio requests: the human
         leg's webhooks go to the escalation service, the rest to the gateway (what the
         ingress does in production). Give them to the simulator's ``add_route``."""
+        if "edge" in self.procs:
+            return {self.public_url: self.edge_url}
         routes = {self.public_url: self.gateway_url}
         if "escalation" in self.procs:
             for path in ESCALATION_WEBHOOK_PATHS:
@@ -306,6 +348,8 @@ class Fleet:
                     env["AFTERCALL_TWILIO_API_BASE_URL"] = self.twilio.api_base_url
         if spec.name == "dashboard-api":
             env["DASHBOARD_AUTH_SECRET"] = self.dashboard_secret
+            if self.edge_port is not None:
+                env["DASHBOARD_TRUSTED_PROXIES"] = _EDGE_ADDRESSES
         if spec.name in ("agent", "escalation", "dashboard-api", "aftercall"):
             env[f"{p}DATABASE_URL"] = self.database_url or ""
             env[f"{p}STATE_URL"] = self.state_url or ""
