@@ -23,7 +23,7 @@ from dealerline_common.db.testing import (
     truncate_all,
 )
 
-COMMANDS = ("run", "demo", "import", "export", "set-password", "migrate")
+COMMANDS = ("run", "demo", "import", "export", "set-password", "migrate", "voices")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ the same file themselves when started on their own (``dealerline_common.settings
 from __future__ import annotations
 
 import os
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +16,7 @@ import typer
 
 from dealerline_common.settings import ENV_FILE_VAR
 
-from . import accounts, data, demo, migrate, run
+from . import accounts, data, demo, migrate, run, voices
 from .console import fail, load_env_file
 
 HELP = """\
@@ -100,11 +99,7 @@ def _register() -> None:
     app.command("export", epilog=data.EXPORT_EPILOG)(data.export_command)
     app.command("set-password", epilog=accounts.EPILOG)(accounts.command)
     app.command("migrate", epilog=migrate.EPILOG)(migrate.command)
-    # TODO(H-cli): a plain import once dealerline_cli.voices (H-voice) has landed.
-    if find_spec("dealerline_cli.voices") is not None:
-        from . import voices
-
-        app.command("voices", epilog=getattr(voices, "EPILOG", None))(voices.command)
+    app.command("voices", epilog=voices.EPILOG)(voices.command)
 
 
 _register()
