@@ -125,9 +125,9 @@ def forward_headers(scope: Scope, *, drop: Iterable[str] = ()) -> list[tuple[str
 
 
 def _target(base: str, scope: Scope, *, websocket: bool = False) -> str:
-    path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string", b"")
-    url = base + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    url: str = base + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
     if websocket:
         url = "ws" + url.removeprefix("http")  # http → ws, https → wss
     return url
@@ -183,7 +183,8 @@ class Edge:
 
     async def _body(self, receive: Any) -> bytes | None:
         """The request body, or None when it is larger than :data:`MAX_BODY_BYTES`."""
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -253,7 +254,7 @@ class Edge:
                 proxy=None,
             )
         except InvalidStatus as exc:
-            await _deny(scope, send, exc.response.status_code, exc.response.body or b"")
+            await _deny(scope, send, exc.response.status_code, bytes(exc.response.body or b""))
             return
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             log.warning("%s refused the WebSocket %s: %r", name, scope["path"], exc)

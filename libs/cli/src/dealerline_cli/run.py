@@ -256,8 +256,8 @@ def command(
     """
     _load_env_file()
     data = DataDir.open(data_dir)
+    _check_port(host, port)  # before anything is migrated or erased
     url, database = _database(data, reset_demo, yes)
-    _check_port(host, port)
     token = data.secret(TWILIO_TOKEN).value
     twilio = _twilio(token)
     fleet = Fleet(
