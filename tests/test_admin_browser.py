@@ -31,6 +31,7 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from dealerline_common.db.engine import create_engine_from_url, session_factory
+from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.models import (
     CallbackRequest,
     DealershipProfile,
@@ -39,7 +40,6 @@ from dealerline_common.db.models import (
     ServiceType,
     Staff,
 )
-from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.seed import seed
 from dealerline_common.db.testing import run_sync
 from dealerline_common.local_nats import NatsServer
