@@ -98,15 +98,16 @@ class CutProxy:
         dst.close()
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in self._writers:
             writer.close()
         for task in list(self._pumps):
             task.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
+        if server is not None:  # since Python 3.12.1 this waits for the relayed connections
+            await server.wait_closed()
 
 
 @pytest.fixture
