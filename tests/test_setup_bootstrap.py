@@ -209,3 +209,17 @@ def test_node_bootstrap_refuses_a_tarball_with_another_integrity(
     assert f"fetching {package}@{node.NODE_VERSION} from {base}/" in result.stderr
     assert "is not the pinned" in result.stderr
     assert not (tmp_path / "node").exists()
+
+
+def test_one_uv_version_for_make_and_the_images() -> None:
+    """The images install the same uv as `make setup` (their UV_VERSION build argument)."""
+    pinned = _load("bootstrap_uv").VERSION
+    dockerfiles = [ROOT / "deploy" / "service.Dockerfile", *ROOT.glob("services/*/Dockerfile")]
+    found = {
+        path.relative_to(ROOT).as_posix(): line.split("=", 1)[1].strip()
+        for path in dockerfiles
+        for line in path.read_text().splitlines()
+        if line.startswith("ARG UV_VERSION=")
+    }
+    assert len(found) == 3, found  # deploy/service.Dockerfile, services/stt, services/tts
+    assert set(found.values()) == {pinned}, found
