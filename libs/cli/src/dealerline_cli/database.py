@@ -53,7 +53,7 @@ async def prepare(url: str, *, say: Say = lambda _line: None) -> str:
         return "migrated; the dealership's data kept"
     say(f"{shown} is empty: loading the demo dealership")
     report = await seed(url, progress=say)
-    return f"migrated; empty, so the demo dealership was loaded ({report.changed} rows)"
+    return f"migrated; it was empty, so the demo dealership was loaded ({report.changed} rows)"
 
 
 async def reset_to_demo(url: str, *, say: Say = lambda _line: None) -> str:

@@ -117,24 +117,24 @@ def _database(data: DataDir, reset_demo: bool, yes: bool) -> tuple[str, str]:
 
 
 def _banner(fleet: Fleet, data: DataDir, database: str) -> str:
-    edge, public = fleet.edge_url, fleet.public_url
-    example = "  (the example URL: Twilio cannot reach it; pass --public-url)\n"
+    edge, public, db = fleet.edge_url, fleet.public_url, display_url(str(fleet.database_url))
+    unreachable = (
+        f"    ({public} is the example URL, which Twilio cannot reach: pass --public-url)\n"
+        if public == DEFAULT_PUBLIC_URL
+        else ""
+    )
+    memory = " (in memory: lost on restart; start Redis to keep it)"
     return (
-        f"\ndealerline is running. One public port for Twilio and the dashboard: {edge}\n"
-        f"  Twilio voice webhook (A call comes in, HTTP POST): {public}/api/voice/incoming\n"
-        + (example if public == DEFAULT_PUBLIC_URL else "")
-        + f"  point the tunnel for {public} at {edge}\n"
-        f"Dashboard for sales staff: {edge}/ (and {public}/ through the tunnel)\n"
-        f"  give someone a login: dealerline set-password --email STAFF_EMAIL "
-        f"--database-url '{display_url(str(fleet.database_url))}'\n"
-        f"Data: {data.root} — database {display_url(str(fleet.database_url))} ({database}),\n"
-        f"  secrets {data.secrets_path}, NATS store {data.nats_store}, logs {fleet.log_dir}\n"
-        f"Conversation state: {fleet.state_url}"
-        + (
-            " (in memory: lost on restart; start Redis to keep it)"
-            if fleet.state_url == "memory://"
-            else ""
-        )
+        f"\ndealerline is running on one public port: {edge}\n"
+        f'  Twilio, through your tunnel to that port: the number\'s "A call comes in" webhook\n'
+        f"    {public}/api/voice/incoming (HTTP POST)\n{unreachable}"
+        f"  Dashboard for sales staff: {edge}/ (and {public}/ through the tunnel)\n"
+        f"    give someone a login: dealerline set-password --email STAFF_EMAIL "
+        f"--database-url '{db}'\n"
+        f"  Database: {db} — {database}\n"
+        f"  Data folder: {data.root} (secrets.env, nats/, logs in {fleet.log_dir})\n"
+        f"  Conversation state: {fleet.state_url}"
+        + (memory if fleet.state_url == "memory://" else f" (namespace {fleet.state_namespace})")
         + "\nPress Ctrl-C to stop everything."
     )
 
