@@ -4,6 +4,7 @@ dealership's own changes survive every restart; ``--reset-demo`` starts over."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,17 @@ def test_make_seed_db_entry_point_never_overwrites(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 1 and "unsupported database 'mysql'" in bad.stderr
+
+
+def test_make_seed_db_defaults_to_the_data_folder_make_run_uses(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DEALERLINE_DATA_DIR=str(tmp_path / "data"), DEALERLINE_ENV_FILE=os.devnull)
+    done = subprocess.run(
+        [sys.executable, "-m", "dealerline_cli.database"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert run_sync(dealership_count(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'dealerline.db'}"))

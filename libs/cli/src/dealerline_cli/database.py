@@ -4,7 +4,8 @@ restart never overwrites what the dealership changed or booked. Resetting to the
 an explicit, separate step (``--reset-demo``).
 
 ``python -m dealerline_cli.database [--url URL]`` does the same for ``make seed-db``
-(``--url`` defaults to ``DATABASE_URL``, else SQLite in ``var/dealerline.db``).
+(``--url`` defaults, as ``make run``'s, to ``DATABASE_URL`` (also from ``.env``), else the
+SQLite file in the data folder: ``$DEALERLINE_DATA_DIR`` or ``var/``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dealerline_common.db.engine import (
     create_engine_from_url,
-    database_url_from_env,
     display_url,
     normalize_database_url,
     session_factory,
@@ -27,6 +27,8 @@ from dealerline_common.db.engine import (
 from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.models import DealershipProfile
 from dealerline_common.db.seed import SeedError, reset, seed
+
+from .state_dir import database_url, load_env_file
 
 Say = Callable[[str], None]
 
@@ -69,14 +71,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Migrate the dealership database and load the demo dealership only "
         "if it has no dealership yet (never overwrites a dealership's data).",
     )
-    parser.add_argument("--url", help="database URL (default: DATABASE_URL, else var/ SQLite)")
+    parser.add_argument(
+        "--url", help="database URL (default: DATABASE_URL, else dealerline.db in the data folder)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    load_env_file()
     try:
-        url = normalize_database_url(args.url) if args.url else database_url_from_env()
+        url = normalize_database_url(args.url or database_url())
         print(asyncio.run(prepare(url, say=lambda line: print(line, flush=True))))
     except (SeedError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

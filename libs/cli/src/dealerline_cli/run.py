@@ -23,16 +23,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from dotenv import load_dotenv
 from sqlalchemy.exc import SQLAlchemyError
 
 from dealerline_common.db.engine import display_url, normalize_database_url
 from dealerline_common.db.seed import SeedError
-from dealerline_common.settings import SettingsError, env_file
 
 from .database import prepare, reset_to_demo
 from .fleet import DEFAULT_PUBLIC_URL, Fleet, TwilioAccount
-from .state_dir import DASHBOARD_SECRET, DATA_DIR_ENV, TWILIO_TOKEN, DataDir, default_data_dir
+from .state_dir import (
+    DASHBOARD_SECRET,
+    DATA_DIR_ENV,
+    TWILIO_TOKEN,
+    DataDir,
+    database_url,
+    default_data_dir,
+    load_env_file,
+)
 
 DEFAULT_PORT = 8080
 
@@ -50,17 +56,6 @@ in the Twilio console set the number's "A call comes in" webhook to
 <public URL>/api/voice/incoming (HTTP POST). The dashboard is served on the same port.
 The first start loads Whisper and Kokoro (a minute or two); Ctrl-C stops everything.
 """
-
-
-def _load_env_file() -> None:
-    """The operator's ``.env`` (or ``$DEALERLINE_ENV_FILE``) into this process's
-    environment, real variables winning, so every process of the fleet inherits it."""
-    try:
-        path = env_file()
-    except SettingsError as exc:
-        raise SystemExit(f"error: {exc}") from exc
-    if path.is_file():
-        load_dotenv(path, override=False)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -93,7 +88,7 @@ def _database(data: DataDir, reset_demo: bool, yes: bool) -> tuple[str, str]:
     """The database URL (``DATABASE_URL`` wins over the data folder's SQLite file),
     migrated and seeded as the module says; and what was done."""
     try:
-        url = normalize_database_url(os.environ.get("DATABASE_URL") or data.database_url)
+        url = normalize_database_url(database_url(data.root))
     except ValueError as exc:
         raise SystemExit(f"error: DATABASE_URL: {exc}") from exc
     if reset_demo and not yes:
@@ -254,7 +249,7 @@ def command(
     The database, the generated secrets and the NATS store are kept in the data folder
     across restarts. The demo dealership is loaded only into an empty database.
     """
-    _load_env_file()
+    load_env_file()
     data = DataDir.open(data_dir)
     _check_port(host, port)  # before anything is migrated or erased
     url, database = _database(data, reset_demo, yes)
@@ -281,7 +276,7 @@ def command(
 def main() -> None:
     """``python -m dealerline_cli.run``: the command on its own (``.env`` read first, so
     its options' environment defaults see it)."""
-    _load_env_file()
+    load_env_file()
     app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
     app.command(epilog=EPILOG)(command)
     app()
