@@ -4,11 +4,14 @@ PostgreSQL), staff passwords, and one-line errors with exit code 2 for bad input
 
 from __future__ import annotations
 
+import os
+import pty
+import select as io_select
 from pathlib import Path
 
 import pytest
 import yaml
-from cli_kit import Cli
+from cli_kit import DEALERLINE, Cli
 from pwdlib import PasswordHash
 from sqlalchemy import select
 
@@ -170,18 +173,7 @@ def test_set_password_reads_stdin_and_the_dashboard_accepts_it(
     assert result.returncode == 0, result.stderr
     assert f"password set for {email}" in result.stdout
 
-    async def stored_hash() -> str | None:
-        engine = create_engine_from_url(seeded_sqlite)
-        try:
-            async with session_factory(engine)() as session:
-                rows = await session.execute(
-                    select(Staff.password_hash).where(Staff.email == email)
-                )
-                return rows.scalar_one()
-        finally:
-            await engine.dispose()
-
-    stored = run_sync(stored_hash())
+    stored = _password_hash(seeded_sqlite, email)
     assert stored is not None and PasswordHash.recommended().verify(secret, stored)
     assert not PasswordHash.recommended().verify(secret + "x", stored)
 
@@ -199,3 +191,58 @@ def test_set_password_for_nobody_and_without_a_password(cli: Cli, seeded_sqlite:
     )  # fmt: skip
     assert empty.returncode == 2
     assert "no password on stdin" in cli.one_line_error(empty)
+
+
+def test_set_password_in_a_terminal_asks_twice(cli: Cli, seeded_sqlite: str) -> None:
+    """In a terminal (a pty here) the dashboard's prompt reaches the operator through the
+    command; a mismatch changes nothing, a match sets the password."""
+    argv = [
+        str(DEALERLINE), "set-password", "--email", "david.kim@sunrisemotors.example",
+        "--database-url", seeded_sqlite,
+    ]  # fmt: skip
+    assert _in_a_terminal(argv, ["first-password-1", "other-password-2"])[0] != 0
+    assert _password_hash(seeded_sqlite, "david.kim@sunrisemotors.example") is None
+    code, shown = _in_a_terminal(argv, ["tty password 123", "tty password 123"])
+    assert code == 0, shown
+    assert "tty password 123" not in shown  # not echoed
+    stored = _password_hash(seeded_sqlite, "david.kim@sunrisemotors.example")
+    assert stored is not None and PasswordHash.recommended().verify("tty password 123", stored)
+
+
+def _in_a_terminal(argv: list[str], answers: list[str]) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal, typing each answer after each ``: `` prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes the command
+        os.execv(argv[0], argv)
+    seen = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = io_select.select([fd], [], [], 60)
+        assert ready, seen
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:  # the terminal closed: the command exited
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if pending and seen.endswith(b": "):  # a prompt, waiting
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def _password_hash(url: str, email: str) -> str | None:
+    async def read() -> str | None:
+        engine = create_engine_from_url(url)
+        try:
+            async with session_factory(engine)() as session:
+                rows = await session.execute(
+                    select(Staff.password_hash).where(Staff.email == email)
+                )
+                return rows.scalar_one()
+        finally:
+            await engine.dispose()
+
+    return run_sync(read())
