@@ -71,7 +71,7 @@ def _root(
     if env_file is not None:
         if not env_file.is_file():
             fail(f"--env-file {env_file}: no such file")
-        os.environ[ENV_FILE_VAR] = str(env_file)
+        os.environ[ENV_FILE_VAR] = str(env_file.resolve())  # children may run elsewhere
     if ctx.invoked_subcommand not in _WITHOUT_ENV_FILE:
         load_env_file()
 
