@@ -76,24 +76,8 @@ def _root(
         load_env_file()
 
 
-def _legacy_run(ctx: typer.Context) -> None:
-    """Run the whole fleet on this machine until Ctrl-C (`dealerline run --help`)."""
-    import sys
-
-    sys.argv = ["dealerline run", *ctx.args]
-    run.main()
-
-
 def _register() -> None:
-    # TODO(H-cli): app.command("run")(run.command) alone once H-run's command has landed.
-    if hasattr(run, "command"):
-        app.command("run", epilog=getattr(run, "EPILOG", None))(run.command)
-    else:
-        app.command(
-            "run",
-            add_help_option=False,
-            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        )(_legacy_run)
+    app.command("run", epilog=run.EPILOG)(run.command)
     app.command("demo", epilog=demo.EPILOG)(demo.command)
     app.command("import", epilog=data.IMPORT_EPILOG)(data.import_command)
     app.command("export", epilog=data.EXPORT_EPILOG)(data.export_command)
