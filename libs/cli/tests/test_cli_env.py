@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from cli_kit import Cli
 
 from dealerline_common.db.migrate import current_revision, head_revision
 from dealerline_common.db.testing import run_sync
+from dealerline_common.settings import ENV_FILE_VAR
 
 
 def _migrated(path: Path) -> bool:
@@ -98,3 +103,43 @@ def test_env_example_names_only_real_settings() -> None:
         if name.removeprefix(prefix).lower() not in fields:
             unknown.append(name)
     assert len(names) > 30 and not unknown, unknown
+
+
+@pytest.mark.parametrize(
+    ("module", "prefix"),
+    [
+        ("dealerline_gateway", "GATEWAY_"),
+        ("dealerline_stt", "STT_"),
+        ("dealerline_tts", "TTS_"),
+        ("dealerline_agent", "AGENT_"),
+        ("dealerline_escalation", "ESCALATION_"),
+        ("dealerline_dashboard", "DASHBOARD_"),
+        ("dealerline_aftercall", "AFTERCALL_"),
+    ],
+)
+def test_every_service_started_on_its_own_reads_dotenv_under_the_environment(
+    tmp_path: Path, module: str, prefix: str
+) -> None:
+    """Each service, started as ``python -m`` in a folder with a ``.env``, takes its setting
+    from the file, and a real environment variable over the file (told apart here by the
+    two values' different validation errors: the service stops at its settings)."""
+    (tmp_path / ".env").write_text(f"{prefix}HTTP_PORT=not-a-port\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+    env.pop(ENV_FILE_VAR, None)
+
+    def start(**extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", module],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        return done.stderr
+
+    assert f"{prefix}HTTP_PORT: Input should be a valid integer" in start()
+    assert f"{prefix}HTTP_PORT: Input should be greater than or equal to 0" in start(
+        **{f"{prefix}HTTP_PORT": "-5"}
+    )
