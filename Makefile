@@ -1,8 +1,9 @@
 # dealerline — `make help` lists the targets.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-# PYTHON (3.11 or newer) runs tools/bootstrap_*.py, the standard library only; the workspace
-# runs on 3.11-3.13 (uv picks one from PATH, or the one named by UV_PYTHON, e.g. UV_PYTHON=3.13).
+# PYTHON (3.11 or newer) runs tools/bootstrap_*.py, the standard library only. The workspace
+# (.venv) runs on 3.11-3.13: uv takes the first python3 on PATH in that range, or the one
+# UV_PYTHON names (`UV_PYTHON=3.13 make setup` with a python3.13 on PATH; .venv is rebuilt).
 PYTHON ?= python3
 # uv, pinned (tools/bootstrap_uv.py: the wheel from PyPI, sha256 checked, into .tools/uv; no pip,
 # no sudo, the system Python untouched). `make UV=$$(command -v uv) ...` uses another uv.
