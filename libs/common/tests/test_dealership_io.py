@@ -222,7 +222,7 @@ async def test_a_booked_service_is_kept_inactive_and_a_booked_bay_is_refused(
     assert (tmp_path / "before.yaml").read_bytes() == (tmp_path / "after.yaml").read_bytes()
 
 
-async def test_removed_staff_leave_their_closed_callbacks_and_email_keeps_a_login(
+async def test_removed_staff_who_closed_callbacks_are_kept_off_duty_and_email_keeps_a_login(
     migrated_db_url: str, tmp_path: Path
 ) -> None:
     await seed(migrated_db_url, today=TODAY)
@@ -231,13 +231,14 @@ async def test_removed_staff_leave_their_closed_callbacks_and_email_keeps_a_logi
         async with session_factory(engine)() as s:
             staff = {r.name: r for r in (await s.execute(select(Staff))).scalars()}
             staff["David Kim"].password_hash = "argon2-hash-of-a-password"
+            staff["Maria Lopez"].password_hash = "argon2-hash-of-another"
             s.add(
                 CallbackRequest(
                     session_id="s-1",
                     preferred_window="tomorrow morning",
                     reason="trade-in",
                     status="done",
-                    done_by=staff["Tom Becker"].id,
+                    done_by=staff["Maria Lopez"].id,
                 )
             )
             await s.commit()
@@ -247,15 +248,19 @@ async def test_removed_staff_leave_their_closed_callbacks_and_email_keeps_a_logi
     path = tmp_path / "dealer.yaml"
     await export_dealership(migrated_db_url, path)
     data = _load(path)
-    data["staff"] = [s for s in data["staff"] if s["name"] != "Tom Becker"]
+    data["staff"] = [s for s in data["staff"] if s["name"] not in ("Tom Becker", "Maria Lopez")]
     david = next(s for s in data["staff"] if s["name"] == "David Kim")
     david["phone"] = "+14155550188"  # a new phone; the email says who it is
     report = await import_dealership(migrated_db_url, _save(path, data), today=TODAY)
-    assert report["staff"].removed == 1 and report["staff"].updated == 1
+    # Tom goes; Maria closed a callback request, so she stays (who closed it is kept), off
+    # duty and without a login, and the report says so.
+    assert report["staff"].removed == 1 and report["staff"].updated == 2
+    assert any("'Maria Lopez' is kept" in note for note in report.notes), report.notes
 
-    callback = (await _rows(migrated_db_url, CallbackRequest))[0]
-    assert (callback.status, callback.done_by) == ("done", None)
     rows = {r.name: r for r in await _rows(migrated_db_url, Staff)}
+    callback = (await _rows(migrated_db_url, CallbackRequest))[0]
+    assert (callback.status, callback.done_by) == ("done", rows["Maria Lopez"].id)
+    assert (rows["Maria Lopez"].on_duty, rows["Maria Lopez"].password_hash) == (False, None)
     assert "Tom Becker" not in rows
     assert rows["David Kim"].id == david_id
     assert rows["David Kim"].phone == "+14155550188"

@@ -12,8 +12,9 @@
 
 Removal never deletes operational data: customers, vehicles, appointments, calls and
 callback requests are never removed. A service that appointments name is kept, inactive; a
-bay that appointments name is refused (the error says which and how many); a removed staff
-member's closed callback requests keep their state and lose only who closed them.
+bay that appointments name is refused (the error says which and how many); a staff member
+who closed callback requests is kept, off duty and without a dashboard login (as the
+dashboard's admin pages do), so the requests still say who closed them.
 A section (YAML) or file (CSV) that is absent leaves its table untouched; an empty one
 empties it.
 """
@@ -27,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -212,20 +213,37 @@ async def _remove_services(session: AsyncSession, names: set[str], report: Repor
 
 
 async def _remove_staff(session: AsyncSession, spec: SeedFile, report: Report) -> None:
+    """Staff the file no longer lists are deleted, except a person who closed callback
+    requests (deleting them would erase who did, as the dashboard's admin pages refuse too):
+    they are kept, off duty and without a dashboard login, and the report says so."""
     rows = list((await session.execute(select(Staff).order_by(Staff.id))).scalars())
     kept = {id(r) for r in match_staff(spec, rows) if r is not None}
-    ids = [r.id for r in rows if id(r) not in kept]
-    if not ids:
+    absent = [r for r in rows if id(r) not in kept]
+    if not absent:
         return
-    # The foreign key does this too (ON DELETE SET NULL); said here so it holds
-    # whatever the connection's settings.
-    await session.execute(
-        update(CallbackRequest)
-        .where(CallbackRequest.done_by.in_(ids))
-        .values(done_by=None)
-        .execution_options(synchronize_session=False)
+    closed = dict(
+        (
+            await session.execute(
+                select(CallbackRequest.done_by, func.count())
+                .where(CallbackRequest.done_by.in_([r.id for r in absent]))
+                .group_by(CallbackRequest.done_by)
+            )
+        ).all()
     )
-    await _delete(session, Staff, ids, report)
+    gone = []
+    for row in absent:
+        if not closed.get(row.id):
+            gone.append(row.id)
+            continue
+        report.notes.append(
+            f"staff member {row.name!r} is kept, off duty and without a login: they closed "
+            f"{closed[row.id]} callback request(s)"
+        )
+        if row.on_duty or row.password_hash is not None:
+            row.on_duty = False
+            row.password_hash = None
+            report["staff"].updated += 1
+    await _delete(session, Staff, gone, report)
 
 
 # ----------------------------------------------------------------------------- export
