@@ -178,7 +178,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(TtsSettings)
     assert (settings.voice, settings.speed, settings.http_port) == ("jm_kumo", 1.1, 8083)
     monkeypatch.delenv("TTS_VOICE")
-    assert load_settings(TtsSettings).voice == "jf_alpha"
+    assert load_settings(TtsSettings).voice == "jf_nezumi"
     monkeypatch.setenv("TTS_SPEED", "5")
     with pytest.raises(SettingsError, match="TTS_SPEED"):
         load_settings(TtsSettings)

@@ -80,8 +80,8 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
         "Thank you.",
     ),
 )
-# The bundled Kokoro voices other than the agent's (jf_alpha), and speaking speeds.
-VOICES: tuple[str, ...] = ("jm_kumo", "jf_nezumi", "jf_tebukuro", "jf_gongitsune")
+# The bundled Kokoro voices other than the agent's (jf_nezumi), and speaking speeds.
+VOICES: tuple[str, ...] = ("jm_kumo", "jf_alpha", "jf_tebukuro", "jf_gongitsune")
 SPEEDS: tuple[float, ...] = (1.0, 0.9, 1.1, 1.2)
 
 

@@ -55,8 +55,14 @@ class TtsSettings(WorkerSettings):
         default="", description="Kokoro ONNX file; empty = the bundled int8 export (joined once)"
     )
     voices_path: str = Field(default="", description="voices .npz; empty = the bundled voices")
-    # The caller simulator speaks with jm_kumo; the agent must sound different.
-    voice: str = "jf_alpha"
+    # The best-understood bundled voice through the phone band (bench/voices_bench.py: WER
+    # 3.6 % against jf_alpha's 7.2 %) other than jm_kumo, which the caller simulator speaks
+    # with (the agent must sound different). A real deployment should use an English voice
+    # (`dealerline voices`: af_heart).
+    voice: str = Field(
+        default="jf_nezumi",
+        description="a voice in the voice pack; a Say's own voice (the dealership's) wins",
+    )
     speed: float = Field(default=1.0, ge=0.5, le=2.0)
     lang: str = "en-us"
     device: Literal["auto", "cpu", "cuda"] = Field(
