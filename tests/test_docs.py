@@ -42,6 +42,14 @@ BEHAVIOURS = (
     "agent jobs",
     "hash tags",
     "make chaos",
+    "one public URL",
+    "data folder",
+    "dealerline` command",
+    "data in and out",
+    "admin pages",
+    "callback requests",
+    "voices",
+    "stock Linux box",
 )
 _OUTSIDE = re.compile(
     r"/work/shared|\.\./shared|TWILIO\.md|ARCHITECTURE\.md|STYLE\.md|deep-dive"
