@@ -22,10 +22,9 @@ empties it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import yaml
 from sqlalchemy import delete, func, select
@@ -34,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from .dealership_csv import read_csv_folder, write_csv_folder
-from .engine import SQLITE_IMMEDIATE, create_engine_from_url, session_factory
+from .engine import create_engine_from_url, session_factory
 from .models import (
     Appointment,
     CallbackRequest,
@@ -46,7 +45,7 @@ from .models import (
     ServiceType,
     Staff,
 )
-from .seed import apply_file
+from .seed import apply_file, dealership_today, in_one_transaction
 from .seed_file import WEEKDAY_NAMES, SeedError, SeedFile, load_seed_file
 from .seed_report import SeedReport
 from .seed_tables import match_staff
@@ -108,29 +107,20 @@ async def import_dealership(
     """
     spec = load_dealership(path)
     say = progress or (lambda _line: None)
-    tz = ZoneInfo(spec.dealership.timezone)
-    today = today or datetime.now(UTC).astimezone(tz).date()
+    tz, today = dealership_today(spec, today)
     report = Report()
-    engine = create_engine_from_url(database_url)
+
+    async def work(session: AsyncSession) -> None:
+        if remove:
+            await _remove_absent(session, spec, today, report)
+        await apply_file(session, spec, today, tz, report, say)
+
     try:
-        async with session_factory(engine)() as session:
-            await session.connection(execution_options={SQLITE_IMMEDIATE: True})
-            try:
-                if remove:
-                    await _remove_absent(session, spec, today, report)
-                await apply_file(session, spec, today, tz, report, say)
-                await session.commit()
-            except IntegrityError as exc:
-                await session.rollback()
-                raise DealershipDataError(
-                    f"{Path(path).name}: the database refused the data ({exc.orig}); "
-                    "nothing was changed"
-                ) from None
-            except BaseException:
-                await session.rollback()
-                raise
-    finally:
-        await engine.dispose()
+        await in_one_transaction(database_url, work)
+    except IntegrityError as exc:
+        raise DealershipDataError(
+            f"{Path(path).name}: the database refused the data ({exc.orig}); nothing was changed"
+        ) from None
     return report
 
 

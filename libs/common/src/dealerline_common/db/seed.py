@@ -13,7 +13,7 @@ appointments by :mod:`.seed_appointments`, each table's counts in a :class:`Seed
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,6 +41,8 @@ __all__ = [
     "SeedFile",
     "SeedReport",
     "apply_file",
+    "dealership_today",
+    "in_one_transaction",
     "load_seed_file",
     "reset",
     "seed",
@@ -60,22 +62,38 @@ async def seed(
     """
     spec = load_seed_file(path or DEMO_FILE)
     say = progress or (lambda _line: None)
-    tz = ZoneInfo(spec.dealership.timezone)
-    today = today or datetime.now(UTC).astimezone(tz).date()
+    tz, today = dealership_today(spec, today)
     report = SeedReport()
+
+    async def work(session: AsyncSession) -> None:
+        await apply_file(session, spec, today, tz, report, say)
+
+    await in_one_transaction(url, work)
+    return report
+
+
+def dealership_today(spec: SeedFile, today: date | None) -> tuple[ZoneInfo, date]:
+    """The file's timezone, and ``today`` (default: today there)."""
+    tz = ZoneInfo(spec.dealership.timezone)
+    return tz, today or datetime.now(UTC).astimezone(tz).date()
+
+
+async def in_one_transaction(url: str, work: Callable[[AsyncSession], Awaitable[None]]) -> None:
+    """Run ``work`` in one write transaction on the database at ``url`` (SQLite: BEGIN
+    IMMEDIATE, so a concurrent writer waits instead of failing half way): committed when it
+    returns, rolled back when it raises."""
     engine = create_engine_from_url(url)
     try:
         async with session_factory(engine)() as session:
             await session.connection(execution_options={SQLITE_IMMEDIATE: True})
             try:
-                await apply_file(session, spec, today, tz, report, say)
+                await work(session)
                 await session.commit()
             except BaseException:
                 await session.rollback()
                 raise
     finally:
         await engine.dispose()
-    return report
 
 
 async def apply_file(
