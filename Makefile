@@ -36,7 +36,7 @@ seed-db: .uv-installed ## Migrate the dealership database (DATABASE_URL, default
 	$(RUN) python -m dealerline_cli.database
 
 run: setup ## Run the fleet for real calls on one public port, data kept in var/ (RUN_ARGS="--public-url URL --port N"; Ctrl-C stops all)
-	$(RUN) python -m dealerline_cli.run $(RUN_ARGS)
+	$(RUN) dealerline run $(RUN_ARGS)
 
 demo: setup ## Place a simulated phone call through the whole fleet and print it turn by turn (SCENARIO=booking|escalation)
 	$(RUN) dealerline demo --scenario $(or $(SCENARIO),booking)
