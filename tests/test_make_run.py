@@ -160,12 +160,12 @@ def _wait_ready(run: Running) -> str:
 
 @contextmanager
 def make_run(tmp: Path, data_dir: Path, port: int, name: str) -> Iterator[Running]:
-    """``python -m dealerline_cli.run --data-dir DIR`` as the Makefile runs it; killed
+    """``dealerline run --data-dir DIR`` as the Makefile runs it; killed
     with everything it started if the test ends before stopping it."""
     stderr_path = tmp / f"{name}.stderr"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dealerline_cli.run", "--data-dir", str(data_dir)],
+            [str(Path(sys.executable).parent / "dealerline"), "run", "--data-dir", str(data_dir)],
             cwd=REPO,
             env=_make_run_env(tmp, port),
             stdin=subprocess.DEVNULL,

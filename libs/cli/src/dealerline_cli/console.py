@@ -33,7 +33,8 @@ _CHILD_STOP_GRACE_S = 30.0
 def fail(message: str, code: int = BAD_INPUT) -> NoReturn:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     typer.echo(f"error: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code)
+    # SystemExit, not typer.Exit: the same helpers serve the plain `python -m` entry points.
+    raise SystemExit(code)
 
 
 def say(message: str) -> None:

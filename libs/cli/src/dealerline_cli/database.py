@@ -28,7 +28,8 @@ from dealerline_common.db.migrate import upgrade
 from dealerline_common.db.models import DealershipProfile
 from dealerline_common.db.seed import SeedError, reset, seed
 
-from .state_dir import database_url, load_env_file
+from .console import load_env_file
+from .state_dir import database_url
 
 Say = Callable[[str], None]
 

@@ -160,6 +160,10 @@ class Fleet:
     # Twilio for the human leg. None: the escalation service starts without it and every
     # escalation fails at once (the agent then offers a callback).
     twilio: TwilioAccount | None = None
+    # The env file its services read (DEALERLINE_ENV_FILE): none by default, so an
+    # operator's .env in the working directory never reaches a demo, test or bench fleet
+    # (it could hold a real Twilio account). None: they read .env as configured (make run).
+    env_file: str | None = os.devnull
     # A redis-server of the fleet's own on a free port (never the system one), restartable.
     own_redis: bool = False
     redis: RedisServer | None = None
@@ -354,6 +358,8 @@ class Fleet:
             env[f"{p}DATABASE_URL"] = self.database_url or ""
             env[f"{p}STATE_URL"] = self.state_url or ""
             env[f"{p}STATE_NAMESPACE"] = self.state_namespace
+        if self.env_file is not None:
+            env["DEALERLINE_ENV_FILE"] = self.env_file
         env.update(self.extra_env)
         return env
 

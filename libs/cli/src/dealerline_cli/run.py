@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dealerline_common.db.engine import display_url, normalize_database_url
 from dealerline_common.db.seed import SeedError
 
+from .console import load_env_file
 from .database import prepare, reset_to_demo
 from .fleet import DEFAULT_PUBLIC_URL, Fleet, TwilioAccount
 from .state_dir import (
@@ -37,7 +38,6 @@ from .state_dir import (
     DataDir,
     database_url,
     default_data_dir,
-    load_env_file,
 )
 
 DEFAULT_PORT = 8080
@@ -269,6 +269,7 @@ def command(
         nats_store_dir=None if nats_url else data.nats_store,
         edge_port=port,
         edge_host=host,
+        env_file=None,  # the operator's .env, as loaded above
     )
     raise typer.Exit(asyncio.run(_run_forever(fleet, data, database)))
 

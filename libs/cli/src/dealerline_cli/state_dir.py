@@ -18,9 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from dotenv import dotenv_values, load_dotenv
-
-from dealerline_common.settings import SettingsError, env_file
+from dotenv import dotenv_values
 
 DATA_DIR_ENV = "DEALERLINE_DATA_DIR"
 SECRETS_FILE = "secrets.env"
@@ -33,17 +31,6 @@ _CONFIGURED_BY: dict[str, tuple[str, ...]] = {
     TWILIO_TOKEN: ("GATEWAY_TWILIO_AUTH_TOKEN", "ESCALATION_TWILIO_AUTH_TOKEN", TWILIO_TOKEN),
 }
 _GENERATED_BYTES = {DASHBOARD_SECRET: 32, TWILIO_TOKEN: 16}
-
-
-def load_env_file() -> None:
-    """The operator's ``.env`` (or ``$DEALERLINE_ENV_FILE``) into this process's
-    environment, real variables winning, so every process it starts inherits it."""
-    try:
-        path = env_file()
-    except SettingsError as exc:
-        raise SystemExit(f"error: {exc}") from exc
-    if path.is_file():
-        load_dotenv(path, override=False)
 
 
 def database_url(data_dir: Path | None = None) -> str:
