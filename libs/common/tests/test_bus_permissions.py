@@ -29,7 +29,10 @@ from dealerline_common.local_nats import NatsServer
 from dealerline_common.settings import ServiceSettings, SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[3]
-PASSWORDS = {user: secrets.token_urlsafe(16) for user in PERMISSIONS}
+# Letters and digits, as the chart's randAlphaNum makes them: nats-server parses a variable's
+# value as a config token, so a password starting with "-" (token_urlsafe, 1 in 64 per
+# user) or all digits stops the server at start.
+PASSWORDS = {user: "p" + secrets.token_hex(16) for user in PERMISSIONS}
 WAIT_S = 10.0
 
 

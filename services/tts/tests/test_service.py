@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from nats.aio.subscription import Subscription
+from structlog.testing import capture_logs
 
 from dealerline_common import subjects
 from dealerline_common.audio import float_to_ulaw, ulaw_to_pcm16
@@ -602,7 +603,6 @@ async def test_a_sentence_is_spoken_in_the_voice_it_asks_for_when_the_model_has_
     start_tts: StartTts,
     client: Bus,
     kokoro_engine: KokoroEngine,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     default = kokoro_engine.settings.voice
     other = sorted(kokoro_engine.voices - {default})[0]
@@ -610,21 +610,23 @@ async def test_a_sentence_is_spoken_in_the_voice_it_asks_for_when_the_model_has_
     # be answered with it.
     service = await start_tts(engine=kokoro_engine, prewarm=["Sure,"])
     sub = await client.nc.subscribe(subjects.audio("sess-v1"))
-    await say(client, "sess-v1", "turn_1", 0, "Sure,", voice=other)
-    await say(client, "sess-v1", "turn_1", 1, "Sure,", voice=default)
-    await say(client, "sess-v1", "turn_1", 2, "Sure,", voice="af_nobody")
-    await say(client, "sess-v1", "turn_1", 3, "Sure,", voice="af_nobody", last=True)
+    with capture_logs() as logs:
+        await say(client, "sess-v1", "turn_1", 0, "Sure,", voice=other)
+        await say(client, "sess-v1", "turn_1", 1, "Sure,", voice=default)
+        await say(client, "sess-v1", "turn_1", 2, "Sure,", voice="af_nobody")
+        await say(client, "sess-v1", "turn_1", 3, "Sure,", voice="af_nobody", last=True)
 
-    in_other, audio_other = await next_audio(sub)
-    assert in_other.synth_ms > 0  # synthesized, not the default voice's cached phrase
-    assert audio_other == float_to_ulaw(kokoro_engine.synthesize_as("Sure,", other), 24000)
-    in_default, audio_default = await next_audio(sub)
-    assert in_default.synth_ms == 0.0  # the pre-warmed phrase
-    assert audio_default == float_to_ulaw(kokoro_engine.synthesize("Sure,"), 24000)
-    assert audio_default != audio_other
-    for _ in range(2):  # a voice the pack lacks: the default voice, logged once
-        _meta, audio = await next_audio(sub)
-        assert audio == audio_default
-    assert service.unknown_voices == {"af_nobody"}
-    assert capsys.readouterr().out.count("a voice the model does not have") == 1
+        in_other, audio_other = await next_audio(sub)
+        assert in_other.synth_ms > 0  # synthesized, not the default voice's cached phrase
+        assert audio_other == float_to_ulaw(kokoro_engine.synthesize_as("Sure,", other), 24000)
+        in_default, audio_default = await next_audio(sub)
+        assert in_default.synth_ms == 0.0  # the pre-warmed phrase
+        assert audio_default == float_to_ulaw(kokoro_engine.synthesize("Sure,"), 24000)
+        assert audio_default != audio_other
+        for _ in range(2):  # a voice the pack lacks: the default voice, logged once
+            _meta, audio = await next_audio(sub)
+            assert audio == audio_default
+        assert service.unknown_voices == {"af_nobody"}
+    warned = [e for e in logs if "a voice the model does not have" in e.get("event", "")]
+    assert [e["voice"] for e in warned] == ["af_nobody"]  # logged once
     assert service.phrases.get("Sure,", other) == audio_other  # kept under its own voice

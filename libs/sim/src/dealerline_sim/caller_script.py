@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dealerline_sim.call import Call
@@ -102,6 +102,31 @@ async def _say(call: Call, item: str | Recorded) -> SaidUtterance:
     return await call.say(item)
 
 
+SETTLE_MAX_S = 15.0
+SETTLE_POLL_S = 0.05
+
+
+async def _wait_reply(
+    call: Call,
+    quiet_s: float,
+    timeout_s: float,
+    min_bytes: int,
+    settled: Callable[[], bool] | None,
+) -> None:
+    """Wait for the agent's reply to be heard: quiet for ``quiet_s``, and, given
+    ``settled`` (the bus says the agent's latest turn was played to its end), that too — a
+    quiet gap alone can fall between two sentences when synthesis is slow. ``settled`` is
+    waited for at most ``SETTLE_MAX_S`` (a turn cut short by a barge-in never settles)."""
+    await call.wait_until_quiet(quiet_s, timeout_s, min_bytes=min_bytes)
+    if settled is None or settled():
+        return
+    for _ in range(round(SETTLE_MAX_S / SETTLE_POLL_S)):
+        await asyncio.sleep(SETTLE_POLL_S)
+        if settled():
+            break
+    await call.wait_until_quiet(quiet_s, timeout_s, min_bytes=min_bytes)
+
+
 async def run_script(
     call: Call,
     lines: Sequence[ScriptItem] | CallerScript,
@@ -110,6 +135,7 @@ async def run_script(
     wait_for_greeting: bool = True,
     quiet_s: float = 1.2,
     timeout_s: float = 60.0,
+    settled: Callable[[], bool] | None = None,
 ) -> list[Turn]:
     """Turn-taking: wait for the greeting, then say each step and wait for the reply.
 
@@ -127,7 +153,7 @@ async def run_script(
     prepared = call.sim.prepare(*_texts(items), voice=call.sim.caller_voice)
     since = time.time()
     if wait_for_greeting and not (items and isinstance(items[0], TalkOver)):
-        await asyncio.gather(call.wait_until_quiet(quiet_s, timeout_s), prepared)
+        await asyncio.gather(_wait_reply(call, quiet_s, timeout_s, 1, settled), prepared)
         turns.append(Turn(0, None, None, None, list(call.heard_segments)))
     else:
         await prepared
@@ -144,7 +170,7 @@ async def run_script(
         if i + 1 < len(items) and isinstance(items[i + 1], TalkOver):
             turns.append(Turn(len(turns), text, started, ended, [], talk_over=record))
             continue
-        await call.wait_until_quiet(quiet_s, timeout_s, min_bytes=_reply_bytes(item))
+        await _wait_reply(call, quiet_s, timeout_s, _reply_bytes(item), settled)
         if record is not None:
             finish(call, record)
         turns.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from dealerline_common.messages import (
     LatencyEvent,
     Say,
     Transcript,
+    TurnPlayed,
     UtteranceMeta,
     from_header,
     loads,
+    parse_control,
     parse_event,
 )
 from dealerline_common.speculation import EndOfTurnInfo
@@ -70,12 +73,26 @@ class BusObserver:
         self.transcripts: dict[str, list[Transcript]] = {}
         self.says: dict[str, dict[str, list[Say]]] = {}
         self.latency: dict[str, dict[str, LatencyEvent]] = {}
+        self.played: dict[str, set[str]] = {}  # turns the gateway played to their end
 
     async def start(self) -> None:
         await self.bus.subscribe(subjects.ALL_UTTERANCES, self._on_utterance)
         await self.bus.subscribe(subjects.ALL_TRANSCRIPTS, self._on_transcript)
         await self.bus.subscribe(subjects.ALL_SAY, self._on_say)
         await self.bus.subscribe(subjects.ALL_EVENTS, self._on_event)
+        await self.bus.subscribe(subjects.ALL_CONTROL, self._on_control)
+
+    async def _on_control(self, msg: Msg) -> None:
+        with contextlib.suppress(ValueError):
+            message = parse_control(msg.data)
+            if isinstance(message, TurnPlayed):
+                self.played.setdefault(message.session_id, set()).add(message.turn_id)
+
+    def latest_turn_played(self, session_id: str) -> bool:
+        """Whether the agent's latest turn (the last to speak a sentence) was played to
+        its end (the gateway's ``TurnPlayed``)."""
+        turns = self.says.get(session_id, {})
+        return not turns or next(reversed(turns)) in self.played.get(session_id, set())
 
     async def _on_utterance(self, msg: Msg) -> None:
         try:
@@ -167,7 +184,14 @@ async def place_scripted_call(
             call = await sim.place_call(CALLER_NUMBER, DEALER_NUMBER)
             async with call:
                 sim_turns = await run_script(
-                    call, lines, transcriber, quiet_s=quiet_s, timeout_s=timeout_s
+                    call,
+                    lines,
+                    transcriber,
+                    quiet_s=quiet_s,
+                    timeout_s=timeout_s,
+                    settled=lambda: observer.latest_turn_played(
+                        call.custom_parameters.get("session_id", "")
+                    ),
                 )
             session_id = call.custom_parameters["session_id"]
             await asyncio.sleep(0.3)  # let the last bus messages land
