@@ -734,6 +734,18 @@ def test_trial_generates_a_dashboard_auth_secret_or_takes_the_given_one(helm: He
     assert "dashboardAuthSecret must be at least 32 characters" in error
 
 
+def test_a_given_nats_password_nats_server_cannot_parse_is_refused(helm: Helm) -> None:
+    """nats-server reads a password variable's value as a config token: a leading '-' or an
+    all-digit value stops it at start, so the chart refuses such a given password."""
+    trial = VALUE_SETS["cpu-trial"]
+    args = VALUE_SET_ARGS["cpu-trial"]
+    for bad in ("-leadingDash0123456789", "12345678901234567890"):
+        error = helm.template_error(trial, [*args, f"secrets.values.natsPasswords.gateway={bad}"])
+        assert "natsPasswords.gateway: use letters and digits only" in error
+    docs = helm.template(trial, [*args, "secrets.values.natsPasswords.gateway=Good1234abcd5678"])
+    assert of_kind(docs, "Secret")
+
+
 def test_trial_refuses_to_install_without_twilio_credentials(helm: Helm) -> None:
     error = helm.template_error(["values-cpu-trial.yaml"], VALUE_SET_ARGS["cpu-trial"][1:])
     assert "secrets.values.twilioAccountSid is required" in error
